@@ -1,0 +1,407 @@
+//! The lead-master election of one manager as a pure state machine.
+//!
+//! The I/O loop of harp-manager turns etcd replies, watch events, Postgres checks and timers
+//! into [`Event`]s, calls [`Election::step`] and carries out the returned [`Action`]s. Nothing
+//! here reads a clock: `now` comes in with every event, so tests drive it with a fake clock.
+//!
+//! Safety rests on two rules: the manager counts itself leader only while its local monotonic
+//! deadline (last acknowledged keep-alive *send* time + TTL - margin) lies ahead — etcd cannot
+//! expire the lease before that — and it gives the lease up the moment it may not lead.
+
+mod candidates;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub use candidates::{Peer, Peers};
+
+use crate::records::PgState;
+
+/// Knobs of the election, from the node directives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub node: String,
+    pub location: String,
+    pub priority: i32,
+    pub lease_ttl: Duration,
+    pub maximum_lag: i64,
+    /// How long each rank below the best candidate waits before trying a vacant lease.
+    pub candidate_step: Duration,
+    /// First retry delay after a failed etcd request; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Params {
+    /// Margin kept between the local deadline and the earliest moment etcd may expire the lease.
+    pub fn safety_margin(&self) -> Duration {
+        (self.lease_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+}
+
+/// The leader as etcd shows it: the holder's node name and the key's `create_revision`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub node: String,
+    pub token: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Result of a local Postgres check.
+    Postgres {
+        state: PgState,
+        wal_lsn: Option<u64>,
+    },
+    /// The manager's etcd lease exists (granted, or found alive).
+    SessionUp,
+    /// The manager's lease is gone (expired or revoked); every key on it went with it.
+    SessionLost,
+    /// A keep-alive sent at `sent` was acknowledged with a live lease.
+    KeepAliveOk {
+        sent: Instant,
+    },
+    /// The current value of `leader/<location>`, from a get or a watch event.
+    LeaderObserved(Option<Holder>),
+    /// Our create-if-absent txn succeeded: we hold the key under `token`.
+    Acquired {
+        token: i64,
+        sent: Instant,
+    },
+    /// Our txn found the key held by `holder`.
+    AcquireLost {
+        holder: Holder,
+    },
+    /// Our txn did not complete (etcd unreachable, timeout).
+    AcquireFailed,
+    /// The guarded delete completed (or found the key no longer ours).
+    Released,
+    ReleaseFailed,
+    /// Another node's status changed (`None`: its key is gone).
+    PeerStatus {
+        node: String,
+        peer: Option<Peer>,
+    },
+    /// `fenced/<node>` appeared or vanished.
+    Fenced {
+        node: String,
+        fenced: bool,
+    },
+    /// Directives changed on reload (priority, lag limit).
+    Reconfigure {
+        priority: i32,
+        maximum_lag: i64,
+    },
+    /// A timer asked for by [`Election::next_wake`] fired.
+    Tick,
+    /// SIGTERM: hand the lease over and exit.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run the create-if-absent txn on the leader key with the session lease.
+    TryAcquire,
+    /// Delete the leader key guarded by `create_revision == token`.
+    Release { token: i64, reason: String },
+    /// Stop counting as leader without talking to etcd (it may be unreachable).
+    StepDown { token: i64, reason: String },
+    /// The node's status record changed: write it.
+    PublishStatus,
+    /// Shutdown may finish: revoke the lease and exit.
+    Exit,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::TryAcquire => write!(f, "try to acquire the leader lease"),
+            Action::Release { token, reason } => {
+                write!(f, "release the leader lease (token {token}): {reason}")
+            }
+            Action::StepDown { token, reason } => {
+                write!(f, "step down as leader (token {token}): {reason}")
+            }
+            Action::PublishStatus => write!(f, "publish node status"),
+            Action::Exit => write!(f, "exit"),
+        }
+    }
+}
+
+/// Where this manager stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    /// Holds the lease; valid until `deadline`.
+    Leader {
+        token: i64,
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Election {
+    params: Params,
+    role: Role,
+    postgres: PgState,
+    wal_lsn: Option<u64>,
+    session: bool,
+    peers: Peers,
+    /// The key as last observed; `None` with `vacant_since` when nobody holds it.
+    holder: Option<Holder>,
+    vacant_since: Option<Instant>,
+    acquiring: bool,
+    releasing: Option<i64>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    shutting_down: bool,
+}
+
+impl Election {
+    pub fn new(params: Params) -> Self {
+        let retry_delay = params.retry_min;
+        Self {
+            params,
+            role: Role::Follower,
+            postgres: PgState::Unknown,
+            wal_lsn: None,
+            session: false,
+            peers: Peers::default(),
+            holder: None,
+            vacant_since: None,
+            acquiring: false,
+            releasing: None,
+            retry_at: None,
+            retry_delay,
+            shutting_down: false,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader { .. })
+    }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    pub fn postgres(&self) -> PgState {
+        self.postgres
+    }
+    pub fn wal_lsn(&self) -> Option<u64> {
+        self.wal_lsn
+    }
+    /// The leader as last observed in etcd.
+    pub fn holder(&self) -> Option<&Holder> {
+        self.holder.as_ref()
+    }
+    pub fn is_fenced(&self) -> bool {
+        self.peers.is_fenced(&self.params.node)
+    }
+
+    /// Why this node may not lead right now, or `None` if it may.
+    pub fn ineligible_reason(&self) -> Option<String> {
+        let p = &self.params;
+        if self.shutting_down {
+            return Some("the manager is shutting down".into());
+        }
+        if self.is_fenced() {
+            return Some("the node is fenced".into());
+        }
+        if p.priority < 0 {
+            return Some(format!("priority {} never leads", p.priority));
+        }
+        match self.postgres {
+            PgState::Primary => {}
+            PgState::Standby => return Some("postgres is in recovery".into()),
+            PgState::Down => return Some("postgres is down".into()),
+            PgState::Unknown => return Some("postgres has not been checked yet".into()),
+        }
+        if p.maximum_lag >= 0 {
+            let best = self.peers.max_lsn(&p.location, self.wal_lsn);
+            let lag = best.unwrap_or(0).saturating_sub(self.wal_lsn.unwrap_or(0));
+            if lag > p.maximum_lag as u64 {
+                return Some(format!(
+                    "{lag} bytes behind, beyond maximum_lag {}",
+                    p.maximum_lag
+                ));
+            }
+        }
+        None
+    }
+
+    /// The next moment the machine wants a [`Event::Tick`], if any.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let deadline = match self.role {
+            Role::Leader { deadline, .. } => Some(deadline),
+            Role::Follower => None,
+        };
+        [deadline, self.retry_at, self.candidate_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When this node will try the vacant lease, if it wants to.
+    fn candidate_at(&self) -> Option<Instant> {
+        if self.is_leader() || self.acquiring || !self.session || self.holder.is_some() {
+            return None;
+        }
+        if self.ineligible_reason().is_some() {
+            return None;
+        }
+        let p = &self.params;
+        let rank = self.peers.rank(&p.node, &p.location, p.priority) as u32;
+        let at = self.vacant_since? + p.candidate_step * rank;
+        Some(self.retry_at.map_or(at, |r| r.max(at)))
+    }
+
+    pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let was_eligible = self.ineligible_reason().is_none();
+        let before = (self.postgres, self.is_leader());
+        match event {
+            Event::Postgres { state, wal_lsn } => {
+                // Peers rank and check lag by our WAL position, so a move is worth a write.
+                if wal_lsn != self.wal_lsn {
+                    out.push(Action::PublishStatus);
+                }
+                self.postgres = state;
+                self.wal_lsn = wal_lsn;
+            }
+            Event::SessionUp => self.session = true,
+            Event::SessionLost => {
+                self.session = false;
+                self.acquiring = false;
+                if let Role::Leader { token, .. } = self.role {
+                    self.role = Role::Follower;
+                    out.push(Action::StepDown {
+                        token,
+                        reason: "the etcd lease expired".into(),
+                    });
+                }
+            }
+            Event::KeepAliveOk { sent } => {
+                if let Role::Leader { token, deadline } = self.role {
+                    let renewed = sent + self.params.lease_ttl - self.params.safety_margin();
+                    self.role = Role::Leader {
+                        token,
+                        deadline: deadline.max(renewed),
+                    };
+                }
+            }
+            Event::LeaderObserved(holder) => self.observe(holder, now, &mut out),
+            Event::Acquired { token, sent } => {
+                self.acquiring = false;
+                self.retry_delay = self.params.retry_min;
+                self.retry_at = None;
+                self.holder = Some(Holder {
+                    node: self.params.node.clone(),
+                    token,
+                });
+                self.vacant_since = None;
+                let deadline = sent + self.params.lease_ttl - self.params.safety_margin();
+                self.role = Role::Leader { token, deadline };
+            }
+            Event::AcquireLost { holder } => {
+                self.acquiring = false;
+                self.retry_delay = self.params.retry_min;
+                self.observe(Some(holder), now, &mut out);
+            }
+            Event::AcquireFailed => {
+                self.acquiring = false;
+                self.back_off(now);
+            }
+            Event::Released => self.releasing = None,
+            Event::ReleaseFailed => {
+                // The key stays until its lease expires; we already stopped counting as leader.
+                self.releasing = None;
+            }
+            Event::PeerStatus { node, peer } => self.peers.set_status(&node, peer),
+            Event::Fenced { node, fenced } => self.peers.set_fenced(&node, fenced),
+            Event::Reconfigure {
+                priority,
+                maximum_lag,
+            } => {
+                self.params.priority = priority;
+                self.params.maximum_lag = maximum_lag;
+                out.push(Action::PublishStatus);
+            }
+            Event::Tick => {}
+            Event::Shutdown => self.shutting_down = true,
+        }
+        self.enforce(now, &mut out);
+        if self.shutting_down && !self.is_leader() && self.releasing.is_none() {
+            out.push(Action::Exit);
+        }
+        let eligible = self.ineligible_reason().is_none();
+        let changed = before != (self.postgres, self.is_leader()) || was_eligible != eligible;
+        if changed && !out.contains(&Action::PublishStatus) {
+            out.push(Action::PublishStatus);
+        }
+        out
+    }
+
+    /// Applies what the current facts demand: leave when we may not lead, try when we should.
+    fn enforce(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Role::Leader { token, deadline } = self.role {
+            if let Some(reason) = self.ineligible_reason() {
+                self.role = Role::Follower;
+                self.releasing = Some(token);
+                out.push(Action::Release { token, reason });
+            } else if now >= deadline {
+                self.role = Role::Follower;
+                out.push(Action::StepDown {
+                    token,
+                    reason: "no etcd keep-alive acknowledged before the lease deadline".into(),
+                });
+                // If etcd answers again, drop the key at once instead of waiting for expiry.
+                self.releasing = Some(token);
+                out.push(Action::Release {
+                    token,
+                    reason: "stepped down at the lease deadline".into(),
+                });
+            }
+            return;
+        }
+        if self.shutting_down {
+            return;
+        }
+        if let Some(at) = self.candidate_at()
+            && now >= at
+        {
+            self.acquiring = true;
+            self.retry_at = None;
+            out.push(Action::TryAcquire);
+        }
+    }
+
+    fn observe(&mut self, holder: Option<Holder>, now: Instant, out: &mut Vec<Action>) {
+        if let Role::Leader { token, .. } = self.role
+            && holder.as_ref().is_none_or(|h| h.token != token)
+        {
+            // Deleted, expired or replaced: etcd says we no longer lead.
+            self.role = Role::Follower;
+            out.push(Action::StepDown {
+                token,
+                reason: "the leader key is no longer ours".into(),
+            });
+        }
+        match (&self.holder, &holder) {
+            (_, None) if self.vacant_since.is_none() || self.holder.is_some() => {
+                self.vacant_since = Some(now);
+            }
+            (_, Some(_)) => self.vacant_since = None,
+            _ => {}
+        }
+        self.holder = holder;
+    }
+
+    fn back_off(&mut self, now: Instant) {
+        self.retry_at = Some(now + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(self.params.retry_max);
+    }
+}

@@ -1,0 +1,431 @@
+//! The election driven by a fake clock: every rule of the protocol as a user would state it.
+
+use super::*;
+
+const TTL: Duration = Duration::from_secs(6);
+const STEP: Duration = Duration::from_millis(500);
+
+fn params(node: &str, priority: i32) -> Params {
+    Params {
+        node: node.into(),
+        location: "dca".into(),
+        priority,
+        lease_ttl: TTL,
+        maximum_lag: -1,
+        candidate_step: STEP,
+        retry_min: Duration::from_millis(100),
+        retry_max: Duration::from_secs(2),
+    }
+}
+
+fn healthy() -> Event {
+    Event::Postgres {
+        state: PgState::Primary,
+        wal_lsn: Some(100),
+    }
+}
+
+fn peer(priority: i32, state: PgState, lsn: u64) -> Option<Peer> {
+    Some(Peer {
+        location: "dca".into(),
+        postgres: state,
+        priority,
+        wal_lsn: Some(lsn),
+    })
+}
+
+fn holder(node: &str, token: i64) -> Option<Holder> {
+    Some(Holder {
+        node: node.into(),
+        token,
+    })
+}
+
+/// A healthy node with a session that has seen the lease vacant; returns the clock.
+fn ready(e: &mut Election) -> (Instant, Vec<Action>) {
+    let t0 = Instant::now();
+    e.step(healthy(), t0);
+    e.step(Event::SessionUp, t0);
+    let out = e.step(Event::LeaderObserved(None), t0);
+    (t0, out)
+}
+
+fn leader(e: &mut Election) -> Instant {
+    let (t0, out) = ready(e);
+    assert_eq!(out, vec![Action::TryAcquire]);
+    let out = e.step(Event::Acquired { token: 7, sent: t0 }, t0);
+    assert!(e.is_leader());
+    assert_eq!(out, vec![Action::PublishStatus]);
+    t0
+}
+
+fn has_release(out: &[Action], reason: &str) -> bool {
+    out.iter()
+        .any(|a| matches!(a, Action::Release { token: 7, reason: r } if r.contains(reason)))
+}
+
+#[test]
+fn a_healthy_node_acquires_a_vacant_lease_at_once() {
+    let mut e = Election::new(params("n1", 100));
+    leader(&mut e);
+    assert_eq!(e.holder(), holder("n1", 7).as_ref());
+}
+
+#[test]
+fn nothing_is_tried_before_postgres_is_checked_or_the_key_is_seen() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = Instant::now();
+    assert!(e.step(Event::SessionUp, t0).is_empty());
+    assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
+    assert_eq!(e.next_wake(), None);
+    let mut e = Election::new(params("n1", 100));
+    e.step(Event::SessionUp, t0);
+    assert_eq!(e.step(healthy(), t0), vec![Action::PublishStatus]);
+}
+
+#[test]
+fn keep_alives_renew_and_silence_steps_down_by_the_local_deadline() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let margin = e.params().safety_margin();
+    assert_eq!(e.next_wake(), Some(t0 + TTL - margin));
+    let t2 = t0 + Duration::from_secs(2);
+    assert!(e.step(Event::KeepAliveOk { sent: t2 }, t2).is_empty());
+    assert_eq!(e.next_wake(), Some(t2 + TTL - margin));
+    // A stale acknowledgement never moves the deadline back.
+    e.step(Event::KeepAliveOk { sent: t0 }, t2);
+    assert_eq!(e.next_wake(), Some(t2 + TTL - margin));
+    // etcd goes silent: still leader just before the deadline, not at it.
+    assert!(
+        e.step(Event::Tick, t2 + TTL - margin - Duration::from_millis(1))
+            .is_empty()
+    );
+    let out = e.step(Event::Tick, t2 + TTL - margin);
+    assert!(!e.is_leader());
+    assert!(
+        matches!(&out[0], Action::StepDown { token: 7, reason } if reason.contains("deadline"))
+    );
+    assert!(has_release(&out, "deadline"));
+}
+
+#[test]
+fn the_deadline_is_before_etcd_could_expire_the_lease() {
+    let p = params("n1", 100);
+    assert!(p.safety_margin() > Duration::ZERO);
+    assert!(p.safety_margin() < TTL / 2);
+}
+
+#[test]
+fn losing_the_key_to_another_holder_steps_down() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let out = e.step(Event::LeaderObserved(holder("n2", 9)), t0);
+    assert!(!e.is_leader());
+    assert!(matches!(&out[0], Action::StepDown { token: 7, .. }));
+    assert!(!out.contains(&Action::TryAcquire));
+}
+
+#[test]
+fn our_own_key_seen_again_changes_nothing() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    assert!(
+        e.step(Event::LeaderObserved(holder("n1", 7)), t0)
+            .is_empty()
+    );
+    assert!(e.is_leader());
+}
+
+#[test]
+fn postgres_down_releases_at_once_and_up_again_competes_again() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let down = Event::Postgres {
+        state: PgState::Down,
+        wal_lsn: None,
+    };
+    let out = e.step(down, t0);
+    assert!(!e.is_leader());
+    assert!(has_release(&out, "postgres is down"), "{out:?}");
+    assert!(out.contains(&Action::PublishStatus));
+    e.step(Event::Released, t0);
+    e.step(Event::LeaderObserved(holder("n2", 9)), t0);
+    e.step(Event::LeaderObserved(None), t0);
+    assert!(e.step(healthy(), t0).contains(&Action::TryAcquire));
+}
+
+#[test]
+fn a_standby_never_leads() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = Instant::now();
+    e.step(Event::SessionUp, t0);
+    e.step(
+        Event::Postgres {
+            state: PgState::Standby,
+            wal_lsn: Some(5),
+        },
+        t0,
+    );
+    assert!(
+        !e.step(Event::LeaderObserved(None), t0)
+            .contains(&Action::TryAcquire)
+    );
+    assert_eq!(
+        e.ineligible_reason().as_deref(),
+        Some("postgres is in recovery")
+    );
+}
+
+#[test]
+fn a_fenced_node_never_leads_and_releases_if_leading() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = Instant::now();
+    e.step(
+        Event::Fenced {
+            node: "n1".into(),
+            fenced: true,
+        },
+        t0,
+    );
+    e.step(healthy(), t0);
+    e.step(Event::SessionUp, t0);
+    assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
+    assert_eq!(e.next_wake(), None);
+
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let fence = Event::Fenced {
+        node: "n1".into(),
+        fenced: true,
+    };
+    assert!(has_release(&e.step(fence, t0), "fenced"));
+    // A fence on another node is no reason to leave.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let other = Event::Fenced {
+        node: "n2".into(),
+        fenced: true,
+    };
+    assert!(e.step(other, t0).is_empty());
+}
+
+#[test]
+fn priority_minus_one_never_leads() {
+    let mut e = Election::new(params("n1", -1));
+    let (_, out) = ready(&mut e);
+    assert!(out.is_empty());
+    assert_eq!(e.next_wake(), None);
+}
+
+#[test]
+fn a_lower_priority_candidate_waits_for_the_better_one() {
+    let mut e = Election::new(params("n2", 50));
+    let t0 = Instant::now();
+    e.step(
+        Event::PeerStatus {
+            node: "n1".into(),
+            peer: peer(100, PgState::Primary, 100),
+        },
+        t0,
+    );
+    let (t0, out) = {
+        e.step(healthy(), t0);
+        e.step(Event::SessionUp, t0);
+        (t0, e.step(Event::LeaderObserved(None), t0))
+    };
+    assert!(out.is_empty(), "rank 1 must wait: {out:?}");
+    assert_eq!(e.next_wake(), Some(t0 + STEP));
+    // The better node wins in time: nothing to do.
+    assert!(
+        e.step(Event::LeaderObserved(holder("n1", 3)), t0 + STEP / 2)
+            .is_empty()
+    );
+    // It dies; it cannot take the lease: after one step we try.
+    e.step(Event::LeaderObserved(None), t0 + STEP);
+    assert!(e.step(Event::Tick, t0 + STEP + STEP / 2).is_empty());
+    assert_eq!(e.step(Event::Tick, t0 + STEP * 2), vec![Action::TryAcquire]);
+}
+
+#[test]
+fn unhealthy_fenced_or_other_location_peers_do_not_outrank() {
+    let mut e = Election::new(params("n2", 50));
+    let t0 = Instant::now();
+    let peers = [
+        ("n1", peer(100, PgState::Down, 100)),
+        ("n3", peer(200, PgState::Primary, 100)),
+        ("n4", peer(300, PgState::Standby, 100)),
+        ("n5", peer(-1, PgState::Primary, 100)),
+    ];
+    for (node, p) in peers {
+        e.step(PeerStatus(node, p), t0);
+    }
+    e.step(
+        Event::Fenced {
+            node: "n3".into(),
+            fenced: true,
+        },
+        t0,
+    );
+    let mut other_dc = peer(900, PgState::Primary, 100);
+    other_dc.as_mut().unwrap().location = "dcb".into();
+    e.step(PeerStatus("n6", other_dc), t0);
+    let (_, out) = ready(&mut e);
+    assert_eq!(out, vec![Action::TryAcquire]);
+}
+
+#[allow(non_snake_case)]
+fn PeerStatus(node: &str, peer: Option<Peer>) -> Event {
+    Event::PeerStatus {
+        node: node.into(),
+        peer,
+    }
+}
+
+#[test]
+fn equal_priorities_break_ties_by_name() {
+    let mut e = Election::new(params("n2", 100));
+    e.step(
+        PeerStatus("n1", peer(100, PgState::Primary, 1)),
+        Instant::now(),
+    );
+    assert!(ready(&mut e).1.is_empty());
+    let mut e = Election::new(params("n1", 100));
+    e.step(
+        PeerStatus("n2", peer(100, PgState::Primary, 1)),
+        Instant::now(),
+    );
+    assert_eq!(ready(&mut e).1, vec![Action::TryAcquire]);
+}
+
+#[test]
+fn etcd_timeouts_back_off_exponentially_up_to_the_cap() {
+    let mut e = Election::new(params("n1", 100));
+    let (mut now, _) = ready(&mut e);
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        assert!(e.step(Event::AcquireFailed, now).is_empty());
+        let at = e.next_wake().unwrap();
+        delays.push((at - now).as_millis());
+        assert!(
+            e.step(Event::Tick, at - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(e.step(Event::Tick, at), vec![Action::TryAcquire]);
+        now = at;
+    }
+    assert_eq!(delays, vec![100, 200, 400, 800, 1600, 2000, 2000]);
+    e.step(
+        Event::AcquireLost {
+            holder: holder("n2", 4).unwrap(),
+        },
+        now,
+    );
+    assert_eq!(e.holder(), holder("n2", 4).as_ref());
+    assert_eq!(e.next_wake(), None);
+}
+
+#[test]
+fn losing_the_race_follows_the_winner() {
+    let mut e = Election::new(params("n1", 100));
+    let (t0, _) = ready(&mut e);
+    let out = e.step(
+        Event::AcquireLost {
+            holder: holder("n2", 4).unwrap(),
+        },
+        t0,
+    );
+    assert!(out.is_empty());
+    assert!(!e.is_leader());
+}
+
+#[test]
+fn postgres_failing_during_the_acquire_releases_right_after_it() {
+    let mut e = Election::new(params("n1", 100));
+    let (t0, _) = ready(&mut e);
+    e.step(
+        Event::Postgres {
+            state: PgState::Down,
+            wal_lsn: None,
+        },
+        t0,
+    );
+    let out = e.step(Event::Acquired { token: 7, sent: t0 }, t0);
+    assert!(has_release(&out, "postgres is down"), "{out:?}");
+    assert!(!e.is_leader());
+}
+
+#[test]
+fn lease_lost_in_etcd_steps_down() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let out = e.step(Event::SessionLost, t0);
+    assert!(matches!(&out[0], Action::StepDown { reason, .. } if reason.contains("expired")));
+    assert!(!e.is_leader());
+    // No new attempt until a new session exists.
+    assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
+    assert_eq!(e.step(Event::SessionUp, t0), vec![Action::TryAcquire]);
+}
+
+#[test]
+fn a_node_too_far_behind_does_not_try() {
+    let mut p = params("n1", 100);
+    p.maximum_lag = 500;
+    let mut e = Election::new(p);
+    e.step(
+        PeerStatus("n2", peer(10, PgState::Standby, 1000)),
+        Instant::now(),
+    );
+    let (_, out) = ready(&mut e); // we are at 100: 900 bytes behind
+    assert!(out.is_empty());
+    assert!(e.ineligible_reason().unwrap().contains("maximum_lag 500"));
+    // Caught up: it tries.
+    let out = e.step(
+        Event::Postgres {
+            state: PgState::Primary,
+            wal_lsn: Some(800),
+        },
+        Instant::now(),
+    );
+    assert!(out.contains(&Action::TryAcquire), "{out:?}");
+}
+
+#[test]
+fn shutdown_hands_over_before_exit() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let out = e.step(Event::Shutdown, t0);
+    assert!(has_release(&out, "shutting down"));
+    assert!(!out.contains(&Action::Exit));
+    assert!(e.step(Event::Released, t0).contains(&Action::Exit));
+
+    let mut e = Election::new(params("n1", 100));
+    let (t0, _) = ready(&mut e);
+    e.step(
+        Event::AcquireLost {
+            holder: holder("n2", 4).unwrap(),
+        },
+        t0,
+    );
+    assert!(e.step(Event::Shutdown, t0).contains(&Action::Exit));
+    // Even a failed release lets the manager exit: the lease revoke follows.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(Event::Shutdown, t0);
+    assert!(e.step(Event::ReleaseFailed, t0).contains(&Action::Exit));
+}
+
+#[test]
+fn actions_read_well_in_logs() {
+    let a = Action::Release {
+        token: 42,
+        reason: "postgres is down".into(),
+    };
+    assert_eq!(
+        a.to_string(),
+        "release the leader lease (token 42): postgres is down"
+    );
+    assert_eq!(
+        Action::TryAcquire.to_string(),
+        "try to acquire the leader lease"
+    );
+}

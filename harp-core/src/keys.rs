@@ -1,0 +1,110 @@
+//! The etcd key schema. Every key of a cluster lives under `/harp/<cluster>/`, so one prefix
+//! watch sees the whole cluster and one prefix delete removes it.
+
+/// Builds the keys of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            prefix: format!("/harp/{cluster}/"),
+        }
+    }
+
+    /// `/harp/<cluster>/`: watch this to see every change of the cluster.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The lead master lease of a location; its `create_revision` is the fencing token.
+    pub fn leader(&self, location: &str) -> String {
+        format!("{}leader/{location}", self.prefix)
+    }
+
+    pub fn leader_prefix(&self) -> String {
+        format!("{}leader/", self.prefix)
+    }
+
+    /// A node's status, written by its manager on the manager's lease.
+    pub fn node_status(&self, node: &str) -> String {
+        format!("{}nodes/{node}/status", self.prefix)
+    }
+
+    pub fn nodes_prefix(&self) -> String {
+        format!("{}nodes/", self.prefix)
+    }
+
+    /// Present while the node is fenced: it never leads and releases if it does.
+    pub fn fenced(&self, node: &str) -> String {
+        format!("{}fenced/{node}", self.prefix)
+    }
+
+    pub fn fenced_prefix(&self) -> String {
+        format!("{}fenced/", self.prefix)
+    }
+
+    /// Switchover request for a location (`harpctl promote`).
+    pub fn promote_intent(&self, location: &str) -> String {
+        format!("{}intent/promote/{location}", self.prefix)
+    }
+
+    pub fn proxy_status(&self, proxy: &str) -> String {
+        format!("{}proxies/{proxy}/status", self.prefix)
+    }
+
+    pub fn managed(&self) -> String {
+        format!("{}managed", self.prefix)
+    }
+
+    /// Classifies a key of this cluster, so a prefix watch can route each event.
+    pub fn parse<'a>(&self, key: &'a str) -> Option<KeyKind<'a>> {
+        let rest = key.strip_prefix(self.prefix.as_str())?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["leader", loc] => Some(KeyKind::Leader(loc)),
+            ["nodes", node, "status"] => Some(KeyKind::NodeStatus(node)),
+            ["fenced", node] => Some(KeyKind::Fenced(node)),
+            ["intent", "promote", loc] => Some(KeyKind::PromoteIntent(loc)),
+            ["proxies", proxy, "status"] => Some(KeyKind::ProxyStatus(proxy)),
+            ["managed"] => Some(KeyKind::Managed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind<'a> {
+    Leader(&'a str),
+    NodeStatus(&'a str),
+    Fenced(&'a str),
+    PromoteIntent(&'a str),
+    ProxyStatus(&'a str),
+    Managed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_parse() {
+        let k = Keys::new("prod");
+        assert_eq!(k.leader("dca"), "/harp/prod/leader/dca");
+        assert_eq!(k.parse(&k.leader("dca")), Some(KeyKind::Leader("dca")));
+        assert_eq!(
+            k.parse(&k.node_status("n1")),
+            Some(KeyKind::NodeStatus("n1"))
+        );
+        assert_eq!(k.parse(&k.fenced("n1")), Some(KeyKind::Fenced("n1")));
+        assert_eq!(
+            k.parse(&k.promote_intent("dcb")),
+            Some(KeyKind::PromoteIntent("dcb"))
+        );
+        assert_eq!(k.parse(&k.managed()), Some(KeyKind::Managed));
+        assert_eq!(k.parse("/harp/other/leader/dca"), None);
+        assert_eq!(k.parse("/harp/prod/leader/dca/extra"), None);
+    }
+}

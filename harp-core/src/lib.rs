@@ -1,0 +1,7 @@
+//! HARP core: configuration, the etcd key schema, record types and the pure state machines that
+//! make every decision. No I/O happens here, so tests drive it with a fake clock.
+
+pub mod config;
+pub mod election;
+pub mod keys;
+pub mod records;

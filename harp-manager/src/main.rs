@@ -1,0 +1,179 @@
+//! harp-manager: runs beside one Postgres node, publishes its status in etcd and competes for
+//! its location's leader lease.
+
+mod dcs;
+mod http;
+mod postgres;
+mod runner;
+mod session;
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::Context;
+use clap::Parser;
+use harp_core::config::{self, Config, ConfigError, ConfigIssue, DEFAULT_CONFIG_PATH};
+use harp_core::election::{Election, Params};
+use harp_core::keys::Keys;
+use harp_core::records::PgState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch as tokio_watch};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "HARP manager: holds the location's lead-master lease for its Postgres"
+)]
+struct Args {
+    /// Path to config.yml.
+    #[arg(short = 'f', long = "config", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(args.config, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the file and checks what only the manager needs: a manager section and a dsn whose
+/// host and port clients can be routed to.
+fn load(path: &std::path::Path) -> Result<(Config, String, u16), ConfigError> {
+    let config = config::load_file(path)?;
+    let file = path.display().to_string();
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        file: file.clone(),
+        issues: vec![ConfigIssue {
+            line: None,
+            key: key.into(),
+            message,
+        }],
+    };
+    let Some(m) = &config.manager else {
+        return Err(invalid(
+            "manager",
+            "missing section; harp-manager needs at least `manager.name` and `manager.dsn`".into(),
+        ));
+    };
+    let pg = tokio_postgres::Config::from_str(&m.node.dsn)
+        .map_err(|e| invalid("manager.dsn", format!("not a valid connection string: {e}")))?;
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => {
+            return Err(invalid(
+                "manager.dsn",
+                "needs `host=` with an address clients can reach (not a unix socket)".into(),
+            ));
+        }
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    Ok((config, host, port))
+}
+
+async fn run(path: PathBuf, (config, address, port): (Config, String, u16)) -> anyhow::Result<()> {
+    let m = config.manager.clone().context("manager section")?;
+    let keys = Keys::new(&config.cluster.name);
+    let dcs = dcs::connect(&config.dcs, keys).await?;
+    let params = Params {
+        node: m.name.clone(),
+        location: config.location.clone(),
+        priority: m.node.priority,
+        lease_ttl: m.node.leader_lease_duration,
+        maximum_lag: m.node.maximum_lag,
+        candidate_step: std::time::Duration::from_millis(500),
+        retry_min: std::time::Duration::from_millis(100),
+        retry_max: std::time::Duration::from_secs(2),
+    };
+    tracing::info!(
+        node = %m.name,
+        location = %config.location,
+        cluster = %config.cluster.name,
+        "harp-manager starting; routing address {address}:{port}"
+    );
+    let (tx, rx) = mpsc::channel(256);
+    let (publish, publish_rx) = tokio_watch::channel(None);
+    let election = Election::new(params);
+    let (view, view_rx) = tokio_watch::channel(http::StatusView {
+        name: m.name.clone(),
+        location: config.location.clone(),
+        role: "follower",
+        token: None,
+        postgres: PgState::Unknown,
+        leader: None,
+        leader_token: None,
+        fenced: false,
+        ineligible: election.ineligible_reason(),
+        etcd_session: false,
+    });
+    if config.http.enable {
+        let listener = http::bind(&config.http).await?;
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(listener, view_rx).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
+    let session = session::SessionParams {
+        ttl: m.node.leader_lease_duration,
+        refresh: m.node.lease_refresh_interval,
+    };
+    tokio::spawn(session::run(dcs.clone(), session, tx.clone()));
+    tokio::spawn(watch::run(dcs.clone(), tx.clone()));
+    tokio::spawn(postgres::run(
+        m.node.dsn.clone(),
+        m.node.health_check_interval,
+        tx.clone(),
+    ));
+    tokio::spawn(runner::publisher(dcs.clone(), publish_rx));
+    tokio::spawn(forward_signals(tx.clone()));
+    runner::Runner {
+        config_path: path,
+        config,
+        dcs,
+        election,
+        address,
+        port,
+        lease: None,
+        leader: None,
+        tx,
+        rx,
+        publish,
+        view,
+    }
+    .run()
+    .await
+}
+
+async fn forward_signals(tx: mpsc::Sender<runner::Input>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        let input = tokio::select! {
+            _ = term.recv() => runner::Input::Shutdown,
+            _ = int.recv() => runner::Input::Shutdown,
+            _ = hup.recv() => runner::Input::Reload,
+        };
+        tx.send(input).await?;
+    }
+}

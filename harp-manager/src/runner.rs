@@ -1,0 +1,393 @@
+//! The decision loop: turns inputs from the tasks (etcd session, watch, Postgres checker,
+//! signals) into election events, and carries out the election's actions. Every etcd request
+//! runs in its own task, so a slow etcd never delays reacting to a Postgres failure.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use harp_core::config::{self, Config};
+use harp_core::election::{Action, Election, Event, Holder, Peer, Role};
+use harp_core::keys::KeyKind;
+use harp_core::records::{LeaderRecord, NodeStatus, PgState, RECORD_VERSION};
+use tokio::sync::{mpsc, watch};
+
+use crate::dcs::{Acquire, Dcs, DcsError, holder};
+use crate::http::StatusView;
+use crate::watch::KeyChange;
+
+pub enum Input {
+    Postgres {
+        state: PgState,
+        wal_lsn: Option<u64>,
+        reason: Option<String>,
+    },
+    SessionUp(i64),
+    SessionLost,
+    KeepAliveOk {
+        sent: Instant,
+    },
+    /// Differences found by a fresh read of the cluster's keys.
+    Synced(Vec<KeyChange>),
+    /// Watch events.
+    Changed(Vec<KeyChange>),
+    AcquireDone(Result<Acquire, DcsError>, Instant),
+    ReleaseDone(Result<bool, DcsError>),
+    Shutdown,
+    /// The shutdown took too long: leave without further etcd work.
+    ForceExit,
+    Reload,
+}
+
+pub struct Runner {
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub dcs: Dcs,
+    pub election: Election,
+    /// Where clients reach our Postgres (from the dsn).
+    pub address: String,
+    pub port: u16,
+    pub lease: Option<i64>,
+    /// The leader of our location as the watch shows it.
+    pub leader: Option<Holder>,
+    pub tx: mpsc::Sender<Input>,
+    pub rx: mpsc::Receiver<Input>,
+    pub publish: watch::Sender<Option<(NodeStatus, i64)>>,
+    pub view: watch::Sender<StatusView>,
+}
+
+impl Runner {
+    fn me(&self) -> &str {
+        &self.election.params().node
+    }
+
+    fn location(&self) -> &str {
+        &self.election.params().location
+    }
+
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut events = VecDeque::new();
+        loop {
+            let wake = self.election.next_wake();
+            let input = tokio::select! {
+                i = self.rx.recv() => i,
+                _ = sleep_until(wake) => None,
+            };
+            match input {
+                Some(Input::ForceExit) => {
+                    tracing::warn!("shutdown did not finish in time; exiting");
+                    return Ok(());
+                }
+                Some(i) => self.translate(i, &mut events),
+                None => events.push_back(Event::Tick),
+            }
+            while let Some(ev) = events.pop_front() {
+                let actions = self.election.step(ev, Instant::now());
+                for a in actions {
+                    if self.execute(a).await {
+                        return Ok(());
+                    }
+                }
+            }
+            self.refresh_view();
+        }
+    }
+
+    fn translate(&mut self, input: Input, out: &mut VecDeque<Event>) {
+        match input {
+            Input::Postgres {
+                state,
+                wal_lsn,
+                reason,
+            } => {
+                if state != self.election.postgres() {
+                    match &reason {
+                        Some(r) => tracing::warn!("postgres is {state:?}: {r}"),
+                        None => tracing::info!("postgres is {state:?}"),
+                    }
+                }
+                out.push_back(Event::Postgres { state, wal_lsn });
+            }
+            Input::SessionUp(lease) => {
+                self.lease = Some(lease);
+                out.push_back(Event::SessionUp);
+                self.publish_status();
+            }
+            Input::SessionLost => {
+                self.lease = None;
+                out.push_back(Event::SessionLost);
+            }
+            Input::KeepAliveOk { sent } => out.push_back(Event::KeepAliveOk { sent }),
+            Input::Synced(changes) => {
+                self.apply_changes(changes, out);
+                out.push_back(Event::LeaderObserved(self.leader.clone()));
+            }
+            Input::Changed(changes) => self.apply_changes(changes, out),
+            Input::AcquireDone(r, sent) => out.push_back(match r {
+                Ok(Acquire::Won { token }) => {
+                    tracing::info!(token, "acquired the leader lease of {}", self.location());
+                    Event::Acquired { token, sent }
+                }
+                Ok(Acquire::Held(holder)) => Event::AcquireLost { holder },
+                Err(e) => {
+                    tracing::warn!("acquire failed: {e}");
+                    Event::AcquireFailed
+                }
+            }),
+            Input::ReleaseDone(r) => out.push_back(match r {
+                Ok(true) => {
+                    tracing::info!("released the leader lease");
+                    Event::Released
+                }
+                Ok(false) => Event::Released, // no longer ours: nothing to release
+                Err(e) => {
+                    tracing::warn!("release failed ({e}); the lease will expire on its own");
+                    Event::ReleaseFailed
+                }
+            }),
+            Input::Shutdown => {
+                tracing::info!("shutting down");
+                let tx = self.tx.clone();
+                let limit = self.dcs.timeout * 2;
+                tokio::spawn(async move {
+                    tokio::time::sleep(limit).await;
+                    let _ = tx.send(Input::ForceExit).await;
+                });
+                out.push_back(Event::Shutdown);
+            }
+            Input::ForceExit => {}
+            Input::Reload => self.reload(out),
+        }
+    }
+
+    fn apply_changes(&mut self, changes: Vec<KeyChange>, out: &mut VecDeque<Event>) {
+        for ch in changes {
+            let keys = self.dcs.keys.clone();
+            match keys.parse(&ch.key) {
+                Some(KeyKind::Leader(loc)) if loc == self.location() => {
+                    self.leader = ch.value.as_ref().map(|(v, rev)| holder(v, *rev));
+                    out.push_back(Event::LeaderObserved(self.leader.clone()));
+                }
+                Some(KeyKind::NodeStatus(node)) if node != self.me() => {
+                    let peer = ch.value.and_then(|(v, _)| match NodeStatus::decode(&v) {
+                        Ok(s) => Some(Peer {
+                            location: s.location,
+                            postgres: s.postgres,
+                            priority: s.priority,
+                            wal_lsn: s.wal_lsn,
+                        }),
+                        Err(e) => {
+                            tracing::warn!("ignoring the status of {node}: {e}");
+                            None
+                        }
+                    });
+                    out.push_back(Event::PeerStatus {
+                        node: node.to_owned(),
+                        peer,
+                    });
+                }
+                Some(KeyKind::Fenced(node)) => out.push_back(Event::Fenced {
+                    node: node.to_owned(),
+                    fenced: ch.value.is_some(),
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    /// Carries out one action; returns true when the manager should exit.
+    async fn execute(&mut self, action: Action) -> bool {
+        match &action {
+            Action::PublishStatus => {}
+            Action::Release { .. } | Action::StepDown { .. } => tracing::warn!("{action}"),
+            _ => tracing::info!("{action}"),
+        }
+        match action {
+            Action::TryAcquire => {
+                let Some(lease) = self.lease else {
+                    let _ = self.tx.try_send(Input::AcquireDone(
+                        Err(DcsError::Timeout(Duration::ZERO)),
+                        Instant::now(),
+                    ));
+                    return false;
+                };
+                let record = LeaderRecord {
+                    version: RECORD_VERSION,
+                    node: self.me().to_owned(),
+                    location: self.location().to_owned(),
+                    address: self.address.clone(),
+                    port: self.port,
+                };
+                let (dcs, tx) = (self.dcs.clone(), self.tx.clone());
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let r = dcs.try_acquire(lease, &record).await;
+                    let _ = tx.send(Input::AcquireDone(r, sent)).await;
+                });
+            }
+            Action::Release { token, .. } => {
+                let status = self.lease.map(|l| (self.status(), l));
+                let (dcs, tx, loc) = (
+                    self.dcs.clone(),
+                    self.tx.clone(),
+                    self.location().to_owned(),
+                );
+                tokio::spawn(async move {
+                    let r = dcs
+                        .release(&loc, token, status.as_ref().map(|(s, l)| (s, *l)))
+                        .await;
+                    let _ = tx.send(Input::ReleaseDone(r)).await;
+                });
+            }
+            Action::StepDown { .. } => {}
+            Action::PublishStatus => self.publish_status(),
+            Action::Exit => {
+                if let Some(lease) = self.lease.take()
+                    && let Err(e) = self.dcs.revoke(lease).await
+                {
+                    tracing::warn!("could not revoke the etcd lease ({e}); it will expire");
+                }
+                tracing::info!("stopped");
+                return true;
+            }
+        }
+        false
+    }
+
+    fn status(&self) -> NodeStatus {
+        let e = &self.election;
+        NodeStatus {
+            version: RECORD_VERSION,
+            node: self.me().to_owned(),
+            location: self.location().to_owned(),
+            postgres: e.postgres(),
+            priority: e.params().priority,
+            wal_lsn: e.wal_lsn(),
+            leader: e.is_leader(),
+            address: self.address.clone(),
+            port: self.port,
+            updated_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+
+    fn publish_status(&self) {
+        if let Some(lease) = self.lease {
+            self.publish.send_replace(Some((self.status(), lease)));
+        }
+    }
+
+    fn refresh_view(&self) {
+        let e = &self.election;
+        let (role, token) = match e.role() {
+            Role::Leader { token, .. } => ("leader", Some(token)),
+            Role::Follower => ("follower", None),
+        };
+        self.view.send_replace(StatusView {
+            name: self.me().to_owned(),
+            location: self.location().to_owned(),
+            role,
+            token,
+            postgres: e.postgres(),
+            leader: self.leader.as_ref().map(|h| h.node.clone()),
+            leader_token: self.leader.as_ref().map(|h| h.token),
+            fenced: e.is_fenced(),
+            ineligible: e.ineligible_reason(),
+            etcd_session: self.lease.is_some(),
+        });
+    }
+
+    /// SIGHUP: apply what can change live; name what needs a restart.
+    fn reload(&mut self, out: &mut VecDeque<Event>) {
+        let new = match config::load_file(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload refused, keeping the running config:\n{e}");
+                return;
+            }
+        };
+        let (Some(old_m), Some(new_m)) = (&self.config.manager, &new.manager) else {
+            tracing::error!("reload refused: the new config has no manager section");
+            return;
+        };
+        let (o, n) = (&old_m.node, &new_m.node);
+        let mut restart = Vec::new();
+        if new.cluster != self.config.cluster {
+            restart.push("cluster");
+        }
+        if new.dcs != self.config.dcs {
+            restart.push("dcs");
+        }
+        if new.location != self.config.location {
+            restart.push("location");
+        }
+        if new.http != self.config.http {
+            restart.push("http");
+        }
+        if new_m.name != old_m.name {
+            restart.push("manager.name");
+        }
+        if n.dsn != o.dsn {
+            restart.push("manager.dsn");
+        }
+        if n.leader_lease_duration != o.leader_lease_duration
+            || n.lease_refresh_interval != o.lease_refresh_interval
+        {
+            restart.push("manager.leader_lease_duration/lease_refresh_interval");
+        }
+        if !restart.is_empty() {
+            tracing::warn!(
+                "reload: {} changed; these apply after a restart",
+                restart.join(", ")
+            );
+        }
+        if (n.priority, n.maximum_lag) != (o.priority, o.maximum_lag) {
+            tracing::info!(
+                priority = n.priority,
+                maximum_lag = n.maximum_lag,
+                "reload: applied"
+            );
+            out.push_back(Event::Reconfigure {
+                priority: n.priority,
+                maximum_lag: n.maximum_lag,
+            });
+        }
+        // Keep the old values of what needs a restart, so the next reload compares correctly.
+        let mut kept = self.config.clone();
+        if let Some(m) = kept.manager.as_mut() {
+            m.node.priority = n.priority;
+            m.node.maximum_lag = n.maximum_lag;
+        }
+        self.config = kept;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the newest status; a newer one replaces any still waiting.
+pub async fn publisher(dcs: Dcs, mut rx: watch::Receiver<Option<(NodeStatus, i64)>>) {
+    let mut backoff = crate::session::Backoff::new();
+    while rx.changed().await.is_ok() {
+        loop {
+            let Some((status, lease)) = rx.borrow_and_update().clone() else {
+                break;
+            };
+            match dcs.put_status(&status, lease).await {
+                Ok(()) => {
+                    backoff.reset();
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!("status write failed: {e}");
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+    }
+}

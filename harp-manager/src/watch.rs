@@ -1,0 +1,108 @@
+//! Mirrors the cluster's keys: a prefix get, then a watch from the next revision. When the
+//! watch breaks (member lost its leader, connection dropped) it reads again and reports only the
+//! differences, so the decision loop sees one consistent stream of changes and no gap.
+
+use std::collections::BTreeMap;
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+use tokio::sync::mpsc;
+
+use crate::dcs::Dcs;
+use crate::runner::Input;
+use crate::session::Backoff;
+
+/// One key's state: its value and create_revision, or absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    pub key: String,
+    pub value: Option<(Vec<u8>, i64)>,
+}
+
+type View = BTreeMap<String, (Vec<u8>, i64)>;
+
+pub async fn run(dcs: Dcs, tx: mpsc::Sender<Input>) {
+    let prefix = dcs.keys.prefix().to_owned();
+    let mut view = View::new();
+    let mut backoff = Backoff::new();
+    loop {
+        match sync(&dcs, &prefix, &mut view, &tx, &mut backoff).await {
+            Ok(()) => return, // the receiver is gone: shutting down
+            Err(e) => {
+                tracing::warn!("etcd watch interrupted: {e}; reading again");
+                tokio::time::sleep(backoff.next()).await;
+            }
+        }
+    }
+}
+
+async fn sync(
+    dcs: &Dcs,
+    prefix: &str,
+    view: &mut View,
+    tx: &mpsc::Sender<Input>,
+    backoff: &mut Backoff,
+) -> Result<(), crate::dcs::DcsError> {
+    let mut c = dcs.client.clone();
+    let fut = c.get(prefix, Some(GetOptions::new().with_prefix()));
+    let resp = tokio::time::timeout(dcs.timeout, fut)
+        .await
+        .map_err(|_| crate::dcs::DcsError::Timeout(dcs.timeout))??;
+    backoff.reset();
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let fresh: View = resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            (key, (kv.value().to_vec(), kv.create_revision()))
+        })
+        .collect();
+    let mut changes = Vec::new();
+    for (k, v) in &fresh {
+        if view.get(k) != Some(v) {
+            changes.push(KeyChange {
+                key: k.clone(),
+                value: Some(v.clone()),
+            });
+        }
+    }
+    for k in view.keys().filter(|k| !fresh.contains_key(*k)) {
+        changes.push(KeyChange {
+            key: k.clone(),
+            value: None,
+        });
+    }
+    *view = fresh;
+    if tx.send(Input::Synced(changes)).await.is_err() {
+        return Ok(());
+    }
+
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(rev + 1);
+    let mut stream = c.watch(prefix, Some(opts)).await?;
+    while let Some(resp) = stream.message().await? {
+        if resp.canceled() {
+            let reason = resp.cancel_reason().to_owned();
+            return Err(etcd_client::Error::WatchError(reason).into());
+        }
+        let mut changes = Vec::new();
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            let value = match ev.event_type() {
+                EventType::Put => Some((kv.value().to_vec(), kv.create_revision())),
+                EventType::Delete => None,
+            };
+            match &value {
+                Some(v) => view.insert(key.clone(), v.clone()),
+                None => view.remove(&key),
+            };
+            changes.push(KeyChange { key, value });
+        }
+        if !changes.is_empty() && tx.send(Input::Changed(changes)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Err(etcd_client::Error::WatchError("stream ended".into()).into())
+}

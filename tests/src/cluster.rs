@@ -1,0 +1,217 @@
+//! A whole test deployment: 3-member etcd, and per node one Postgres and one harp-manager.
+
+use std::time::Duration;
+
+use etcd_client::Client;
+use harp_core::records::LeaderRecord;
+
+use crate::etcd::EtcdCluster;
+use crate::leader;
+use crate::manager::{ManagerProc, ManagerSpec};
+use crate::postgres::PgInstance;
+use crate::workdir::WorkDir;
+
+/// One HARP node. Field order = drop order: the manager goes before its Postgres.
+#[derive(Debug)]
+pub struct Node {
+    pub mgr: ManagerProc,
+    pub pg: PgInstance,
+    pub name: String,
+    pub location: String,
+}
+
+#[derive(Debug)]
+pub struct TestCluster {
+    // Drop stops every manager, then every Postgres (see `Drop`); then etcd, then the dir.
+    pub nodes: Vec<Node>,
+    pub etcd: EtcdCluster,
+    name: String,
+    dir: WorkDir,
+}
+
+/// Options for [`TestCluster`]; start with [`TestCluster::builder`].
+#[derive(Debug, Clone)]
+pub struct TestClusterBuilder {
+    name: String,
+    nodes: Vec<(String, String, i32)>,
+    etcd_members: usize,
+    lease_secs: u64,
+    refresh_ms: u64,
+    extra_yaml: String,
+    wait_managers: Option<Duration>,
+}
+
+impl TestClusterBuilder {
+    /// Adds a node `(name, location, priority)`.
+    pub fn node(mut self, name: &str, location: &str, priority: i32) -> Self {
+        self.nodes.push((name.into(), location.into(), priority));
+        self
+    }
+
+    pub fn etcd_members(mut self, n: usize) -> Self {
+        self.etcd_members = n;
+        self
+    }
+
+    pub fn lease_secs(mut self, secs: u64) -> Self {
+        self.lease_secs = secs;
+        self
+    }
+
+    pub fn refresh_ms(mut self, ms: u64) -> Self {
+        self.refresh_ms = ms;
+        self
+    }
+
+    /// Extra YAML under `manager:` for every node.
+    pub fn extra_yaml(mut self, yaml: &str) -> Self {
+        self.extra_yaml = yaml.into();
+        self
+    }
+
+    /// How long `start` waits for each manager's HTTP port (default 20 s); `None`: no wait.
+    pub fn wait_managers(mut self, timeout: Option<Duration>) -> Self {
+        self.wait_managers = timeout;
+        self
+    }
+
+    pub fn start(self) -> TestCluster {
+        let dir = WorkDir::new();
+        let etcd = EtcdCluster::start(self.etcd_members, &dir);
+        let mut pgs = Vec::new();
+        for (name, _, _) in &self.nodes {
+            pgs.push(PgInstance::start(&dir, name));
+        }
+        let mut nodes = Vec::new();
+        for ((name, location, priority), pg) in self.nodes.iter().zip(pgs) {
+            let mut spec = ManagerSpec::new(
+                name,
+                location,
+                *priority,
+                &pg.dsn(),
+                &self.name,
+                etcd.endpoints(),
+            );
+            spec.lease_secs = self.lease_secs;
+            spec.refresh_ms = self.refresh_ms;
+            spec.extra_yaml = self.extra_yaml.clone();
+            let mgr = ManagerProc::start(&dir, spec);
+            nodes.push(Node {
+                mgr,
+                pg,
+                name: name.clone(),
+                location: location.clone(),
+            });
+        }
+        let mut cluster = TestCluster {
+            nodes,
+            etcd,
+            name: self.name,
+            dir,
+        };
+        if let Some(timeout) = self.wait_managers {
+            for n in &mut cluster.nodes {
+                if !n.mgr.wait_http(timeout) {
+                    panic!(
+                        "harp-manager {} did not serve HTTP on port {} within {timeout:?}\n{}",
+                        n.name,
+                        n.mgr.http_port(),
+                        n.mgr.log_tail(40)
+                    );
+                }
+            }
+        }
+        cluster
+    }
+}
+
+impl TestCluster {
+    pub fn builder(cluster_name: &str) -> TestClusterBuilder {
+        TestClusterBuilder {
+            name: cluster_name.into(),
+            nodes: Vec::new(),
+            etcd_members: 3,
+            lease_secs: 6,
+            refresh_ms: 2000,
+            extra_yaml: String::new(),
+            wait_managers: Some(Duration::from_secs(20)),
+        }
+    }
+
+    /// Nodes are `(name, location, priority)`; lease 6 s, refresh 2000 ms.
+    pub fn start(cluster_name: &str, nodes: &[(&str, &str, i32)]) -> TestCluster {
+        Self::start_with(cluster_name, nodes, 6, 2000)
+    }
+
+    pub fn start_with(
+        cluster_name: &str,
+        nodes: &[(&str, &str, i32)],
+        lease_secs: u64,
+        refresh_ms: u64,
+    ) -> TestCluster {
+        let mut b = Self::builder(cluster_name)
+            .lease_secs(lease_secs)
+            .refresh_ms(refresh_ms);
+        for &(name, location, priority) in nodes {
+            b = b.node(name, location, priority);
+        }
+        b.start()
+    }
+
+    /// The HARP cluster name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &WorkDir {
+        &self.dir
+    }
+
+    /// Panics if there is no node `name`.
+    pub fn node(&mut self, name: &str) -> &mut Node {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name} in the test cluster (have {names:?})"))
+    }
+
+    pub async fn client(&self) -> Client {
+        self.etcd.client().await
+    }
+
+    /// The leader of `location` and its fencing token.
+    pub async fn leader(&self, location: &str) -> Option<(LeaderRecord, i64)> {
+        leader::read_leader(&self.client().await, &self.name, location).await
+    }
+
+    /// See [`leader::wait_leader`].
+    pub async fn wait_leader(
+        &self,
+        location: &str,
+        pred: impl Fn(Option<&LeaderRecord>) -> bool,
+        timeout: Duration,
+    ) -> Option<LeaderRecord> {
+        leader::wait_leader(&self.client().await, &self.name, location, pred, timeout).await
+    }
+
+    /// Log tails of every manager, for assertion messages.
+    pub fn manager_logs(&self, lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.mgr.log_tail(lines))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.mgr.kill9();
+        }
+        for n in &mut self.nodes {
+            n.pg.kill9();
+        }
+    }
+}

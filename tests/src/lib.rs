@@ -1,0 +1,30 @@
+//! HARP's integration-test harness: real etcd clusters, real Postgres instances and real
+//! `harp-manager` processes on loopback, each cleaned up by its guard's `Drop`.
+
+pub mod bins;
+pub mod cluster;
+pub mod etcd;
+pub mod http;
+pub mod leader;
+pub mod manager;
+mod pg_template;
+pub mod ports;
+pub mod postgres;
+pub mod privileged;
+pub mod process;
+pub mod rt;
+pub mod workdir;
+
+pub use bins::workspace_bin;
+pub use cluster::{Node, TestCluster, TestClusterBuilder};
+pub use etcd::EtcdCluster;
+pub use http::http_get;
+pub use leader::{
+    LeaderEvent, LeaderWatch, read_leader, try_read_leader, wait_leader, wait_no_leader,
+};
+pub use manager::{ManagerProc, ManagerSpec};
+pub use ports::free_port;
+pub use postgres::PgInstance;
+pub use privileged::require_root;
+pub use process::ChildGuard;
+pub use workdir::WorkDir;

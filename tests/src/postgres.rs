@@ -1,0 +1,248 @@
+//! Throw-away Postgres instances: copies of the process's `initdb` template, each on its own
+//! port, run as the `postgres` user with the postmaster as our direct child.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::pg_template::{chown_postgres, run};
+pub use crate::pg_template::{pg_bin_dir, postgres_user, template_data_dir};
+use crate::ports::free_port;
+use crate::process::{ChildGuard, log_tail, reap_orphans};
+use crate::rt::block_on;
+use crate::workdir::WorkDir;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct PgInstance {
+    name: String,
+    port: u16,
+    data_dir: PathBuf,
+    socket_dir: PathBuf,
+    log: PathBuf,
+    proc: ChildGuard,
+}
+
+impl PgInstance {
+    /// Copies the template into `dir/pg-<name>`, starts a postmaster on a free port and waits
+    /// until it accepts a connection.
+    pub fn start(dir: &WorkDir, name: &str) -> PgInstance {
+        let data_dir = dir.join(format!("pg-{name}"));
+        let socket_dir = dir.join(format!("pg-{name}.sock"));
+        let log = dir.join(format!("pg-{name}.log"));
+        run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(template_data_dir())
+                .arg(&data_dir),
+            "copy the initdb template",
+        );
+        std::fs::create_dir_all(&socket_dir).expect("create socket dir");
+        chown_postgres(&data_dir);
+        chown_postgres(&socket_dir);
+        let port = free_port();
+        let proc = spawn_postmaster(&data_dir, &socket_dir, port, &log, name, dir.path());
+        let mut pg = PgInstance {
+            name: name.to_string(),
+            port,
+            data_dir,
+            socket_dir,
+            log,
+            proc,
+        };
+        if let Err(e) = pg.wait_ready(Instant::now() + READY_TIMEOUT) {
+            panic!(
+                "postgres {name} did not start: {e}\n{}",
+                log_tail(&pg.log, 40)
+            );
+        }
+        pg
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `host=127.0.0.1 port=<port> user=postgres dbname=postgres`
+    pub fn dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// PID of the latest postmaster (which may have exited since).
+    pub fn postmaster_pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// `kill -9` the postmaster and reap it; its backends notice and exit on their own.
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// SIGSTOP / SIGCONT the postmaster (a hung, not dead, Postgres).
+    pub fn sigstop(&mut self) -> bool {
+        self.proc.sigstop()
+    }
+
+    pub fn sigcont(&mut self) -> bool {
+        self.proc.sigcont()
+    }
+
+    /// Fast shutdown (SIGINT) and wait; `kill -9` if it takes over 30 s.
+    pub fn stop(&mut self) {
+        self.proc.sigcont();
+        self.proc.sigint();
+        if self.proc.wait_exit(Duration::from_secs(30)).is_none() {
+            eprintln!(
+                "postgres {} ignored fast shutdown for 30 s: kill -9",
+                self.name
+            );
+            self.proc.kill9();
+        }
+        reap_orphans("postgres", Duration::from_secs(5));
+    }
+
+    /// Starts Postgres again on the same port and data dir after `kill9` or `stop`, retrying
+    /// while leftovers of the old postmaster (exiting backends) still block it.
+    pub fn start_again(&mut self) {
+        assert!(
+            !self.is_running(),
+            "postgres {} is still running",
+            self.name
+        );
+        reap_orphans("postgres", Duration::from_secs(5));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let workdir = self
+            .data_dir
+            .parent()
+            .expect("data dir has a parent")
+            .to_path_buf();
+        loop {
+            self.proc = spawn_postmaster(
+                &self.data_dir,
+                &self.socket_dir,
+                self.port,
+                &self.log,
+                &self.name,
+                &workdir,
+            );
+            match self.wait_ready(deadline) {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => panic!(
+                    "postgres {} did not start again: {e}\n{}",
+                    self.name,
+                    log_tail(&self.log, 40)
+                ),
+                Err(_) => {
+                    self.proc.kill9();
+                    reap_orphans("postgres", Duration::from_secs(1));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Connects with tokio-postgres, driving the connection on a spawned task.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) = tokio_postgres::connect(&self.dsn(), tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Waits until `SELECT 1` succeeds; `Err` once the postmaster exits or `deadline` passes.
+    fn wait_ready(&mut self, deadline: Instant) -> Result<(), String> {
+        let dsn = format!("{} connect_timeout=1", self.dsn());
+        let proc = &mut self.proc;
+        block_on(|| async move {
+            loop {
+                if let Some(st) = proc.exit_status() {
+                    return Err(format!("postmaster exited with {st}"));
+                }
+                match try_select1(&dsn).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(format!("not ready in time; last error: {e}"));
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    }
+}
+
+async fn try_select1(dsn: &str) -> Result<(), String> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let task = tokio::spawn(conn);
+    let res = client
+        .simple_query("SELECT 1")
+        .await
+        .map_err(|e| e.to_string());
+    drop(client);
+    let _ = task.await;
+    res.map(|_| ())
+}
+
+fn spawn_postmaster(
+    data: &Path,
+    sock: &Path,
+    port: u16,
+    log: &Path,
+    name: &str,
+    cwd: &Path,
+) -> ChildGuard {
+    let (uid, gid) = postgres_user();
+    let mut cmd = Command::new(pg_bin_dir().join("postgres"));
+    cmd.arg("-D")
+        .arg(data)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(sock)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .args(["-c", "max_connections=100"])
+        .current_dir(cwd)
+        .uid(uid.as_raw())
+        .gid(gid.as_raw());
+    ChildGuard::spawn(cmd, &format!("postgres {name}"), log)
+}
+
+impl Drop for PgInstance {
+    fn drop(&mut self) {
+        if self.proc.is_running() {
+            self.proc.signal(Signal::SIGKILL);
+            let _ = self.proc.wait_exit(Duration::from_secs(10));
+        }
+        reap_orphans("postgres", Duration::from_secs(5));
+    }
+}

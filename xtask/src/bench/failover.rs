@@ -1,0 +1,217 @@
+//! `cargo xtask bench failover`: how long from a fault on the leader to a new leader key in
+//! etcd, seen by a watch (what every agent sees). Three faults, `runs` each.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use harp_tests::rt::block_on;
+use harp_tests::{LeaderWatch, TestCluster};
+use serde::Serialize;
+
+use super::stats::{Summary, summarize};
+
+const LEASE_SECS: u64 = 6;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// kill -9 of the leader's postmaster; the manager lives and releases.
+    PostmasterKill,
+    /// kill -9 of the leader's manager and postmaster: the lease must expire.
+    NodeKill,
+    /// SIGTERM to the leader's manager: it hands over.
+    CleanStop,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::PostmasterKill => "postmaster_kill",
+            Fault::NodeKill => "node_kill",
+            Fault::CleanStop => "clean_stop",
+        }
+    }
+    /// (p50 target, p95 target) in ms.
+    fn targets(self) -> (Option<f64>, f64) {
+        match self {
+            Fault::PostmasterKill => (Some(300.0), 1000.0),
+            Fault::NodeKill => (None, (LEASE_SECS * 1000 + 500) as f64),
+            Fault::CleanStop => (None, 200.0),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Case {
+    name: &'static str,
+    n: usize,
+    p50_ms: f64,
+    p95_ms: f64,
+    max_ms: f64,
+    target_p50_ms: Option<f64>,
+    target_p95_ms: f64,
+    met: bool,
+    samples_ms: Vec<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    bench: &'static str,
+    cases: Vec<Case>,
+    machine: String,
+    lease_duration_ms: u64,
+    lease_refresh_interval_ms: u64,
+    nodes: usize,
+    etcd_members: usize,
+    command: String,
+}
+
+pub fn run(runs: usize) -> anyhow::Result<()> {
+    let mut c = TestCluster::start_with(
+        "bench",
+        &[("n1", "dca", 100), ("n2", "dca", 100), ("n3", "dca", 100)],
+        LEASE_SECS,
+        2000,
+    );
+    let client = block_on(|| c.client());
+    let mut watch = block_on(|| LeaderWatch::start(&client, "bench"));
+    let mut cases = Vec::new();
+    for fault in [Fault::PostmasterKill, Fault::NodeKill, Fault::CleanStop] {
+        let mut samples = Vec::new();
+        for i in 0..runs {
+            let took = one(&mut c, &mut watch, fault)?;
+            println!(
+                "{} run {}/{}: {:.1} ms",
+                fault.name(),
+                i + 1,
+                runs,
+                took.as_secs_f64() * 1e3
+            );
+            samples.push(took);
+        }
+        let Summary {
+            n,
+            p50_ms,
+            p95_ms,
+            max_ms,
+        } = summarize(&samples);
+        let (t50, t95) = fault.targets();
+        cases.push(Case {
+            name: fault.name(),
+            n,
+            p50_ms,
+            p95_ms,
+            max_ms,
+            target_p50_ms: t50,
+            target_p95_ms: t95,
+            met: p95_ms <= t95 && t50.is_none_or(|t| p50_ms <= t),
+            samples_ms: samples
+                .iter()
+                .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
+                .collect(),
+        });
+    }
+    let report = Report {
+        bench: "failover",
+        cases,
+        machine: super::machine(),
+        lease_duration_ms: LEASE_SECS * 1000,
+        lease_refresh_interval_ms: 2000,
+        nodes: 3,
+        etcd_members: 3,
+        command: format!("cargo xtask bench failover --runs {runs}"),
+    };
+    write(&report)
+}
+
+/// Injects `fault` on the current leader, returns fault → new leader seen, then heals.
+fn one(c: &mut TestCluster, watch: &mut LeaderWatch, fault: Fault) -> anyhow::Result<Duration> {
+    let (leader, _) = block_on(|| c.leader("dca")).context("no leader before the fault")?;
+    let name = leader.node;
+    let t0 = Instant::now();
+    {
+        let node = c.node(&name);
+        match fault {
+            Fault::PostmasterKill => node.pg.kill9(),
+            Fault::NodeKill => {
+                node.mgr.kill9();
+                node.pg.kill9();
+            }
+            Fault::CleanStop => {
+                node.mgr.sigterm();
+            }
+        }
+    }
+    let limit = Duration::from_secs(LEASE_SECS * 3);
+    let Some((_, at)) = block_on(|| watch.next_leader_not("dca", &name, limit)) else {
+        bail!(
+            "{}: no new leader within {limit:?}\n{}",
+            fault.name(),
+            c.manager_logs(30)
+        );
+    };
+    let took = at.saturating_duration_since(t0);
+    // Heal: the node returns as a healthy follower before the next run.
+    let node = c.node(&name);
+    match fault {
+        Fault::PostmasterKill => node.pg.start_again(),
+        Fault::NodeKill => {
+            node.pg.start_again();
+            node.mgr.restart();
+        }
+        Fault::CleanStop => {
+            node.mgr.wait_exit(Duration::from_secs(10));
+            node.mgr.restart();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node
+        .mgr
+        .status()
+        .is_some_and(|s| s["postgres"] == "primary" && s["etcd_session"] == true)
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not come back healthy\n{}",
+                node.mgr.log_tail(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let its status reach the peers, so every run starts from the same state.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(took)
+}
+
+fn write(report: &Report) -> anyhow::Result<()> {
+    let dir = super::results_dir()?;
+    std::fs::write(
+        dir.join("failover.json"),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    let mut md = String::from(
+        "| case | n | p50 ms | p95 ms | max ms | target | met |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for c in &report.cases {
+        let target = match c.target_p50_ms {
+            Some(t50) => format!("p50 ≤ {t50}, p95 ≤ {}", c.target_p95_ms),
+            None => format!("p95 ≤ {}", c.target_p95_ms),
+        };
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            c.name,
+            c.n,
+            c.p50_ms,
+            c.p95_ms,
+            c.max_ms,
+            target,
+            if c.met { "yes" } else { "**no**" }
+        );
+    }
+    md += &format!(
+        "\nMachine: {}. Lease {} ms, refresh {} ms, 3 nodes, 3 etcd members.\n",
+        report.machine, report.lease_duration_ms, report.lease_refresh_interval_ms
+    );
+    std::fs::write(dir.join("failover.md"), &md)?;
+    print!("\n{md}");
+    Ok(())
+}

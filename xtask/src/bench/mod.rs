@@ -1,0 +1,56 @@
+//! `cargo xtask bench …`: measurements written as JSON + a markdown table to bench/results/.
+
+mod failover;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// Kill → new leader visible in etcd: postmaster kill, node kill, clean stop.
+    Failover {
+        /// Runs per case.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+}
+
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    // Measure release builds: what users run.
+    crate::test::cargo(&["build", "--release", "--workspace", "--bins"])?;
+    harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
+    match bench {
+        Bench::Failover { runs } => failover::run(runs),
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+pub fn results_dir() -> anyhow::Result<PathBuf> {
+    let dir = workspace_root().join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A line describing the machine, for the report.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpus} cpus ({model}), linux {}", kernel.trim())
+}

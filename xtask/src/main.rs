@@ -1,0 +1,46 @@
+//! Developer and user tasks: `cargo xtask test | demo | bench failover`.
+
+mod bench;
+mod demo;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "HARP tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Lints and the whole test suite (real etcd and Postgres), as CI runs it.
+    Test {
+        /// Skip fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// A local cluster (3 etcd, 3 Postgres, 3 managers, 2 locations) and a failover.
+    Demo {
+        /// Leave the cluster running (Ctrl-C tears it down).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Benchmarks; results go to bench/results/.
+    Bench {
+        #[command(subcommand)]
+        bench: bench::Bench,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Test { no_lint, args } => test::run(no_lint, &args),
+        Task::Demo { keep } => demo::run(keep),
+        Task::Bench { bench } => bench::run(bench),
+    }
+}
