@@ -315,10 +315,19 @@ impl Election {
                 self.acquiring = false;
                 self.back_off(now);
             }
-            Event::Released => self.releasing = None,
+            Event::Released => {
+                // The delete event may trail the reply: do not release the same key twice.
+                if let (Some(t), Some(h)) = (self.releasing.take(), &self.holder)
+                    && h.token == t
+                {
+                    self.holder = None;
+                    self.vacant_since = Some(now);
+                }
+            }
             Event::ReleaseFailed => {
-                // The key stays until its lease expires; we already stopped counting as leader.
+                // We already stopped counting as leader; retry the delete after a backoff.
                 self.releasing = None;
+                self.back_off(now);
             }
             Event::PeerStatus { node, peer } => self.peers.set_status(&node, peer),
             Event::Fenced { node, fenced } => self.peers.set_fenced(&node, fenced),
@@ -367,6 +376,14 @@ impl Election {
             }
             return;
         }
+        if let Some(token) = self.stale_key(now) {
+            self.releasing = Some(token);
+            out.push(Action::Release {
+                token,
+                reason: "the leader key names this node, which does not lead (stale key)".into(),
+            });
+            return;
+        }
         if self.shutting_down {
             return;
         }
@@ -377,6 +394,16 @@ impl Election {
             self.retry_at = None;
             out.push(Action::TryAcquire);
         }
+    }
+
+    /// A leader key naming this node that this manager does not hold: left by a step-down
+    /// whose delete failed (its lease may still be ours and alive) or by a crashed previous run.
+    /// Nobody else may lead while it exists, so it is deleted — by its token, never blindly.
+    fn stale_key(&self, now: Instant) -> Option<i64> {
+        let h = self.holder.as_ref()?;
+        let idle = !self.is_leader() && !self.acquiring && self.releasing.is_none();
+        let due = self.retry_at.is_none_or(|r| now >= r);
+        (idle && due && self.session && h.node == self.params.node).then_some(h.token)
     }
 
     fn observe(&mut self, holder: Option<Holder>, now: Instant, out: &mut Vec<Action>) {

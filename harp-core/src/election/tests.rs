@@ -429,3 +429,46 @@ fn actions_read_well_in_logs() {
         "try to acquire the leader lease"
     );
 }
+
+#[test]
+fn a_failed_release_is_retried_once_etcd_answers() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    let deadline = e.next_wake().unwrap();
+    let out = e.step(Event::Tick, deadline);
+    assert!(has_release(&out, "deadline"));
+    // etcd is unreachable: the delete fails; it is retried after the backoff.
+    assert!(e.step(Event::ReleaseFailed, deadline).is_empty());
+    let retry = e.next_wake().unwrap();
+    assert_eq!(retry - deadline, Duration::from_millis(100));
+    assert!(has_release(&e.step(Event::Tick, retry), "stale key"));
+    // Deleted: the key is vacant again and the node competes afresh.
+    let out = e.step(Event::Released, retry);
+    assert_eq!(out, vec![Action::TryAcquire]);
+    let _ = t0;
+}
+
+#[test]
+fn a_key_left_by_an_earlier_run_of_this_node_is_deleted_by_its_token() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = Instant::now();
+    e.step(healthy(), t0);
+    e.step(Event::SessionUp, t0);
+    let out = e.step(Event::LeaderObserved(holder("n1", 3)), t0);
+    assert_eq!(
+        out,
+        vec![Action::Release {
+            token: 3,
+            reason: "the leader key names this node, which does not lead (stale key)".into()
+        }]
+    );
+    // While our own acquire is in flight, our new key seen by the watch is not stale.
+    let mut e = Election::new(params("n1", 100));
+    let (t0, _) = ready(&mut e);
+    assert!(
+        e.step(Event::LeaderObserved(holder("n1", 8)), t0)
+            .is_empty()
+    );
+    e.step(Event::Acquired { token: 8, sent: t0 }, t0);
+    assert!(e.is_leader());
+}
