@@ -40,8 +40,9 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     print_status(&mut c);
 
     let (first, _) = block_on(|| c.leader("dca")).context("no dca leader")?;
-    let client = block_on(|| c.client());
-    let mut watch = block_on(|| LeaderWatch::start(&client, "demo"));
+    // The watch runs in the background on a runtime that lives as long as the demo.
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut watch = rt.block_on(async { LeaderWatch::start(&c.client().await, "demo").await });
     println!(
         "\n== kill -9 the postmaster of {} (dca's lead master)",
         first.node
@@ -49,7 +50,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     let t = Instant::now();
     c.node(&first.node).pg.kill9();
     let Some((new, at)) =
-        block_on(|| watch.next_leader_not("dca", &first.node, Duration::from_secs(30)))
+        rt.block_on(watch.next_leader_not("dca", &first.node, Duration::from_secs(30)))
     else {
         bail!("no new leader in dca\n{}", c.manager_logs(30));
     };

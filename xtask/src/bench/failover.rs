@@ -72,13 +72,14 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         LEASE_SECS,
         2000,
     );
-    let client = block_on(|| c.client());
-    let mut watch = block_on(|| LeaderWatch::start(&client, "bench"));
+    // The watch runs in the background on a runtime that lives as long as the bench.
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut watch = rt.block_on(async { LeaderWatch::start(&c.client().await, "bench").await });
     let mut cases = Vec::new();
     for fault in [Fault::PostmasterKill, Fault::NodeKill, Fault::CleanStop] {
         let mut samples = Vec::new();
         for i in 0..runs {
-            let took = one(&mut c, &mut watch, fault)?;
+            let took = one(&rt, &mut c, &mut watch, fault)?;
             println!(
                 "{} run {}/{}: {:.1} ms",
                 fault.name(),
@@ -124,7 +125,12 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
 }
 
 /// Injects `fault` on the current leader, returns fault → new leader seen, then heals.
-fn one(c: &mut TestCluster, watch: &mut LeaderWatch, fault: Fault) -> anyhow::Result<Duration> {
+fn one(
+    rt: &tokio::runtime::Runtime,
+    c: &mut TestCluster,
+    watch: &mut LeaderWatch,
+    fault: Fault,
+) -> anyhow::Result<Duration> {
     let (leader, _) = block_on(|| c.leader("dca")).context("no leader before the fault")?;
     let name = leader.node;
     let t0 = Instant::now();
@@ -142,7 +148,7 @@ fn one(c: &mut TestCluster, watch: &mut LeaderWatch, fault: Fault) -> anyhow::Re
         }
     }
     let limit = Duration::from_secs(LEASE_SECS * 3);
-    let Some((_, at)) = block_on(|| watch.next_leader_not("dca", &name, limit)) else {
+    let Some((_, at)) = rt.block_on(watch.next_leader_not("dca", &name, limit)) else {
         bail!(
             "{}: no new leader within {limit:?}\n{}",
             fault.name(),
