@@ -96,7 +96,14 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
                 n.mgr.log_path().display()
             );
         }
-        block_on(|| async { tokio::signal::ctrl_c().await.ok() });
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        })?;
     }
     println!("\n== tearing down");
     Ok(())
