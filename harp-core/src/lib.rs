@@ -4,4 +4,6 @@
 pub mod config;
 pub mod election;
 pub mod keys;
+pub mod pgwire;
 pub mod records;
+pub mod routing;

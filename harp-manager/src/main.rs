@@ -5,8 +5,6 @@ mod dcs;
 mod http;
 mod postgres;
 mod runner;
-mod session;
-mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,7 +91,7 @@ fn load(path: &std::path::Path) -> Result<(Config, String, u16), ConfigError> {
 async fn run(path: PathBuf, (config, address, port): (Config, String, u16)) -> anyhow::Result<()> {
     let m = config.manager.clone().context("manager section")?;
     let keys = Keys::new(&config.cluster.name);
-    let dcs = dcs::connect(&config.dcs, keys).await?;
+    let dcs = harp_dcs::connect(&config.dcs, keys).await?;
     let params = Params {
         node: m.name.clone(),
         location: config.location.clone(),
@@ -133,18 +131,19 @@ async fn run(path: PathBuf, (config, address, port): (Config, String, u16)) -> a
             }
         });
     }
-    let session = session::SessionParams {
+    let session = harp_dcs::SessionParams {
         ttl: m.node.leader_lease_duration,
         refresh: m.node.lease_refresh_interval,
     };
-    tokio::spawn(session::run(dcs.clone(), session, tx.clone()));
-    tokio::spawn(watch::run(dcs.clone(), tx.clone()));
+    tokio::spawn(harp_dcs::session::run(dcs.clone(), session, tx.clone()));
+    let prefix = dcs.keys.prefix().to_owned();
+    tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
     tokio::spawn(postgres::run(
         m.node.dsn.clone(),
         m.node.health_check_interval,
         tx.clone(),
     ));
-    tokio::spawn(runner::publisher(dcs.clone(), publish_rx));
+    tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(tx.clone()));
     runner::Runner {
         config_path: path,

@@ -12,9 +12,9 @@ use harp_core::keys::KeyKind;
 use harp_core::records::{LeaderRecord, NodeStatus, PgState, RECORD_VERSION};
 use tokio::sync::{mpsc, watch};
 
-use crate::dcs::{Acquire, Dcs, DcsError, holder};
+use crate::dcs::{self, Acquire, Dcs, DcsError, holder};
 use crate::http::StatusView;
-use crate::watch::KeyChange;
+use harp_dcs::{KeyChange, MirrorEvent, SessionEvent};
 
 pub enum Input {
     Postgres {
@@ -22,15 +22,8 @@ pub enum Input {
         wal_lsn: Option<u64>,
         reason: Option<String>,
     },
-    SessionUp(i64),
-    SessionLost,
-    KeepAliveOk {
-        sent: Instant,
-    },
-    /// Differences found by a fresh read of the cluster's keys.
-    Synced(Vec<KeyChange>),
-    /// Watch events.
-    Changed(Vec<KeyChange>),
+    Session(SessionEvent),
+    Mirror(MirrorEvent),
     AcquireDone(Result<Acquire, DcsError>, Instant),
     ReleaseDone(Result<bool, DcsError>),
     Shutdown,
@@ -52,7 +45,7 @@ pub struct Runner {
     pub leader: Option<Holder>,
     pub tx: mpsc::Sender<Input>,
     pub rx: mpsc::Receiver<Input>,
-    pub publish: watch::Sender<Option<(NodeStatus, i64)>>,
+    pub publish: watch::Sender<Option<(String, String, i64)>>,
     pub view: watch::Sender<StatusView>,
 }
 
@@ -108,21 +101,23 @@ impl Runner {
                 }
                 out.push_back(Event::Postgres { state, wal_lsn });
             }
-            Input::SessionUp(lease) => {
+            Input::Session(SessionEvent::Up(lease)) => {
                 self.lease = Some(lease);
                 out.push_back(Event::SessionUp);
                 self.publish_status();
             }
-            Input::SessionLost => {
+            Input::Session(SessionEvent::Lost) => {
                 self.lease = None;
                 out.push_back(Event::SessionLost);
             }
-            Input::KeepAliveOk { sent } => out.push_back(Event::KeepAliveOk { sent }),
-            Input::Synced(changes) => {
+            Input::Session(SessionEvent::KeepAliveOk { sent }) => {
+                out.push_back(Event::KeepAliveOk { sent })
+            }
+            Input::Mirror(MirrorEvent::Synced(changes)) => {
                 self.apply_changes(changes, out);
                 out.push_back(Event::LeaderObserved(self.leader.clone()));
             }
-            Input::Changed(changes) => self.apply_changes(changes, out),
+            Input::Mirror(MirrorEvent::Changed(changes)) => self.apply_changes(changes, out),
             Input::AcquireDone(r, sent) => out.push_back(match r {
                 Ok(Acquire::Won { token }) => {
                     tracing::info!(token, "acquired the leader lease of {}", self.location());
@@ -221,7 +216,7 @@ impl Runner {
                 let (dcs, tx) = (self.dcs.clone(), self.tx.clone());
                 tokio::spawn(async move {
                     let sent = Instant::now();
-                    let r = dcs.try_acquire(lease, &record).await;
+                    let r = dcs::try_acquire(&dcs, lease, &record).await;
                     let _ = tx.send(Input::AcquireDone(r, sent)).await;
                 });
             }
@@ -233,9 +228,8 @@ impl Runner {
                     self.location().to_owned(),
                 );
                 tokio::spawn(async move {
-                    let r = dcs
-                        .release(&loc, token, status.as_ref().map(|(s, l)| (s, *l)))
-                        .await;
+                    let status = status.as_ref().map(|(s, l)| (s, *l));
+                    let r = dcs::release(&dcs, &loc, token, status).await;
                     let _ = tx.send(Input::ReleaseDone(r)).await;
                 });
             }
@@ -274,7 +268,9 @@ impl Runner {
 
     fn publish_status(&self) {
         if let Some(lease) = self.lease {
-            self.publish.send_replace(Some((self.status(), lease)));
+            let st = self.status();
+            let key = self.dcs.keys.node_status(&st.node);
+            self.publish.send_replace(Some((key, st.encode(), lease)));
         }
     }
 
@@ -370,24 +366,14 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Writes the newest status; a newer one replaces any still waiting.
-pub async fn publisher(dcs: Dcs, mut rx: watch::Receiver<Option<(NodeStatus, i64)>>) {
-    let mut backoff = crate::session::Backoff::new();
-    while rx.changed().await.is_ok() {
-        loop {
-            let Some((status, lease)) = rx.borrow_and_update().clone() else {
-                break;
-            };
-            match dcs.put_status(&status, lease).await {
-                Ok(()) => {
-                    backoff.reset();
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!("status write failed: {e}");
-                    tokio::time::sleep(backoff.next()).await;
-                }
-            }
-        }
+impl From<SessionEvent> for Input {
+    fn from(e: SessionEvent) -> Self {
+        Input::Session(e)
+    }
+}
+
+impl From<MirrorEvent> for Input {
+    fn from(e: MirrorEvent) -> Self {
+        Input::Mirror(e)
     }
 }

@@ -1,6 +1,7 @@
 //! HARP's integration-test harness: real etcd clusters, real Postgres instances and real
 //! `harp-manager` processes on loopback, each cleaned up by its guard's `Drop`.
 
+pub mod agent;
 pub mod bins;
 pub mod cluster;
 pub mod etcd;
@@ -15,6 +16,7 @@ pub mod process;
 pub mod rt;
 pub mod workdir;
 
+pub use agent::{AgentProc, AgentSpec};
 pub use bins::workspace_bin;
 pub use cluster::{Node, TestCluster, TestClusterBuilder};
 pub use etcd::EtcdCluster;

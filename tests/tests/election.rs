@@ -220,8 +220,11 @@ fn health_is_live_answers_true() {
     assert_eq!(got, Some(404));
 }
 
-/// True if `location` dca stays without a leader for the whole `window`.
+/// True if dca's leader key goes away (within 10 s) and then stays away for `window`.
 fn block_on_no_leader(c: &TestCluster, window: Duration) -> bool {
+    if !eventually(Duration::from_secs(10), || leader(c, "dca").is_none()) {
+        return false;
+    }
     let end = Instant::now() + window;
     while Instant::now() < end {
         if leader(c, "dca").is_some() {

@@ -96,6 +96,14 @@ pub(super) fn duration(unit: Unit, min: Duration) -> impl Fn(&Node) -> Result<Du
     }
 }
 
+/// An IPv4 or IPv6 address to listen on, such as `0.0.0.0` or `127.0.0.1`.
+pub(super) fn ip_address(node: &Node) -> Result<String, String> {
+    match scalar_text(node) {
+        Some(t) if t.parse::<std::net::IpAddr>().is_ok() => Ok(t),
+        _ => Err(expected("an IP address such as 0.0.0.0 or 127.0.0.1", node)),
+    }
+}
+
 pub(super) fn dcs_driver(node: &Node) -> Result<DcsDriver, String> {
     match scalar_text(node) {
         Some(d) if d == "etcd" => Ok(DcsDriver::Etcd),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::convert::{
-    Unit, boolean, dcs_driver, duration, endpoint, identifier, integer, non_empty_text, path,
+    Unit, boolean, dcs_driver, duration, endpoint, identifier, integer, ip_address, non_empty_text,
+    path,
 };
 use super::raw;
 use super::reader::{Reader, Section};
@@ -15,7 +16,7 @@ use super::types::*;
 /// HARP serves its health endpoint unless told otherwise.
 const DEFAULT_HTTP_ENABLE: bool = true;
 
-const ROOT_KEYS: &[&str] = &["cluster", "dcs", "location", "manager", "http"];
+const ROOT_KEYS: &[&str] = &["cluster", "dcs", "location", "manager", "proxy", "http"];
 const CLUSTER_KEYS: &[&str] = &["name"];
 const DCS_KEYS: &[&str] = &["driver", "endpoints", "request_timeout"];
 const MANAGER_KEYS: &[&str] = &[
@@ -30,7 +31,19 @@ const MANAGER_KEYS: &[&str] = &[
     "stop_database_when_fenced",
     "health_check_interval",
 ];
-const HTTP_KEYS: &[&str] = &["enable", "host", "port"];
+const PROXY_KEYS: &[&str] = &[
+    "name",
+    "listen_address",
+    "listen_port",
+    "max_client_conn",
+    "keepalive",
+    "timeout",
+    "pause_timeout",
+    "leader_lease_duration",
+    "lease_refresh_interval",
+];
+const HTTP_KEYS: &[&str] = &["enable", "host", "port", "probes"];
+const PROBES_KEYS: &[&str] = &["timeout"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -139,6 +152,7 @@ fn read_config(r: &mut Reader<'_>) -> Option<Config> {
     let dcs = read_dcs(r, &root);
     let location = r.required(&root, "location", identifier);
     let manager = read_manager(r, &root);
+    let proxy = read_proxy(r, &root);
     let http = read_http(r, &root);
     Some(Config {
         cluster: ClusterConfig {
@@ -147,6 +161,7 @@ fn read_config(r: &mut Reader<'_>) -> Option<Config> {
         dcs: dcs?,
         location: location?,
         manager: manager?,
+        proxy: proxy?,
         http: http?,
     })
 }
@@ -182,38 +197,7 @@ fn read_manager<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Man
         DEFAULT_PRIORITY,
         integer(-1, "an integer >= -1"),
     );
-    let leader_lease_duration = r.optional(
-        &s,
-        "leader_lease_duration",
-        DEFAULT_LEADER_LEASE_DURATION,
-        duration(Unit::Seconds, Duration::from_secs(1)),
-    );
-    let mut lease_refresh_interval = r.optional(
-        &s,
-        "lease_refresh_interval",
-        DEFAULT_LEASE_REFRESH_INTERVAL,
-        duration(Unit::Milliseconds, Duration::ZERO),
-    );
-    if let (Some(lease), Some(refresh)) = (leader_lease_duration, lease_refresh_interval)
-        && refresh >= lease
-    {
-        let refresh_line = r.line_of(&s, "lease_refresh_interval");
-        let line = refresh_line
-            .or_else(|| r.line_of(&s, "leader_lease_duration"))
-            .or(s.line());
-        let default = if refresh_line.is_none() {
-            " (the default)"
-        } else {
-            ""
-        };
-        let message = format!(
-            "expected a duration shorter than manager.leader_lease_duration ({}), got {}{default}",
-            humantime::format_duration(lease),
-            humantime::format_duration(refresh),
-        );
-        r.push(line, "manager.lease_refresh_interval", message);
-        lease_refresh_interval = None;
-    }
+    let (leader_lease_duration, lease_refresh_interval) = read_lease(r, &s, "manager");
     let maximum_lag = r.optional(
         &s,
         "maximum_lag",
@@ -245,6 +229,101 @@ fn read_manager<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Man
     }))
 }
 
+/// `leader_lease_duration` and `lease_refresh_interval` of `section`: the refresh must be
+/// shorter than the lease, or the lease would lapse between two keep-alives.
+fn read_lease<'d>(
+    r: &mut Reader<'d>,
+    s: &Section<'d>,
+    section: &str,
+) -> (Option<Duration>, Option<Duration>) {
+    let lease = r.optional(
+        s,
+        "leader_lease_duration",
+        DEFAULT_LEADER_LEASE_DURATION,
+        duration(Unit::Seconds, Duration::from_secs(1)),
+    );
+    let mut refresh = r.optional(
+        s,
+        "lease_refresh_interval",
+        DEFAULT_LEASE_REFRESH_INTERVAL,
+        duration(Unit::Milliseconds, Duration::ZERO),
+    );
+    if let (Some(l), Some(f)) = (lease, refresh)
+        && f >= l
+    {
+        let refresh_line = r.line_of(s, "lease_refresh_interval");
+        let line = refresh_line
+            .or_else(|| r.line_of(s, "leader_lease_duration"))
+            .or(s.line());
+        let default = if refresh_line.is_none() {
+            " (the default)"
+        } else {
+            ""
+        };
+        let message = format!(
+            "expected a duration shorter than {section}.leader_lease_duration ({}), got {}{default}",
+            humantime::format_duration(l),
+            humantime::format_duration(f),
+        );
+        r.push(line, format!("{section}.lease_refresh_interval"), message);
+        refresh = None;
+    }
+    (lease, refresh)
+}
+
+/// `Some(None)` when the file has no `proxy` section; `None` when the section is invalid.
+fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<ProxyConfig>> {
+    let s = r.section(root, "proxy", PROXY_KEYS);
+    if !s.is_present() {
+        return Some(None);
+    }
+    let name = r.required(&s, "name", identifier);
+    let listen_address = r.optional(
+        &s,
+        "listen_address",
+        DEFAULT_LISTEN_ADDRESS.to_owned(),
+        ip_address,
+    );
+    let listen_port = r.optional(
+        &s,
+        "listen_port",
+        DEFAULT_LISTEN_PORT,
+        integer(1, "a port number 1..=65535"),
+    );
+    let max_client_conn = r.optional(
+        &s,
+        "max_client_conn",
+        DEFAULT_MAX_CLIENT_CONN,
+        integer(1, "a whole number >= 1"),
+    );
+    let ms = |min| duration(Unit::Milliseconds, min);
+    let keepalive = r.optional(
+        &s,
+        "keepalive",
+        DEFAULT_KEEPALIVE,
+        duration(Unit::Seconds, Duration::from_secs(1)),
+    );
+    let timeout = r.optional(&s, "timeout", DEFAULT_CONNECT_TIMEOUT, ms(Duration::ZERO));
+    let pause_timeout = r.optional(
+        &s,
+        "pause_timeout",
+        DEFAULT_PAUSE_TIMEOUT,
+        ms(Duration::ZERO),
+    );
+    let (leader_lease_duration, lease_refresh_interval) = read_lease(r, &s, "proxy");
+    Some(Some(ProxyConfig {
+        name: name?,
+        listen_address: listen_address?,
+        listen_port: listen_port?,
+        max_client_conn: max_client_conn?,
+        keepalive: keepalive?,
+        timeout: timeout?,
+        pause_timeout: pause_timeout?,
+        leader_lease_duration: leader_lease_duration?,
+        lease_refresh_interval: lease_refresh_interval?,
+    }))
+}
+
 fn read_http<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<HttpConfig> {
     let s = r.section(root, "http", HTTP_KEYS);
     let enable = r.optional(&s, "enable", DEFAULT_HTTP_ENABLE, boolean);
@@ -255,418 +334,20 @@ fn read_http<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<HttpConfig> {
         DEFAULT_HTTP_PORT,
         integer(1, "a port number 1..=65535"),
     );
+    let probes = r.nested_section(&s, "probes", "http.probes", PROBES_KEYS);
+    let probes_timeout = r.optional(
+        &probes,
+        "timeout",
+        DEFAULT_PROBES_TIMEOUT,
+        duration(Unit::Milliseconds, Duration::ZERO),
+    );
     Some(HttpConfig {
         enable: enable?,
         host: host?,
         port: port?,
+        probes_timeout: probes_timeout?,
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const FULL: &str = r#"
-cluster:
-  name: mycluster
-dcs:
-  driver: etcd
-  endpoints: [127.0.0.1:2379, "https://host2:2379"]
-  request_timeout: 250ms
-location: dca
-manager:
-  name: node1
-  dsn: "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-  priority: 50
-  leader_lease_duration: 10
-  lease_refresh_interval: "3s"
-  maximum_lag: 1048576
-  db_data_dir: /var/lib/pgsql/data
-  db_bin_dir: /usr/pgsql/bin
-  stop_database_when_fenced: true
-  health_check_interval: 500
-http:
-  enable: false
-  host: 127.0.0.1
-  port: 9090
-"#;
-
-    /// Lines 1-6; cases append from line 7.
-    const BASE: &str =
-        "cluster:\n  name: c1\ndcs:\n  driver: etcd\n  endpoints: [e1:2379]\nlocation: dca\n";
-
-    fn error(text: &str) -> String {
-        match parse_str(text, "config.yml") {
-            Ok(config) => panic!("accepted {text:?} as {config:?}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    #[test]
-    fn full_file_reads_every_key() {
-        let config = parse_str(FULL, "config.yml").unwrap();
-        let expected = Config {
-            cluster: ClusterConfig {
-                name: "mycluster".into(),
-            },
-            dcs: DcsConfig {
-                driver: DcsDriver::Etcd,
-                endpoints: vec!["127.0.0.1:2379".into(), "https://host2:2379".into()],
-                request_timeout: Duration::from_millis(250),
-            },
-            location: "dca".into(),
-            manager: Some(ManagerConfig {
-                name: "node1".into(),
-                node: NodeDirectives {
-                    dsn: "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into(),
-                    priority: 50,
-                    leader_lease_duration: Duration::from_secs(10),
-                    lease_refresh_interval: Duration::from_secs(3),
-                    maximum_lag: 1_048_576,
-                    db_data_dir: Some("/var/lib/pgsql/data".into()),
-                    db_bin_dir: Some("/usr/pgsql/bin".into()),
-                    stop_database_when_fenced: true,
-                    health_check_interval: Duration::from_millis(500),
-                },
-            }),
-            http: HttpConfig {
-                enable: false,
-                host: "127.0.0.1".into(),
-                port: 9090,
-            },
-        };
-        assert_eq!(config, expected);
-    }
-
-    #[test]
-    fn minimal_file_gets_the_defaults() {
-        let text = format!("{BASE}manager:\n  name: n1\n  dsn: host=db\n");
-        let config = parse_str(&text, "config.yml").unwrap();
-        assert_eq!(config.dcs.request_timeout, DEFAULT_REQUEST_TIMEOUT);
-        let manager = config.manager.unwrap();
-        assert_eq!(
-            manager.node,
-            NodeDirectives {
-                dsn: "host=db".into(),
-                priority: DEFAULT_PRIORITY,
-                leader_lease_duration: DEFAULT_LEADER_LEASE_DURATION,
-                lease_refresh_interval: DEFAULT_LEASE_REFRESH_INTERVAL,
-                maximum_lag: DEFAULT_MAXIMUM_LAG,
-                db_data_dir: None,
-                db_bin_dir: None,
-                stop_database_when_fenced: false,
-                health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
-            }
-        );
-        assert_eq!(
-            config.http,
-            HttpConfig {
-                enable: DEFAULT_HTTP_ENABLE,
-                host: DEFAULT_HTTP_HOST.into(),
-                port: DEFAULT_HTTP_PORT,
-            }
-        );
-    }
-
-    #[test]
-    fn manager_and_http_sections_are_optional() {
-        let config = parse_str(BASE, "config.yml").unwrap();
-        assert_eq!(config.manager, None);
-        assert_eq!(config.location, "dca");
-        assert_eq!(config.dcs.endpoints, ["e1:2379"]);
-    }
-
-    #[test]
-    fn durations_take_integers_in_the_keys_unit_or_humantime_strings() {
-        let cases = [
-            ("leader_lease_duration: 6", Duration::from_secs(6)),
-            ("leader_lease_duration: 6s", Duration::from_secs(6)),
-            ("leader_lease_duration: 1m", Duration::from_secs(60)),
-            ("lease_refresh_interval: 250", Duration::from_millis(250)),
-            ("lease_refresh_interval: 250ms", Duration::from_millis(250)),
-        ];
-        for (line, want) in cases {
-            let text = format!("{BASE}manager:\n  name: n1\n  dsn: host=db\n  {line}\n");
-            let node = parse_str(&text, "config.yml")
-                .unwrap()
-                .manager
-                .unwrap()
-                .node;
-            let got = if line.starts_with("leader") {
-                node.leader_lease_duration
-            } else {
-                node.lease_refresh_interval
-            };
-            assert_eq!(got, want, "{line}");
-        }
-    }
-
-    #[test]
-    fn bad_files_report_file_line_key_and_message() {
-        let manager = |extra: &str| format!("{BASE}manager:\n  name: n1\n  dsn: host=db\n{extra}");
-        let cases: Vec<(&str, String, &str)> = vec![
-            (
-                "unknown key",
-                manager("  priorty: 5\n"),
-                "config.yml:10: manager.priorty: unknown key; valid keys here: name, dsn, priority, \
-                 leader_lease_duration, lease_refresh_interval, maximum_lag, db_data_dir, db_bin_dir, \
-                 stop_database_when_fenced, health_check_interval (did you mean `priority`?)",
-            ),
-            (
-                "typo'd section",
-                format!("{BASE}manger:\n  name: n1\n"),
-                "config.yml:7: manger: unknown key; valid keys here: cluster, dcs, location, manager, \
-                 http (did you mean `manager`?)",
-            ),
-            (
-                "duplicate key",
-                BASE.replace("  name: c1\n", "  name: c1\n  name: c2\n  name: c3\n"),
-                "config.yml:3: cluster.name: duplicate key; first set on line 2\n\
-                 config.yml:4: cluster.name: duplicate key; first set on line 2",
-            ),
-            (
-                "string where an integer is expected",
-                manager("  priority: high\n"),
-                "config.yml:10: manager.priority: expected an integer >= -1, got \"high\"",
-            ),
-            (
-                "wrong type for a duration",
-                manager("  leader_lease_duration: soon\n"),
-                "config.yml:10: manager.leader_lease_duration: expected a duration such as \"6s\" \
-                 or a whole number of seconds, got \"soon\"",
-            ),
-            (
-                "wrong type for a millisecond duration",
-                manager("  health_check_interval: [1]\n"),
-                "config.yml:10: manager.health_check_interval: expected a duration such as \"6s\" \
-                 or a whole number of milliseconds, got a list",
-            ),
-            (
-                "list where a mapping is expected",
-                format!("{BASE}http: [8080]\n"),
-                "config.yml:7: http: expected a mapping, got a list",
-            ),
-            (
-                "scalar where a section is expected",
-                format!("{BASE}manager: node1\n"),
-                "config.yml:7: manager: expected a mapping, got \"node1\"",
-            ),
-            (
-                "string where a bool is expected",
-                format!("{BASE}http:\n  enable: yes\n"),
-                "config.yml:8: http.enable: expected true or false, got \"yes\"",
-            ),
-            (
-                "missing cluster.name",
-                BASE.replace("  name: c1\n", ""),
-                "config.yml:1: cluster.name: missing required value",
-            ),
-            (
-                "missing manager.dsn",
-                format!("{BASE}manager:\n  name: n1\n"),
-                "config.yml:7: manager.dsn: missing required value",
-            ),
-            (
-                "empty manager section",
-                format!("{BASE}manager:\n"),
-                "config.yml:7: manager.name: missing required value\n\
-                 config.yml:7: manager.dsn: missing required value",
-            ),
-            (
-                "missing top-level location",
-                BASE.replace("location: dca\n", ""),
-                "config.yml: location: missing required value",
-            ),
-            (
-                "missing dcs section",
-                "cluster:\n  name: c1\nlocation: dca\n".into(),
-                "config.yml: dcs.driver: missing required value\n\
-                 config.yml: dcs.endpoints: missing required value",
-            ),
-            (
-                "bad cluster name",
-                BASE.replace("name: c1", "name: my cluster"),
-                "config.yml:2: cluster.name: expected a name made of letters, digits, `_`, `.` and \
-                 `-`, got \"my cluster\"",
-            ),
-            (
-                "driver consul",
-                BASE.replace("etcd", "consul"),
-                "config.yml:4: dcs.driver: unsupported driver `consul`; HARP supports `etcd`",
-            ),
-            (
-                "empty endpoints",
-                BASE.replace("[e1:2379]", "[]"),
-                "config.yml:5: dcs.endpoints: expected a non-empty list of etcd endpoints \
-                 (host:port), got an empty list",
-            ),
-            (
-                "endpoints as a string",
-                BASE.replace("[e1:2379]", "e1:2379"),
-                "config.yml:5: dcs.endpoints: expected a non-empty list of etcd endpoints \
-                 (host:port), got \"e1:2379\"",
-            ),
-            (
-                "endpoint without port",
-                BASE.replace("[e1:2379]", "[e1:2379, e2]"),
-                "config.yml:5: dcs.endpoints[1]: expected `host:port` or `http(s)://host:port`, \
-                 got \"e2\"",
-            ),
-            (
-                "endpoint with a non-numeric port",
-                BASE.replace("[e1:2379]", "\n    - http://e1:etcd"),
-                "config.yml:6: dcs.endpoints[0]: expected `host:port` or `http(s)://host:port`, \
-                 got \"http://e1:etcd\"",
-            ),
-            (
-                "lease_refresh_interval >= leader_lease_duration",
-                manager("  leader_lease_duration: 2\n  lease_refresh_interval: 2000\n"),
-                "config.yml:11: manager.lease_refresh_interval: expected a duration shorter than \
-                 manager.leader_lease_duration (2s), got 2s",
-            ),
-            (
-                "default lease_refresh_interval >= leader_lease_duration",
-                manager("  leader_lease_duration: 1s\n"),
-                "config.yml:10: manager.lease_refresh_interval: expected a duration shorter than \
-                 manager.leader_lease_duration (1s), got 2s (the default)",
-            ),
-            (
-                "leader_lease_duration under a second",
-                manager("  leader_lease_duration: 500ms\n"),
-                "config.yml:10: manager.leader_lease_duration: expected a duration of at least 1s, \
-                 got 500ms",
-            ),
-            (
-                "zero duration",
-                manager("  health_check_interval: 0\n"),
-                "config.yml:10: manager.health_check_interval: expected a duration greater than \
-                 zero, got 0s",
-            ),
-            (
-                "priority -2",
-                manager("  priority: -2\n"),
-                "config.yml:10: manager.priority: expected an integer >= -1, got -2",
-            ),
-            (
-                "priority beyond i32",
-                manager("  priority: 3000000000\n"),
-                "config.yml:10: manager.priority: expected an integer >= -1, got 3000000000",
-            ),
-            (
-                "http.port 70000",
-                format!("{BASE}http:\n  port: 70000\n"),
-                "config.yml:8: http.port: expected a port number 1..=65535, got 70000",
-            ),
-            (
-                "http.port 0",
-                format!("{BASE}http:\n  port: 0\n"),
-                "config.yml:8: http.port: expected a port number 1..=65535, got 0",
-            ),
-            (
-                "YAML syntax error",
-                "cluster:\n  name: c1\ndcs: driver: etcd\n".into(),
-                "config.yml:3: invalid YAML: mapping values are not allowed in this context",
-            ),
-            (
-                "empty file",
-                String::new(),
-                "config.yml: the file is empty; expected a mapping with the keys cluster, dcs, \
-                 location, manager, http",
-            ),
-            (
-                "comments only",
-                "# nothing here\n".into(),
-                "config.yml: the file is empty; expected a mapping with the keys cluster, dcs, \
-                 location, manager, http",
-            ),
-            (
-                "not a mapping",
-                "- cluster\n- dcs\n".into(),
-                "config.yml:1: expected a mapping, got a list",
-            ),
-            (
-                "two documents",
-                format!("{BASE}---\nlocation: dcb\n"),
-                "config.yml:8: expected a single YAML document, found a second one",
-            ),
-            (
-                "several issues at once, sorted by line",
-                "cluster:\n  name: c1\ndcs:\n  driver: etcd\n  endpoints: [e1:2379]\nmanager:\n  \
-                 name: n1\n  dsn: host=db\n  priorty: 5\nhttp:\n  port: 0\n"
-                    .into(),
-                "config.yml:9: manager.priorty: unknown key; valid keys here: name, dsn, priority, \
-                 leader_lease_duration, lease_refresh_interval, maximum_lag, db_data_dir, db_bin_dir, \
-                 stop_database_when_fenced, health_check_interval (did you mean `priority`?)\n\
-                 config.yml:11: http.port: expected a port number 1..=65535, got 0\n\
-                 config.yml: location: missing required value",
-            ),
-        ];
-        for (name, text, want) in cases {
-            assert_eq!(error(&text), want, "case: {name}");
-        }
-    }
-
-    #[test]
-    fn issues_are_structured() {
-        let err = parse_str(&BASE.replace("etcd", "consul"), "config.yml").unwrap_err();
-        assert_eq!(
-            err.issues(),
-            [ConfigIssue {
-                line: Some(4),
-                key: "dcs.driver".into(),
-                message: "unsupported driver `consul`; HARP supports `etcd`".into(),
-            }]
-        );
-    }
-
-    #[test]
-    fn no_input_panics() {
-        // Every prefix of a valid file, plus odd YAML, is either a config or an error.
-        for end in (0..=FULL.len()).filter(|&i| FULL.is_char_boundary(i)) {
-            let _ = parse_str(&FULL[..end], "config.yml");
-        }
-        let odd = [
-            "? [a, b]\n: c\n",
-            "a: &x [*x]\n",
-            "cluster: &c {name: c1}\ndcs: *c\n",
-            "!!binary aGk=\n",
-            "cluster:\n  name: !!int x\n",
-            "{[{]: }",
-            "\t",
-            "priority: 99999999999999999999999\n",
-            "...\n",
-            "--- |\n  text\n",
-        ];
-        for text in odd {
-            let _ = parse_str(text, "config.yml");
-        }
-    }
-
-    #[test]
-    fn load_file_reads_from_disk_and_names_the_file() {
-        let missing = Path::new("/nonexistent/harp/config.yml");
-        let err = load_file(missing).unwrap_err();
-        assert!(err.issues().is_empty());
-        assert_eq!(
-            err.to_string(),
-            "cannot read config file /nonexistent/harp/config.yml: No such file or directory \
-             (os error 2) (pass the right file with -f/--config)"
-        );
-
-        let dir = std::env::temp_dir().join(format!("harp-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.yml");
-        std::fs::write(&path, BASE).unwrap();
-        assert_eq!(load_file(&path).unwrap().location, "dca");
-        std::fs::write(&path, BASE.replace("etcd", "consul")).unwrap();
-        let err = load_file(&path).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            format!(
-                "{}:4: dcs.driver: unsupported driver `consul`; HARP supports `etcd`",
-                path.display()
-            )
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+mod tests;

@@ -122,6 +122,24 @@ impl<'d> Reader<'d> {
         }
     }
 
+    /// Like [`Reader::section`] for a mapping inside a section: looks up `key` in `parent`,
+    /// names it `path` (such as `http.probes`) in messages.
+    pub fn nested_section(
+        &mut self,
+        parent: &Section<'d>,
+        key: &'static str,
+        path: &'static str,
+        valid: &[&str],
+    ) -> Section<'d> {
+        let (line, node) = self.lookup(parent, key).unzip();
+        let section = self.open(path, line, node, valid);
+        if parent.state == State::Broken {
+            section.broken()
+        } else {
+            section
+        }
+    }
+
     /// The value of a key that must be set.
     pub fn required<T>(
         &mut self,

@@ -21,6 +21,20 @@ pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(1000);
 /// HARP's health port.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_HTTP_HOST: &str = "0.0.0.0";
+/// A readiness probe must answer inside a Kubernetes probe's default 1 s timeout.
+pub const DEFAULT_PROBES_TIMEOUT: Duration = Duration::from_millis(500);
+/// Clients on every interface, as HARP's proxy does.
+pub const DEFAULT_LISTEN_ADDRESS: &str = "0.0.0.0";
+/// HARP's proxy port (PgBouncer's too, so clients' habits carry over).
+pub const DEFAULT_LISTEN_PORT: u16 = 6432;
+/// HARP's default; lowered at start when the open-files limit cannot hold it.
+pub const DEFAULT_MAX_CLIENT_CONN: u32 = 100;
+/// TCP keep-alive on client and server sockets: a dead peer is found in seconds, not hours.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
+/// Connecting to the leader on a LAN takes a millisecond; a second means it is not there.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longer than a lease expiry after a node loss (6 s), so held clients ride through it.
+pub const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -30,6 +44,8 @@ pub struct Config {
     pub location: String,
     /// Present when the file has a `manager:` section (required by harp-manager).
     pub manager: Option<ManagerConfig>,
+    /// Present when the file has a `proxy:` section (required by harp-agent).
+    pub proxy: Option<ProxyConfig>,
     pub http: HttpConfig,
 }
 
@@ -75,9 +91,28 @@ pub struct NodeDirectives {
     pub health_check_interval: Duration,
 }
 
+/// The agent's directives (HARP's proxy names and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub name: String,
+    pub listen_address: String,
+    pub listen_port: u16,
+    pub max_client_conn: u32,
+    pub keepalive: Duration,
+    /// Bound on connecting to the leader.
+    pub timeout: Duration,
+    /// How long a client is held while there is no leader before it is refused.
+    pub pause_timeout: Duration,
+    /// TTL of the agent's etcd lease: it trusts what it saw for this long after last contact.
+    pub leader_lease_duration: Duration,
+    pub lease_refresh_interval: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     pub enable: bool,
     pub host: String,
     pub port: u16,
+    /// `http.probes.timeout`: how long `/health/is-ready` waits for the leader to accept.
+    pub probes_timeout: Duration,
 }

@@ -35,10 +35,15 @@ pub struct Params {
 }
 
 impl Params {
-    /// Margin kept between the local deadline and the earliest moment etcd may expire the lease.
     pub fn safety_margin(&self) -> Duration {
-        (self.lease_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+        safety_margin(self.lease_ttl)
     }
+}
+
+/// Margin kept between a local deadline and the earliest moment etcd may expire a lease of
+/// `ttl`: covers clock-rate drift and scheduling delay, small next to the TTL.
+pub fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// The leader as etcd shows it: the holder's node name and the key's `create_revision`.

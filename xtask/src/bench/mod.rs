@@ -1,5 +1,6 @@
 //! `cargo xtask bench …`: measurements written as JSON + a markdown table to bench/results/.
 
+mod datapath;
 mod failover;
 mod stats;
 
@@ -15,6 +16,19 @@ pub enum Bench {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// pgbench through several paths to one Postgres (direct, harp-agent, haproxy, pgbouncer,
+    /// socat), interleaved; plus harp-agent's RSS with 1000 idle sessions.
+    Datapath {
+        /// Seconds per pgbench run.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Rounds; each runs every workload through every path once.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Paths to measure, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = datapath::PathKind::ALL)]
+        paths: Vec<datapath::PathKind>,
+    },
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
@@ -23,6 +37,11 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
     match bench {
         Bench::Failover { runs } => failover::run(runs),
+        Bench::Datapath {
+            secs,
+            rounds,
+            paths,
+        } => datapath::run(secs, rounds, paths),
     }
 }
 

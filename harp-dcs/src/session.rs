@@ -1,5 +1,5 @@
-//! The manager's etcd session: one lease (TTL = `leader_lease_duration`) carrying the node
-//! status and, while leading, the leader key. Keep-alives go out every
+//! An etcd session: one lease (TTL = `leader_lease_duration`) carrying a unit's status and,
+//! for a leading manager, the leader key. Keep-alives go out every
 //! `lease_refresh_interval`; each acknowledgement reports the moment its request was *sent*,
 //! because etcd cannot expire the lease earlier than that moment + TTL.
 
@@ -9,8 +9,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::dcs::Dcs;
-use crate::runner::Input;
+use crate::{Backoff, Dcs};
+
+/// What the session reports to its owner's decision loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A lease exists (newly granted).
+    Up(i64),
+    /// The lease is gone; a new one is being requested.
+    Lost,
+    /// A keep-alive sent at `sent` was acknowledged with the lease alive.
+    KeepAliveOk { sent: std::time::Instant },
+}
 
 pub struct SessionParams {
     pub ttl: Duration,
@@ -18,25 +28,25 @@ pub struct SessionParams {
 }
 
 /// Runs forever: grant a lease, keep it alive until etcd says it is gone, grant a new one.
-pub async fn run(dcs: Dcs, p: SessionParams, tx: mpsc::Sender<Input>) {
-    let mut backoff = Backoff::new();
+pub async fn run<I: From<SessionEvent>>(dcs: Dcs, p: SessionParams, tx: mpsc::Sender<I>) {
+    let mut backoff = Backoff::default();
     loop {
         let lease = match dcs.grant(p.ttl).await {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!("cannot create the etcd lease: {e}; retrying");
-                sleep(backoff.next()).await;
+                sleep(backoff.next_delay()).await;
                 continue;
             }
         };
         backoff.reset();
         tracing::info!(lease = format_args!("{lease:x}"), "etcd session started");
-        if tx.send(Input::SessionUp(lease)).await.is_err() {
+        if tx.send(SessionEvent::Up(lease).into()).await.is_err() {
             return;
         }
         keep_alive(&dcs, lease, &p, &tx).await;
         tracing::warn!(lease = format_args!("{lease:x}"), "etcd lease expired");
-        if tx.send(Input::SessionLost).await.is_err() {
+        if tx.send(SessionEvent::Lost.into()).await.is_err() {
             return;
         }
     }
@@ -44,7 +54,12 @@ pub async fn run(dcs: Dcs, p: SessionParams, tx: mpsc::Sender<Input>) {
 
 /// Returns when etcd reports the lease gone (TTL 0). Transport errors only reopen the stream:
 /// the local deadline in the election decides when silence costs leadership.
-async fn keep_alive(dcs: &Dcs, lease: i64, p: &SessionParams, tx: &mpsc::Sender<Input>) {
+async fn keep_alive<I: From<SessionEvent>>(
+    dcs: &Dcs,
+    lease: i64,
+    p: &SessionParams,
+    tx: &mpsc::Sender<I>,
+) {
     // After a failure, retry faster than the normal refresh to regain contact before the deadline.
     let retry = (p.refresh / 4).max(Duration::from_millis(50));
     loop {
@@ -85,7 +100,7 @@ async fn keep_alive(dcs: &Dcs, lease: i64, p: &SessionParams, tx: &mpsc::Sender<
                         if resp.ttl() <= 0 {
                             return;
                         }
-                        let ok = Input::KeepAliveOk { sent: sent.into_std() };
+                        let ok = SessionEvent::KeepAliveOk { sent: sent.into_std() }.into();
                         if tx.send(ok).await.is_err() {
                             return;
                         }
@@ -102,25 +117,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Exponential backoff for etcd retries: 100 ms doubling to 2 s.
-pub struct Backoff(Duration);
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(2);
-
-    pub fn new() -> Self {
-        Self(Self::MIN)
-    }
-    pub fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(Self::MAX);
-        d
-    }
-    pub fn reset(&mut self) {
-        self.0 = Self::MIN;
     }
 }

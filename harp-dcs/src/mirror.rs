@@ -7,9 +7,16 @@ use std::collections::BTreeMap;
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::mpsc;
 
-use crate::dcs::Dcs;
-use crate::runner::Input;
-use crate::session::Backoff;
+use crate::{Backoff, Dcs, DcsError};
+
+/// What the mirror reports to its owner's decision loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MirrorEvent {
+    /// Differences found by a fresh read of the keys (the first one lists every key).
+    Synced(Vec<KeyChange>),
+    /// Watch events.
+    Changed(Vec<KeyChange>),
+}
 
 /// One key's state: its value and create_revision, or absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,33 +27,33 @@ pub struct KeyChange {
 
 type View = BTreeMap<String, (Vec<u8>, i64)>;
 
-pub async fn run(dcs: Dcs, tx: mpsc::Sender<Input>) {
-    let prefix = dcs.keys.prefix().to_owned();
+/// Mirrors every key under `prefix` until the receiver is dropped.
+pub async fn run<I: From<MirrorEvent>>(dcs: Dcs, prefix: String, tx: mpsc::Sender<I>) {
     let mut view = View::new();
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::default();
     loop {
         match sync(&dcs, &prefix, &mut view, &tx, &mut backoff).await {
             Ok(()) => return, // the receiver is gone: shutting down
             Err(e) => {
                 tracing::warn!("etcd watch interrupted: {e}; reading again");
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
 }
 
-async fn sync(
+async fn sync<I: From<MirrorEvent>>(
     dcs: &Dcs,
     prefix: &str,
     view: &mut View,
-    tx: &mpsc::Sender<Input>,
+    tx: &mpsc::Sender<I>,
     backoff: &mut Backoff,
-) -> Result<(), crate::dcs::DcsError> {
+) -> Result<(), DcsError> {
     let mut c = dcs.client.clone();
     let fut = c.get(prefix, Some(GetOptions::new().with_prefix()));
     let resp = tokio::time::timeout(dcs.timeout, fut)
         .await
-        .map_err(|_| crate::dcs::DcsError::Timeout(dcs.timeout))??;
+        .map_err(|_| DcsError::Timeout(dcs.timeout))??;
     backoff.reset();
     let rev = resp.header().map_or(0, |h| h.revision());
     let fresh: View = resp
@@ -73,7 +80,7 @@ async fn sync(
         });
     }
     *view = fresh;
-    if tx.send(Input::Synced(changes)).await.is_err() {
+    if tx.send(MirrorEvent::Synced(changes).into()).await.is_err() {
         return Ok(());
     }
 
@@ -100,7 +107,7 @@ async fn sync(
             };
             changes.push(KeyChange { key, value });
         }
-        if !changes.is_empty() && tx.send(Input::Changed(changes)).await.is_err() {
+        if !changes.is_empty() && tx.send(MirrorEvent::Changed(changes).into()).await.is_err() {
             return Ok(());
         }
     }

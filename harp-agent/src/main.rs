@@ -1,0 +1,4 @@
+#[cfg(test)]
+mod refuse;
+
+fn main() {}

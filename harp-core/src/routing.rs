@@ -1,0 +1,256 @@
+//! The agent's routing decision as a pure state machine: which lead master new clients go to,
+//! and when the sessions of an old one must be cut.
+//!
+//! The agent trusts what etcd showed it only while it is in contact: until the send time of
+//! its last acknowledged keep-alive + TTL − margin. Past that it routes nowhere (clients are
+//! held) and cuts what it routed: a partitioned agent fails closed rather than feed a leader
+//! that may already have been replaced.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::election::safety_margin;
+
+/// Where clients go: the leader of the agent's location and the token it leads under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub node: String,
+    pub address: String,
+    pub port: u16,
+    /// The leader key's `create_revision`: changes with every new leadership.
+    pub token: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteEvent {
+    /// The leader key of our location, from a read or a watch event.
+    LeaderObserved(Option<Route>),
+    /// etcd acknowledged a keep-alive sent at `sent`: it had a quorum then.
+    Contact {
+        sent: Instant,
+    },
+    /// Our lease expired: whatever we saw may be stale.
+    SessionLost,
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Route new clients here; `None`: hold them until a leader appears.
+    Set(Option<Route>),
+    /// Close every session routed under `token` now.
+    Cut { token: i64, reason: &'static str },
+}
+
+impl fmt::Display for RouteAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteAction::Set(Some(r)) => write!(
+                f,
+                "route clients to {} at {}:{} (token {})",
+                r.node, r.address, r.port, r.token
+            ),
+            RouteAction::Set(None) => write!(f, "hold new clients: no leader to route to"),
+            RouteAction::Cut { token, reason } => {
+                write!(f, "close the sessions routed under token {token}: {reason}")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Router {
+    ttl: Duration,
+    observed: Option<Route>,
+    trusted_until: Option<Instant>,
+    /// What the data path currently does.
+    effective: Option<Route>,
+}
+
+impl Router {
+    pub fn new(lease_ttl: Duration) -> Self {
+        Self {
+            ttl: lease_ttl,
+            observed: None,
+            trusted_until: None,
+            effective: None,
+        }
+    }
+
+    /// The route new clients take now.
+    pub fn route(&self) -> Option<&Route> {
+        self.effective.as_ref()
+    }
+
+    /// The leader as last seen in etcd, trusted or not.
+    pub fn observed(&self) -> Option<&Route> {
+        self.observed.as_ref()
+    }
+
+    /// Whether etcd contact is recent enough to trust what it showed.
+    pub fn in_contact(&self, now: Instant) -> bool {
+        self.trusted_until.is_some_and(|t| now < t)
+    }
+
+    /// When trust runs out, if it is what keeps a route up.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.effective.as_ref().and(self.trusted_until)
+    }
+
+    pub fn step(&mut self, event: RouteEvent, now: Instant) -> Vec<RouteAction> {
+        match event {
+            RouteEvent::LeaderObserved(route) => self.observed = route,
+            RouteEvent::Contact { sent } => {
+                let until = sent + self.ttl - safety_margin(self.ttl);
+                self.trusted_until = Some(self.trusted_until.map_or(until, |t| t.max(until)));
+            }
+            RouteEvent::SessionLost => self.trusted_until = None,
+            RouteEvent::Tick => {}
+        }
+        let want = if self.in_contact(now) {
+            self.observed.clone()
+        } else {
+            None
+        };
+        if want == self.effective {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if let Some(old) = &self.effective
+            && want.as_ref().is_none_or(|w| w.token != old.token)
+        {
+            let reason = match (&want, self.in_contact(now)) {
+                (_, false) => "etcd unreachable past the lease deadline (fail closed)",
+                (None, true) => "the leader gave up its lease",
+                (Some(_), true) => "a new leader took over",
+            };
+            out.push(RouteAction::Cut {
+                token: old.token,
+                reason,
+            });
+        }
+        out.push(RouteAction::Set(want.clone()));
+        self.effective = want;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(6);
+
+    fn route(node: &str, token: i64) -> Option<Route> {
+        Some(Route {
+            node: node.into(),
+            address: "10.0.0.1".into(),
+            port: 5432,
+            token,
+        })
+    }
+
+    #[test]
+    fn routes_only_once_etcd_contact_is_proven() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        assert!(
+            r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0)
+                .is_empty()
+        );
+        assert_eq!(r.route(), None, "no contact yet: hold");
+        let out = r.step(RouteEvent::Contact { sent: t0 }, t0);
+        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
+        assert_eq!(r.route().unwrap().node, "n1");
+    }
+
+    #[test]
+    fn a_new_leader_cuts_the_old_sessions_first() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
+        assert_eq!(
+            out,
+            vec![
+                RouteAction::Cut {
+                    token: 5,
+                    reason: "a new leader took over"
+                },
+                RouteAction::Set(route("n2", 9)),
+            ]
+        );
+        // The same leader seen again changes nothing.
+        assert!(
+            r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn no_leader_holds_clients_and_cuts_the_old_sessions() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        let out = r.step(RouteEvent::LeaderObserved(None), t0);
+        assert_eq!(
+            out[0],
+            RouteAction::Cut {
+                token: 5,
+                reason: "the leader gave up its lease"
+            }
+        );
+        assert_eq!(out[1], RouteAction::Set(None));
+        assert_eq!(
+            out[1].to_string(),
+            "hold new clients: no leader to route to"
+        );
+    }
+
+    #[test]
+    fn silence_from_etcd_fails_closed_at_the_deadline_and_contact_restores() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        let deadline = t0 + TTL - safety_margin(TTL);
+        assert_eq!(r.next_wake(), Some(deadline));
+        assert!(
+            r.step(RouteEvent::Tick, deadline - Duration::from_millis(1))
+                .is_empty()
+        );
+        let out = r.step(RouteEvent::Tick, deadline);
+        assert!(
+            matches!(out[0], RouteAction::Cut { token: 5, reason } if reason.contains("fail closed"))
+        );
+        assert_eq!(r.route(), None);
+        assert_eq!(r.next_wake(), None);
+        let later = deadline + Duration::from_secs(1);
+        let out = r.step(RouteEvent::Contact { sent: later }, later);
+        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
+    }
+
+    #[test]
+    fn a_lost_session_fails_closed_at_once() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        let out = r.step(RouteEvent::SessionLost, t0);
+        assert!(matches!(out[0], RouteAction::Cut { token: 5, .. }));
+        assert_eq!(r.route(), None);
+    }
+
+    #[test]
+    fn an_old_acknowledgement_never_shortens_trust() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        r.step(RouteEvent::Contact { sent: t1 }, t1);
+        r.step(RouteEvent::Contact { sent: t0 }, t1);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t1);
+        assert_eq!(r.next_wake(), Some(t1 + TTL - safety_margin(TTL)));
+    }
+}

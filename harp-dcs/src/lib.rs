@@ -1,0 +1,128 @@
+//! HARP's etcd plumbing, shared by harp-manager, harp-agent and harpctl: a lazily connecting
+//! client whose every request is bounded in time, a session lease kept alive in the
+//! background, and a mirror of the cluster's keys fed by a watch.
+
+pub mod mirror;
+pub mod session;
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, PutOptions};
+use harp_core::config::DcsConfig;
+use harp_core::keys::Keys;
+
+pub use mirror::{KeyChange, MirrorEvent};
+pub use session::{SessionEvent, SessionParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DcsError {
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+}
+
+pub type Result<T> = std::result::Result<T, DcsError>;
+
+/// A cluster's etcd: the client (cheap to clone), its key schema and the request bound.
+#[derive(Clone)]
+pub struct Dcs {
+    pub client: Client,
+    pub keys: Keys,
+    pub timeout: Duration,
+}
+
+/// Connects lazily: etcd may be down at start, and every request retries on its own.
+pub async fn connect(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(cfg.request_timeout)
+        .with_keep_alive(Duration::from_secs(1), cfg.request_timeout)
+        // A member cut off from the quorum must not serve stale reads or silent watches.
+        .with_require_leader(true);
+    let client = Client::connect(&cfg.endpoints, Some(opts)).await?;
+    Ok(Dcs {
+        client,
+        keys,
+        timeout: cfg.request_timeout,
+    })
+}
+
+impl Dcs {
+    /// Runs one etcd request, failing with [`DcsError::Timeout`] past `request_timeout`.
+    pub async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(DcsError::Timeout(self.timeout)),
+        }
+    }
+
+    pub async fn grant(&self, ttl: Duration) -> Result<i64> {
+        let mut c = self.client.clone();
+        let secs = ttl.as_secs().max(1) as i64;
+        Ok(self.bounded(c.lease_grant(secs, None)).await?.id())
+    }
+
+    pub async fn revoke(&self, lease: i64) -> Result<()> {
+        let mut c = self.client.clone();
+        self.bounded(c.lease_revoke(lease)).await.map(|_| ())
+    }
+
+    /// Writes `value` at `key` on `lease` (it vanishes with the lease).
+    pub async fn put_on_lease(&self, key: String, value: String, lease: i64) -> Result<()> {
+        let mut c = self.client.clone();
+        let put = c.put(key, value, Some(PutOptions::new().with_lease(lease)));
+        self.bounded(put).await.map(|_| ())
+    }
+}
+
+/// Exponential backoff for etcd retries: 100 ms doubling to 2 s.
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Self::MIN)
+    }
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(2);
+
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        d
+    }
+    pub fn reset(&mut self) {
+        self.0 = Self::MIN;
+    }
+}
+
+/// Keeps the newest value written at its key on the session lease: a newer value replaces
+/// one still waiting, and failed writes retry with backoff. Used for node and proxy status.
+pub async fn publisher(
+    dcs: Dcs,
+    mut rx: tokio::sync::watch::Receiver<Option<(String, String, i64)>>,
+) {
+    let mut backoff = Backoff::default();
+    while rx.changed().await.is_ok() {
+        loop {
+            let Some((key, value, lease)) = rx.borrow_and_update().clone() else {
+                break;
+            };
+            match dcs.put_on_lease(key, value, lease).await {
+                Ok(()) => {
+                    backoff.reset();
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!("status write failed: {e}");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
