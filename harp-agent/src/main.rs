@@ -1,4 +1,128 @@
-#[cfg(test)]
-mod refuse;
+//! harp-agent: routes Postgres clients to the lead master of its location, holds them while
+//! there is none, cuts sessions to a replaced leader, and fails closed without etcd.
 
-fn main() {}
+mod health;
+mod limits;
+mod proxy;
+mod refuse;
+mod relay;
+mod runner;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use harp_core::config::{self, Config, ConfigError, ConfigIssue, DEFAULT_CONFIG_PATH, ProxyConfig};
+use harp_core::keys::Keys;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "HARP agent: routes Postgres clients to their location's lead master"
+)]
+struct Args {
+    /// Path to config.yml.
+    #[arg(short = 'f', long = "config", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let (config, proxy) = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // One thread: relaying is cheap per byte, and cross-thread wake-ups would cost more than
+    // they give on the small hosts an agent shares with its clients.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(config, proxy)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<(Config, ProxyConfig), ConfigError> {
+    let config = config::load_file(path)?;
+    let Some(proxy) = config.proxy.clone() else {
+        return Err(ConfigError::Invalid {
+            file: path.display().to_string(),
+            issues: vec![ConfigIssue {
+                line: None,
+                key: "proxy".into(),
+                message: "missing section; harp-agent needs at least `proxy.name`".into(),
+            }],
+        });
+    };
+    Ok((config, proxy))
+}
+
+async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
+    proxy.max_client_conn = limits::fit_max_client_conn(proxy.max_client_conn);
+    let keys = Keys::new(&config.cluster.name);
+    let dcs = harp_dcs::connect(&config.dcs, keys).await?;
+    let listener = proxy::bind(&proxy).await?;
+    let health_listener = match config.http.enable {
+        true => Some(health::bind(&config.http).await?),
+        false => None,
+    };
+    tracing::info!(
+        proxy = %proxy.name,
+        location = %config.location,
+        cluster = %config.cluster.name,
+        "harp-agent starting (userspace proxy)"
+    );
+    let (route_tx, route_rx) = watch::channel(None);
+    let shared = Arc::new(proxy::Shared::new(&proxy, &config.location, route_rx));
+    if let Some(l) = health_listener {
+        let (shared, timeout) = (shared.clone(), config.http.probes_timeout);
+        tokio::spawn(async move {
+            if let Err(e) = health::serve(l, shared, timeout).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
+    tokio::spawn(proxy::accept_loop(listener, shared.clone()));
+
+    let (tx, rx) = mpsc::channel(256);
+    let session = harp_dcs::SessionParams {
+        ttl: proxy.leader_lease_duration,
+        refresh: proxy.lease_refresh_interval,
+    };
+    tokio::spawn(harp_dcs::session::run(dcs.clone(), session, tx.clone()));
+    let prefix = dcs.keys.leader(&config.location);
+    tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
+    let (publish, publish_rx) = watch::channel(None);
+    tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
+    tokio::spawn(forward_signals(tx));
+    runner::Runner::new(dcs, &config, &proxy, shared, route_tx, publish, rx)
+        .run()
+        .await
+}
+
+async fn forward_signals(tx: mpsc::Sender<runner::Input>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tx.send(runner::Input::Shutdown).await?;
+    Ok(())
+}

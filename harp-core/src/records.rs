@@ -65,6 +65,24 @@ pub struct NodeStatus {
     pub updated_ms: u64,
 }
 
+/// Value of `proxies/<p>/status`, on the agent's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    pub version: u32,
+    pub name: String,
+    pub location: String,
+    /// The leader new clients are routed to; `None` while clients are held.
+    pub leader: Option<String>,
+    pub token: Option<i64>,
+    /// `userspace` or `ebpf`.
+    pub mode: String,
+    /// Client sessions relayed right now.
+    pub sessions: u64,
+    /// Clients held, waiting for a leader.
+    pub held: u64,
+    pub updated_ms: u64,
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(
     kind: &'static str,
     bytes: &[u8],
@@ -94,6 +112,22 @@ impl NodeStatus {
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("node status serializes")
     }
+}
+
+impl ProxyStatus {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        decode("proxy status", bytes, |r: &Self| r.version)
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("proxy status serializes")
+    }
+}
+
+/// Milliseconds since the Unix epoch, for `updated_ms` fields.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use harp_core::config::{self, Config};
 use harp_core::election::{Action, Election, Event, Holder, Peer, Role};
@@ -260,9 +260,7 @@ impl Runner {
             leader: e.is_leader(),
             address: self.address.clone(),
             port: self.port,
-            updated_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            updated_ms: harp_core::records::unix_ms(),
         }
     }
 

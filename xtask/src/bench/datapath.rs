@@ -319,7 +319,9 @@ pub fn run(secs: u64, rounds: usize, paths: Vec<PathKind>) -> anyhow::Result<()>
         .find(|(p, _)| *p == PathKind::AgentUserspace)
     {
         println!("opening {IDLE_SESSIONS} idle sessions through harp-agent");
-        rss = Some(agent_rss(agent, pg_port)?);
+        let r = idle_rss(agent.pid(), agent.listen_port(), pg_port)
+            .with_context(|| format!("harp-agent RSS\n{}", agent.log_tail(20)))?;
+        rss = Some(r);
     }
     drop(peers);
     reap_orphans("socat", Duration::from_secs(2));
@@ -718,11 +720,9 @@ fn parse_pgbench(text: &str) -> Option<PgbenchOut> {
     })
 }
 
-/// Opens [`IDLE_SESSIONS`] sessions through the agent (each up to ReadyForQuery), reads the
-/// agent's VmRSS, closes them.
-fn agent_rss(agent: &mut AgentProc, pg_port: u16) -> anyhow::Result<AgentRss> {
-    let pid = agent.pid();
-    let port = agent.listen_port();
+/// Opens [`IDLE_SESSIONS`] sessions through the proxy on `port` (each up to ReadyForQuery),
+/// reads the VmRSS of the proxy's process `pid` before and with them, closes them.
+fn idle_rss(pid: u32, port: u16, pg_port: u16) -> anyhow::Result<AgentRss> {
     let before = vm_rss_kb(pid).context("read the agent's VmRSS")?;
     let t0 = Instant::now();
     let threads = 8;
@@ -753,10 +753,7 @@ fn agent_rss(agent: &mut AgentProc, pg_port: u16) -> anyhow::Result<AgentRss> {
     }
     if let Some(e) = error {
         close_sessions(sessions);
-        return Err(e.context(format!(
-            "open {IDLE_SESSIONS} idle sessions through harp-agent\n{}",
-            agent.log_tail(20)
-        )));
+        return Err(e.context(format!("open {IDLE_SESSIONS} idle sessions")));
     }
     // Let the agent settle (buffers it allocated for the handshakes).
     std::thread::sleep(Duration::from_millis(500));
@@ -770,7 +767,7 @@ fn agent_rss(agent: &mut AgentProc, pg_port: u16) -> anyhow::Result<AgentRss> {
     let n = sessions.len();
     close_sessions(sessions);
     println!(
-        "harp-agent VmRSS: {:.1} MB before, {:.1} MB with {n} idle sessions ({seen} seen by Postgres)",
+        "VmRSS: {:.1} MB before, {:.1} MB with {n} idle sessions ({seen} seen by Postgres)",
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );

@@ -1,0 +1,82 @@
+//! Health endpoints for load balancers and orchestrators (HAProxy `option httpchk`,
+//! Kubernetes probes), and a JSON view of the agent.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use harp_core::config::HttpConfig;
+use serde_json::json;
+
+use crate::proxy::Shared;
+
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    probe_timeout: Duration,
+}
+
+pub async fn bind(cfg: &HttpConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on http {addr}: {e} (set http.port, or http.enable: false)")
+    })?;
+    tracing::info!("health endpoints on http://{addr}");
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    probe_timeout: Duration,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/health/is-live", get(|| async { "true" }))
+        .route("/health/is-ready", get(is_ready))
+        .route("/status", get(status))
+        .with_state(Ctx {
+            shared,
+            probe_timeout,
+        });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Ready means a client connecting now would be routed: etcd is in contact (the route is only
+/// set then), a leader is known, and it accepts a TCP connection within the probe timeout.
+async fn is_ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
+    let route = ctx.shared.route.borrow().clone();
+    let ok = match route {
+        None => false,
+        Some(r) => {
+            let connect = tokio::net::TcpStream::connect((r.address.as_str(), r.port));
+            matches!(
+                tokio::time::timeout(ctx.probe_timeout, connect).await,
+                Ok(Ok(_))
+            )
+        }
+    };
+    match ok {
+        true => (StatusCode::OK, "true"),
+        false => (StatusCode::INTERNAL_SERVER_ERROR, "false"),
+    }
+}
+
+async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
+    let s = &ctx.shared;
+    let route = s.route.borrow().clone();
+    axum::Json(json!({
+        "name": s.name,
+        "location": s.location,
+        "mode": "userspace",
+        "leader": route.as_ref().map(|r| r.node.clone()),
+        "token": route.as_ref().map(|r| r.token),
+        "address": route.as_ref().map(|r| format!("{}:{}", r.address, r.port)),
+        "sessions": s.sessions.load(Ordering::Relaxed),
+        "held": s.held.load(Ordering::Relaxed),
+    }))
+}

@@ -1,0 +1,214 @@
+//! The userspace L4 proxy: accept, hold while there is no leader, connect to the leader and
+//! relay until either side closes or the route changes. Client bytes are never read before
+//! relaying, so a client held or re-routed mid-connect sees nothing but a delay; only a client
+//! that must be refused gets a Postgres error it can show.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use harp_core::config::ProxyConfig;
+use harp_core::pgwire::{CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
+use harp_core::routing::Route;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::refuse::refuse;
+
+/// How long a refused client may take to send its startup packet.
+const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between connection attempts to a leader that did not answer.
+const RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// What the proxy and the health endpoints share with the decision loop.
+pub struct Shared {
+    pub name: String,
+    pub location: String,
+    pub route: watch::Receiver<Option<Route>>,
+    pub sessions: AtomicU64,
+    pub held: AtomicU64,
+    limit: Arc<Semaphore>,
+    max_client_conn: u32,
+    connect_timeout: Duration,
+    pause_timeout: Duration,
+    keepalive: Duration,
+}
+
+impl Shared {
+    pub fn new(p: &ProxyConfig, location: &str, route: watch::Receiver<Option<Route>>) -> Self {
+        Self {
+            name: p.name.clone(),
+            location: location.to_owned(),
+            route,
+            sessions: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            limit: Arc::new(Semaphore::new(p.max_client_conn as usize)),
+            max_client_conn: p.max_client_conn,
+            connect_timeout: p.timeout,
+            pause_timeout: p.pause_timeout,
+            keepalive: p.keepalive,
+        }
+    }
+}
+
+pub async fn bind(p: &ProxyConfig) -> anyhow::Result<TcpListener> {
+    let addr = format!("{}:{}", p.listen_address, p.listen_port);
+    let listener = TcpListener::bind(&addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr}: {e} (set proxy.listen_address/listen_port)")
+    })?;
+    tracing::info!("clients connect to {addr}");
+    Ok(listener)
+}
+
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                tokio::spawn(serve(client, peer, shared.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Decrements a counter when dropped, so every exit path keeps the counts right.
+struct Count<'a>(&'a AtomicU64);
+
+impl<'a> Count<'a> {
+    fn up(c: &'a AtomicU64) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Self(c)
+    }
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let Ok(_permit) = shared.limit.clone().try_acquire_owned() else {
+        let msg = format!(
+            "too many clients: max_client_conn ({}) reached on proxy {}",
+            shared.max_client_conn, shared.name
+        );
+        let hint = "retry later, or raise proxy.max_client_conn";
+        let _ = refuse(
+            &mut client,
+            TOO_MANY_CONNECTIONS,
+            &msg,
+            Some(hint),
+            REFUSE_READ_TIMEOUT,
+        )
+        .await;
+        return;
+    };
+    tune(&client, shared.keepalive);
+    let (server, token) = match connect_leader(&shared).await {
+        Ok(pair) => pair,
+        Err(msg) => {
+            tracing::info!(%peer, "refused: {msg}");
+            let hint = "the location has no reachable lead master; check harp-manager and etcd";
+            let _ = refuse(
+                &mut client,
+                CANNOT_CONNECT_NOW,
+                &msg,
+                Some(hint),
+                REFUSE_READ_TIMEOUT,
+            )
+            .await;
+            return;
+        }
+    };
+    tune(&server, shared.keepalive);
+    let _session = Count::up(&shared.sessions);
+    let mut route = shared.route.clone();
+    // Ends the session as soon as the route no longer carries the token it was made under.
+    let cut = async move {
+        let _ = route
+            .wait_for(|r| r.as_ref().is_none_or(|r| r.token != token))
+            .await;
+    };
+    crate::relay::relay(client, server, cut).await;
+}
+
+/// Waits for a route and connects to it, retrying until `pause_timeout`; the route is checked
+/// again after connecting, so a client never starts a session with a replaced leader.
+async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
+    let deadline = Instant::now() + shared.pause_timeout;
+    let mut route = shared.route.clone();
+    loop {
+        let current = route.borrow_and_update().clone();
+        let Some(r) = current else {
+            let _held = Count::up(&shared.held);
+            match tokio::time::timeout_at(deadline, route.wait_for(Option::is_some)).await {
+                Ok(Ok(_)) => continue,
+                // Nobody leads now: that, not an earlier failed attempt, is the reason.
+                _ => {
+                    return Err(format!(
+                        "no lead master for location {} within pause_timeout ({})",
+                        shared.location,
+                        humantime(shared.pause_timeout)
+                    ));
+                }
+            }
+        };
+        let attempt = tokio::time::timeout(
+            shared.connect_timeout,
+            TcpStream::connect((r.address.as_str(), r.port)),
+        );
+        let error = match attempt.await {
+            Ok(Ok(server)) => {
+                if route
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|now| now.token == r.token)
+                {
+                    return Ok((server, r.token));
+                }
+                continue; // the leader changed while we connected: go to the new one
+            }
+            Ok(Err(e)) => format!(
+                "lead master {} at {}:{} is unreachable: {e}",
+                r.node, r.address, r.port
+            ),
+            Err(_) => format!(
+                "lead master {} at {}:{} did not accept within {}",
+                r.node,
+                r.address,
+                r.port,
+                humantime(shared.connect_timeout)
+            ),
+        };
+        if Instant::now() + RETRY_DELAY >= deadline {
+            return Err(error);
+        }
+        // Retry when the route changes, or after a short delay for the same leader.
+        let _ = tokio::time::timeout(RETRY_DELAY, route.changed()).await;
+    }
+}
+
+fn tune(s: &TcpStream, keepalive: Duration) {
+    let _ = s.set_nodelay(true);
+    let ka = TcpKeepalive::new()
+        .with_time(keepalive)
+        .with_interval(keepalive);
+    let _ = SockRef::from(s).set_tcp_keepalive(&ka);
+}
+
+fn humantime(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}

@@ -1,0 +1,190 @@
+//! The agent's decision loop: etcd session and leader-key events go into the routing state
+//! machine; its decisions go to the proxy (through the route channel) and to etcd (status).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use harp_core::config::{Config, ProxyConfig};
+use harp_core::keys::KeyKind;
+use harp_core::records::{LeaderRecord, ProxyStatus, RECORD_VERSION, unix_ms};
+use harp_core::routing::{Route, RouteAction, RouteEvent, Router};
+use harp_dcs::{Dcs, KeyChange, MirrorEvent, SessionEvent};
+use tokio::sync::{mpsc, watch};
+
+use crate::proxy::Shared;
+
+/// How often session counts are refreshed in etcd when they change.
+const STATUS_PERIOD: Duration = Duration::from_secs(1);
+
+pub enum Input {
+    Session(SessionEvent),
+    Mirror(MirrorEvent),
+    Shutdown,
+}
+
+impl From<SessionEvent> for Input {
+    fn from(e: SessionEvent) -> Self {
+        Input::Session(e)
+    }
+}
+
+impl From<MirrorEvent> for Input {
+    fn from(e: MirrorEvent) -> Self {
+        Input::Mirror(e)
+    }
+}
+
+pub struct Runner {
+    dcs: Dcs,
+    location: String,
+    router: Router,
+    shared: Arc<Shared>,
+    route_tx: watch::Sender<Option<Route>>,
+    publish: watch::Sender<Option<(String, String, i64)>>,
+    rx: mpsc::Receiver<Input>,
+    lease: Option<i64>,
+    /// The leader key as the mirror shows it.
+    observed: Option<Route>,
+    last_status: Option<ProxyStatus>,
+}
+
+impl Runner {
+    pub fn new(
+        dcs: Dcs,
+        config: &Config,
+        proxy: &ProxyConfig,
+        shared: Arc<Shared>,
+        route_tx: watch::Sender<Option<Route>>,
+        publish: watch::Sender<Option<(String, String, i64)>>,
+        rx: mpsc::Receiver<Input>,
+    ) -> Self {
+        Self {
+            dcs,
+            location: config.location.clone(),
+            router: Router::new(proxy.leader_lease_duration),
+            shared,
+            route_tx,
+            publish,
+            rx,
+            lease: None,
+            observed: None,
+            last_status: None,
+        }
+    }
+
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut status_tick = tokio::time::interval(STATUS_PERIOD);
+        loop {
+            let wake = self.router.next_wake();
+            let event = tokio::select! {
+                input = self.rx.recv() => match input {
+                    Some(Input::Shutdown) | None => break,
+                    Some(i) => self.translate(i),
+                },
+                _ = sleep_until(wake) => Some(RouteEvent::Tick),
+                _ = status_tick.tick() => {
+                    self.publish_status(false);
+                    None
+                }
+            };
+            if let Some(ev) = event {
+                for action in self.router.step(ev, Instant::now()) {
+                    tracing::info!("{action}");
+                    if let RouteAction::Set(route) = action {
+                        self.route_tx.send_replace(route);
+                        self.publish_status(true);
+                    }
+                }
+            }
+        }
+        tracing::info!("shutting down");
+        if let Some(lease) = self.lease.take()
+            && let Err(e) = self.dcs.revoke(lease).await
+        {
+            tracing::warn!("could not revoke the etcd lease ({e}); it will expire");
+        }
+        Ok(())
+    }
+
+    fn translate(&mut self, input: Input) -> Option<RouteEvent> {
+        match input {
+            Input::Session(SessionEvent::Up(lease)) => {
+                self.lease = Some(lease);
+                self.publish_status(true);
+                None
+            }
+            Input::Session(SessionEvent::Lost) => {
+                self.lease = None;
+                Some(RouteEvent::SessionLost)
+            }
+            Input::Session(SessionEvent::KeepAliveOk { sent }) => {
+                Some(RouteEvent::Contact { sent })
+            }
+            Input::Mirror(MirrorEvent::Synced(changes) | MirrorEvent::Changed(changes)) => {
+                for ch in changes {
+                    self.apply(ch);
+                }
+                Some(RouteEvent::LeaderObserved(self.observed.clone()))
+            }
+            Input::Shutdown => None,
+        }
+    }
+
+    fn apply(&mut self, ch: KeyChange) {
+        if self.dcs.keys.parse(&ch.key) != Some(KeyKind::Leader(&self.location)) {
+            return;
+        }
+        self.observed = ch
+            .value
+            .and_then(|(v, token)| match LeaderRecord::decode(&v) {
+                Ok(r) => Some(Route {
+                    node: r.node,
+                    address: r.address,
+                    port: r.port,
+                    token,
+                }),
+                Err(e) => {
+                    // Unreadable means we cannot route safely: hold clients instead.
+                    tracing::error!("cannot read the leader record: {e}");
+                    None
+                }
+            });
+    }
+
+    /// Writes `proxies/<name>/status` when something changed (or when `force`d).
+    fn publish_status(&mut self, force: bool) {
+        let Some(lease) = self.lease else { return };
+        let s = &self.shared;
+        let route = self.router.route();
+        let status = ProxyStatus {
+            version: RECORD_VERSION,
+            name: s.name.clone(),
+            location: s.location.clone(),
+            leader: route.map(|r| r.node.clone()),
+            token: route.map(|r| r.token),
+            mode: "userspace".into(),
+            sessions: s.sessions.load(Ordering::Relaxed),
+            held: s.held.load(Ordering::Relaxed),
+            updated_ms: 0,
+        };
+        if !force && self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        self.last_status = Some(status.clone());
+        let stamped = ProxyStatus {
+            updated_ms: unix_ms(),
+            ..status
+        };
+        let key = self.dcs.keys.proxy_status(&s.name);
+        self.publish
+            .send_replace(Some((key, stamped.encode(), lease)));
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
