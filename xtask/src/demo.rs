@@ -1,11 +1,17 @@
 //! `cargo xtask demo`: a local HARP cluster on loopback — 3 etcd members, 3 PostgreSQL 15
-//! instances, 3 harp-managers over two locations — then a leader crash and the failover.
+//! instances, 3 harp-managers over two locations, and a harp-agent with an application writing
+//! through it — then a leader crash, the failover, and the gap the application saw.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::rt::block_on;
 use harp_tests::{LeaderWatch, TestCluster};
+
+use crate::writer;
 
 const NODES: [(&str, &str, i32); 3] = [
     ("node1", "dca", 100),
@@ -39,9 +45,45 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     );
     print_status(&mut c);
 
-    let (first, _) = block_on(|| c.leader("dca")).context("no dca leader")?;
-    // The watch runs in the background on a runtime that lives as long as the demo.
+    println!(
+        "\n== starting harp-agent app1 for dca and an application writing through it every 10 ms"
+    );
+    for n in ["node1", "node2"] {
+        let pg = &c.node(n).pg;
+        block_on(|| async {
+            let client = pg.connect().await?;
+            client
+                .batch_execute(
+                    "CREATE TABLE harp_demo (id bigserial PRIMARY KEY, \
+                     server_port int NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await
+        })?;
+    }
+    let mut agent = AgentProc::start(
+        c.dir(),
+        AgentSpec::new("app1", "dca", "demo", c.etcd.endpoints()),
+    );
+    if !agent.wait_ready(Duration::from_secs(20)) {
+        bail!("the agent never became ready\n{}", agent.log_tail(30));
+    }
+    println!(
+        "   agent routes 127.0.0.1:{} to the lead master of dca",
+        agent.listen_port()
+    );
     let rt = tokio::runtime::Runtime::new()?;
+    let log = writer::Log::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = rt.spawn(writer::run(
+        agent.dsn("postgres"),
+        Duration::from_millis(10),
+        log.clone(),
+        stop.clone(),
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let (first, _) = block_on(|| c.leader("dca")).context("no dca leader")?;
+    // The watch runs in the background on the runtime that lives as long as the demo.
     let mut watch = rt.block_on(async { LeaderWatch::start(&c.client().await, "demo").await });
     println!(
         "\n== kill -9 the postmaster of {} (dca's lead master)",
@@ -61,6 +103,11 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         new.node,
         took.as_secs_f64() * 1000.0
     );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(app)?;
+    report_writes(&log.acks(), &c, t);
+
     println!(
         "\n== restarting {}'s Postgres: it rejoins as a follower (no flap back)",
         first.node
@@ -86,6 +133,11 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         println!(
             "   etcd: ETCDCTL_API=3 etcdctl --endpoints={} get --prefix /harp/demo/",
             c.etcd.endpoints().join(",")
+        );
+        println!(
+            "   application endpoint (agent app1): psql \"{}\"  status http://127.0.0.1:{}/status",
+            agent.dsn("postgres"),
+            agent.http_port()
         );
         for n in &c.nodes {
             println!(
@@ -123,6 +175,30 @@ fn print_status(c: &mut TestCluster) {
             s["role"].as_str().unwrap_or("?"),
             s["postgres"].as_str().unwrap_or("?"),
             s["leader"].as_str().unwrap_or("-")
+        );
+    }
+}
+
+/// What the application saw: writes per server and the longest pause around the kill.
+fn report_writes(acks: &[writer::Ack], c: &TestCluster, kill: Instant) {
+    let name_of = |port: i32| {
+        c.nodes
+            .iter()
+            .find(|n| i32::from(n.pg.port()) == port)
+            .map_or("?".to_owned(), |n| n.name.clone())
+    };
+    let before = acks.iter().filter(|a| a.at < kill).count();
+    let after = acks.len() - before;
+    println!(
+        "   application: {} writes acknowledged ({before} before the kill, {after} after)",
+        acks.len()
+    );
+    if let Some((gap, from, to)) = writer::longest_gap(acks) {
+        println!(
+            "   longest gap between acknowledged writes: {:.0} ms ({} -> {})",
+            gap.as_secs_f64() * 1000.0,
+            name_of(from.server_port),
+            name_of(to.server_port)
         );
     }
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod test;
+mod writer;
 
 use clap::{Parser, Subcommand};
 
