@@ -38,6 +38,7 @@ pub struct TestClusterBuilder {
     lease_secs: u64,
     refresh_ms: u64,
     extra_yaml: String,
+    pg_settings: Vec<(String, String)>,
     wait_managers: Option<Duration>,
 }
 
@@ -69,6 +70,13 @@ impl TestClusterBuilder {
         self
     }
 
+    /// A Postgres setting for every node, on the postmaster's command line (see
+    /// [`PgInstance::start_with`]); call it again for more.
+    pub fn pg_setting(mut self, key: &str, value: &str) -> Self {
+        self.pg_settings.push((key.into(), value.into()));
+        self
+    }
+
     /// How long `start` waits for each manager's HTTP port (default 20 s); `None`: no wait.
     pub fn wait_managers(mut self, timeout: Option<Duration>) -> Self {
         self.wait_managers = timeout;
@@ -78,9 +86,14 @@ impl TestClusterBuilder {
     pub fn start(self) -> TestCluster {
         let dir = WorkDir::new();
         let etcd = EtcdCluster::start(self.etcd_members, &dir);
+        let settings: Vec<(&str, &str)> = self
+            .pg_settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let mut pgs = Vec::new();
         for (name, _, _) in &self.nodes {
-            pgs.push(PgInstance::start(&dir, name));
+            pgs.push(PgInstance::start_with(&dir, name, &settings));
         }
         let mut nodes = Vec::new();
         for ((name, location, priority), pg) in self.nodes.iter().zip(pgs) {
@@ -134,6 +147,7 @@ impl TestCluster {
             lease_secs: 6,
             refresh_ms: 2000,
             extra_yaml: String::new(),
+            pg_settings: Vec::new(),
             wait_managers: Some(Duration::from_secs(20)),
         }
     }

@@ -24,6 +24,8 @@ pub struct PgInstance {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     log: PathBuf,
+    /// Extra `-c key=value` settings, kept for [`PgInstance::start_again`].
+    settings: Vec<(String, String)>,
     proc: ChildGuard,
 }
 
@@ -31,6 +33,14 @@ impl PgInstance {
     /// Copies the template into `dir/pg-<name>`, starts a postmaster on a free port and waits
     /// until it accepts a connection.
     pub fn start(dir: &WorkDir, name: &str) -> PgInstance {
+        Self::start_with(dir, name, &[])
+    }
+
+    /// [`PgInstance::start`] with extra settings, passed as `-c key=value` on the postmaster's
+    /// command line (where they beat `postgresql.conf` and `ALTER SYSTEM`); a setting the harness
+    /// sets itself (`listen_addresses`, `fsync`, `max_connections`) is replaced. Kept for
+    /// [`PgInstance::start_again`].
+    pub fn start_with(dir: &WorkDir, name: &str, settings: &[(&str, &str)]) -> PgInstance {
         let data_dir = dir.join(format!("pg-{name}"));
         let socket_dir = dir.join(format!("pg-{name}.sock"));
         let log = dir.join(format!("pg-{name}.log"));
@@ -45,13 +55,26 @@ impl PgInstance {
         chown_postgres(&data_dir);
         chown_postgres(&socket_dir);
         let port = free_port();
-        let proc = spawn_postmaster(&data_dir, &socket_dir, port, &log, name, dir.path());
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = spawn_postmaster(
+            &data_dir,
+            &socket_dir,
+            port,
+            &log,
+            name,
+            dir.path(),
+            &settings,
+        );
         let mut pg = PgInstance {
             name: name.to_string(),
             port,
             data_dir,
             socket_dir,
             log,
+            settings,
             proc,
         };
         if let Err(e) = pg.wait_ready(Instant::now() + READY_TIMEOUT) {
@@ -151,6 +174,7 @@ impl PgInstance {
                 &self.log,
                 &self.name,
                 &workdir,
+                &self.settings,
             );
             match self.wait_ready(deadline) {
                 Ok(()) => return,
@@ -213,6 +237,25 @@ async fn try_select1(dsn: &str) -> Result<(), String> {
     res.map(|_| ())
 }
 
+/// The harness's own settings; [`PgInstance::start_with`]'s replace them by key.
+const BASE_SETTINGS: [(&str, &str); 3] = [
+    ("listen_addresses", "127.0.0.1"),
+    ("fsync", "off"),
+    ("max_connections", "100"),
+];
+
+/// `-c key=value` for each of [`BASE_SETTINGS`] not in `extra`, then for each of `extra`.
+fn setting_args(extra: &[(String, String)]) -> Vec<String> {
+    let base = BASE_SETTINGS
+        .iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .map(|&(k, v)| (k, v));
+    let extra = extra.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    base.chain(extra)
+        .flat_map(|(k, v)| ["-c".to_string(), format!("{k}={v}")])
+        .collect()
+}
+
 fn spawn_postmaster(
     data: &Path,
     sock: &Path,
@@ -220,6 +263,7 @@ fn spawn_postmaster(
     log: &Path,
     name: &str,
     cwd: &Path,
+    settings: &[(String, String)],
 ) -> ChildGuard {
     let (uid, gid) = postgres_user();
     let mut cmd = Command::new(pg_bin_dir().join("postgres"));
@@ -229,8 +273,7 @@ fn spawn_postmaster(
         .arg(port.to_string())
         .arg("-k")
         .arg(sock)
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-        .args(["-c", "max_connections=100"])
+        .args(setting_args(settings))
         .current_dir(cwd)
         .uid(uid.as_raw())
         .gid(gid.as_raw());
@@ -244,5 +287,42 @@ impl Drop for PgInstance {
             let _ = self.proc.wait_exit(Duration::from_secs(10));
         }
         reap_orphans("postgres", Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_settings_replace_the_harness_ones_by_key() {
+        assert_eq!(
+            setting_args(&[]),
+            [
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=100"
+            ]
+        );
+        let extra = [
+            ("max_connections".to_string(), "1200".to_string()),
+            ("work_mem".to_string(), "8MB".to_string()),
+        ];
+        assert_eq!(
+            setting_args(&extra),
+            [
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=1200",
+                "-c",
+                "work_mem=8MB"
+            ]
+        );
     }
 }

@@ -1,0 +1,254 @@
+//! `cargo xtask bench datapath`: pgbench through several paths to the same Postgres, side by side
+//! in one run: `direct`, `agent-userspace` (harp-agent), `haproxy` (mode tcp), `pgbouncer`
+//! (session pooling) and `socat`. Runs are interleaved (round → workload → path) so machine drift
+//! hits every path alike; each case reports the median over rounds, its ratio to `direct` and the
+//! CPU time the path's process spent per transaction. With the agent running, also its RSS while
+//! 1000 idle client sessions go through it.
+//!
+//! The Postgres is the single node of a `TestCluster` (etcd + harp-manager), so the agent has a
+//! real lead master to route to, and every path reaches that same server.
+
+mod client;
+mod host;
+mod idle;
+mod peers;
+mod pgbench;
+mod report;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use harp_tests::TestCluster;
+use harp_tests::process::reap_orphans;
+use harp_tests::rt::block_on;
+
+use client::psql;
+use peers::Peer;
+use pgbench::WORKLOADS;
+use report::{Run, Skipped};
+
+/// `pgbench -i -s SCALE`.
+const SCALE: u32 = 10;
+/// Postgres's `max_connections`: the idle sessions, pgbench and the manager must fit.
+const MAX_CONNECTIONS: u32 = 1200;
+const LOCATION: &str = "dca";
+const NODE: &str = "n1";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PathKind {
+    /// pgbench → Postgres.
+    Direct,
+    /// pgbench → harp-agent → Postgres.
+    AgentUserspace,
+    /// pgbench → haproxy (mode tcp) → Postgres.
+    Haproxy,
+    /// pgbench → pgbouncer (pool_mode = session) → Postgres.
+    Pgbouncer,
+    /// pgbench → socat (fork per connection) → Postgres.
+    Socat,
+}
+
+impl PathKind {
+    pub const ALL: &str = "direct,agent-userspace,haproxy,pgbouncer,socat";
+
+    fn name(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::AgentUserspace => "agent-userspace",
+            PathKind::Haproxy => "haproxy",
+            PathKind::Pgbouncer => "pgbouncer",
+            PathKind::Socat => "socat",
+        }
+    }
+
+    /// The external program this path needs, if any.
+    fn program(self) -> Option<&'static str> {
+        match self {
+            PathKind::Direct | PathKind::AgentUserspace => None,
+            PathKind::Haproxy => Some("haproxy"),
+            PathKind::Pgbouncer => Some("pgbouncer"),
+            PathKind::Socat => Some("socat"),
+        }
+    }
+}
+
+/// What one `cargo xtask bench datapath` was asked to do.
+struct Setup {
+    secs: u64,
+    rounds: usize,
+    /// As asked, without duplicates (skipped ones included).
+    paths: Vec<PathKind>,
+    command: String,
+    started: Instant,
+}
+
+pub fn run(secs: u64, rounds: usize, paths: Vec<PathKind>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut paths_in_order = Vec::new();
+    for p in paths {
+        if !paths_in_order.contains(&p) {
+            paths_in_order.push(p);
+        }
+    }
+    let command = format!(
+        "cargo xtask bench datapath --secs {secs} --rounds {rounds} --paths {}",
+        paths_in_order
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    if rounds == 0 || secs == 0 {
+        bail!("--secs and --rounds must be at least 1");
+    }
+    if !harp_tests::require_root("bench datapath") {
+        bail!("the datapath bench runs Postgres and pgbouncer as `postgres`: run it as root");
+    }
+    for p in &paths_in_order {
+        if let Some(prog) = p.program()
+            && !host::on_path(prog)
+        {
+            bail!(
+                "path {}: `{prog}` is not installed (run ./scripts/setup, or leave it out of --paths)",
+                p.name()
+            );
+        }
+    }
+    host::ensure_nofile(4 * idle::IDLE_SESSIONS as u64)?;
+
+    let mut skipped = Vec::new();
+    let mut paths = paths_in_order.clone();
+    let agent_bin = harp_tests::bins::bin_dir().join("harp-agent");
+    if paths.contains(&PathKind::AgentUserspace) && !agent_bin.is_file() {
+        // Only a missing binary is a skip: an agent that does not come up fails the bench.
+        let reason = format!("binary {} not built", agent_bin.display());
+        println!("NOTE: skipping agent-userspace: {reason}");
+        skipped.push(Skipped {
+            path: PathKind::AgentUserspace.name(),
+            reason,
+        });
+        paths.retain(|p| *p != PathKind::AgentUserspace);
+    }
+
+    // Drop order is the reverse of declaration: the peers go before the cluster.
+    println!(
+        "starting etcd, Postgres (max_connections={MAX_CONNECTIONS}) and harp-manager \
+         ({NODE}, location {LOCATION})"
+    );
+    let mut cluster = TestCluster::builder("datapath")
+        .etcd_members(1)
+        .node(NODE, LOCATION, 100)
+        .pg_setting("max_connections", &MAX_CONNECTIONS.to_string())
+        .start();
+    let pg_port = cluster.node(NODE).pg.port();
+    let max = psql(pg_port, "SHOW max_connections")?;
+    if max != MAX_CONNECTIONS.to_string() {
+        bail!("Postgres runs with max_connections={max}, wanted {MAX_CONNECTIONS}");
+    }
+    wait_primary(&mut cluster)?;
+
+    println!("pgbench -i -s {SCALE} (direct)");
+    pgbench::init(pg_port, SCALE)?;
+
+    let mut peers: Vec<(PathKind, Peer)> = Vec::new();
+    for &p in &paths {
+        println!("starting path {}", p.name());
+        let peer = peers::start(p, &cluster, pg_port)
+            .with_context(|| format!("start path {}", p.name()))?;
+        peers.push((p, peer));
+    }
+
+    let run_log = measure(&mut peers, secs, rounds)?;
+
+    let mut rss = None;
+    if let Some(agent) = peers.iter().find_map(|(_, peer)| peer.agent()) {
+        println!(
+            "opening {} idle sessions through harp-agent",
+            idle::IDLE_SESSIONS
+        );
+        let r = idle::agent_rss(agent.pid(), agent.listen_port(), pg_port)
+            .with_context(|| format!("harp-agent RSS\n{}", agent.log_tail(20)))?;
+        rss = Some(r);
+    }
+    drop(peers);
+    reap_orphans("socat", Duration::from_secs(2));
+
+    let setup = Setup {
+        secs,
+        rounds,
+        paths: paths_in_order,
+        command,
+        started,
+    };
+    report::write(&report::build(&setup, run_log, rss, skipped))
+}
+
+/// Waits until the node's manager reports its Postgres as primary and it is the location's
+/// leader in etcd.
+fn wait_primary(cluster: &mut TestCluster) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let primary = cluster
+            .node(NODE)
+            .mgr
+            .status()
+            .is_some_and(|s| s["postgres"] == "primary");
+        let leader = block_on(|| cluster.leader(LOCATION)).is_some_and(|(l, _)| l.node == NODE);
+        if primary && leader {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{NODE} is not the primary and leader of {LOCATION} after {READY_TIMEOUT:?}\n{}",
+                cluster.manager_logs(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every round runs every workload through every path once; the runs in the order they ran.
+fn measure(peers: &mut [(PathKind, Peer)], secs: u64, rounds: usize) -> anyhow::Result<Vec<Run>> {
+    let mut run_log = Vec::new();
+    for round in 1..=rounds {
+        for w in WORKLOADS {
+            for (p, peer) in peers.iter_mut() {
+                let what = || format!("{} {} round {round}", p.name(), w.name());
+                let cpu_before = peer.cpu_s().with_context(what)?;
+                let t0 = Instant::now();
+                let out = pgbench::run(peer.port(), w, secs).with_context(what)?;
+                let wall = t0.elapsed();
+                if !peer.is_running() {
+                    bail!(
+                        "path {} exited during the run\n{}",
+                        p.name(),
+                        peer.log_tail(30)
+                    );
+                }
+                let cpu_after = peer.cpu_s().with_context(what)?;
+                let cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+                let run = Run::new(round, w, *p, &out, cpu_s, wall);
+                println!(
+                    "round {round}/{rounds} {:<8} {:<16} tps {:>10.1}  latency {:>7} ms  \
+                     proxy cpu {:>6} µs/tx",
+                    w.name(),
+                    p.name(),
+                    out.tps,
+                    out.latency_ms.map_or("-".into(), |l| format!("{l:.3}")),
+                    run.proxy_cpu_us_per_tx
+                        .map_or("-".into(), |us| format!("{us:.1}")),
+                );
+                run_log.push(run);
+            }
+        }
+    }
+    Ok(run_log)
+}
+
+/// Rounds `x` to `digits` decimals, for the report.
+fn round_to(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}

@@ -1,0 +1,211 @@
+//! Starting each path's process with its config: harp-agent, haproxy, pgbouncer, socat; and what
+//! the bench asks of a running one (port, liveness, log, CPU time).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use harp_tests::postgres::postgres_user;
+use harp_tests::process::children_of;
+use harp_tests::{AgentProc, AgentSpec, ChildGuard, TestCluster, WorkDir, free_port};
+
+use super::client::psql;
+use super::{LOCATION, PathKind, READY_TIMEOUT, host};
+
+/// The agent's `max_client_conn` (the idle sessions plus headroom).
+const AGENT_MAX_CLIENT_CONN: u32 = 1100;
+
+/// What a path's clients connect to, and the process serving it (none for `direct`).
+pub enum Peer {
+    Direct(u16),
+    Child { port: u16, guard: ChildGuard },
+    Agent(Box<AgentProc>),
+}
+
+/// Starts `path`'s process in the cluster's work dir, proxying to Postgres on `pg_port`, and
+/// waits until a session through it answers `SELECT 1`.
+pub fn start(path: PathKind, cluster: &TestCluster, pg_port: u16) -> anyhow::Result<Peer> {
+    let dir = cluster.dir();
+    let mut peer = match path {
+        PathKind::Direct => return Ok(Peer::Direct(pg_port)),
+        PathKind::AgentUserspace => start_agent(cluster)?,
+        PathKind::Haproxy | PathKind::Pgbouncer | PathKind::Socat => {
+            let prog = path.program().expect("an external path has a program");
+            let port = free_port();
+            let cmd = command(path, dir, port, pg_port)?;
+            let guard = ChildGuard::spawn(cmd, prog, &dir.join(format!("{prog}.log")));
+            Peer::Child { port, guard }
+        }
+    };
+    peer.wait_accepts(READY_TIMEOUT)
+        .with_context(|| format!("{} did not come up", path.name()))?;
+    Ok(peer)
+}
+
+/// The command line (and config file) of an external path listening on `port`.
+fn command(path: PathKind, dir: &WorkDir, port: u16, pg_port: u16) -> anyhow::Result<Command> {
+    let mut cmd;
+    match path {
+        PathKind::Haproxy => {
+            let cfg = dir.join("haproxy.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "global\n  maxconn 4096\n\n\
+                     defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  \
+                     timeout server 1h\n\n\
+                     listen postgres\n  bind 127.0.0.1:{port}\n  server pg 127.0.0.1:{pg_port}\n"
+                ),
+            )?;
+            cmd = Command::new("haproxy");
+            cmd.arg("-db").arg("-f").arg(&cfg);
+        }
+        // pgbouncer refuses to run as root: it runs as `postgres`, logging to stderr (our log
+        // file), with no unix socket and no pid file, so it writes nothing outside the work dir.
+        PathKind::Pgbouncer => {
+            let cfg = dir.join("pgbouncer.ini");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[databases]\n* = host=127.0.0.1 port={pg_port} user=postgres\n\n\
+                     [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                     unix_socket_dir =\nauth_type = any\npool_mode = session\n\
+                     max_client_conn = 2000\ndefault_pool_size = 50\n\
+                     ignore_startup_parameters = extra_float_digits\n\
+                     log_connections = 0\nlog_disconnections = 0\nlogfile =\npidfile =\n"
+                ),
+            )?;
+            let (uid, gid) = postgres_user();
+            cmd = Command::new("pgbouncer");
+            cmd.arg(&cfg)
+                .current_dir(dir.path())
+                .uid(uid.as_raw())
+                .gid(gid.as_raw());
+        }
+        PathKind::Socat => {
+            cmd = Command::new("socat");
+            cmd.arg(format!("TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1"))
+                .arg(format!("TCP:127.0.0.1:{pg_port}"));
+        }
+        PathKind::Direct | PathKind::AgentUserspace => {
+            unreachable!("{} runs no external program", path.name())
+        }
+    }
+    Ok(cmd)
+}
+
+/// Starts harp-agent and waits for `GET /health/is-ready`; `Err` (with its log) if it does not
+/// get ready: a broken agent fails the bench rather than being skipped.
+fn start_agent(cluster: &TestCluster) -> anyhow::Result<Peer> {
+    let mut spec = AgentSpec::new(
+        "agent-dca",
+        LOCATION,
+        cluster.name(),
+        cluster.etcd.endpoints(),
+    );
+    spec.max_client_conn = AGENT_MAX_CLIENT_CONN;
+    let mut agent = AgentProc::start(cluster.dir(), spec);
+    if !agent.wait_ready(READY_TIMEOUT) {
+        let state = if agent.is_running() {
+            format!("not ready (GET /health/is-ready) within {READY_TIMEOUT:?}")
+        } else {
+            "exited before it was ready".to_string()
+        };
+        bail!("harp-agent {state}\n{}", agent.log_tail(30));
+    }
+    Ok(Peer::Agent(Box::new(agent)))
+}
+
+impl Peer {
+    pub fn port(&self) -> u16 {
+        match self {
+            Peer::Direct(port) | Peer::Child { port, .. } => *port,
+            Peer::Agent(a) => a.listen_port(),
+        }
+    }
+
+    pub fn agent(&self) -> Option<&AgentProc> {
+        match self {
+            Peer::Agent(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Peer::Direct(_) => "postgres",
+            Peer::Child { guard, .. } => guard.name(),
+            Peer::Agent(_) => "harp-agent",
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Peer::Direct(_) => None,
+            Peer::Child { guard, .. } => Some(guard.pid()),
+            Peer::Agent(a) => Some(a.pid()),
+        }
+    }
+
+    /// The exit status once the process has exited (never for `direct`).
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        match self {
+            Peer::Direct(_) => None,
+            Peer::Child { guard, .. } => guard.exit_status(),
+            Peer::Agent(a) => a.wait_exit(Duration::ZERO),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        match self {
+            Peer::Direct(_) => String::new(),
+            Peer::Child { guard, .. } => guard.log_tail(n),
+            Peer::Agent(a) => a.log_tail(n),
+        }
+    }
+
+    /// CPU seconds the path's process has used so far (`None` for `direct`). First waits (up to
+    /// 2 s) until it has reaped its children, so that socat's per-connection children count.
+    pub fn cpu_s(&self) -> anyhow::Result<Option<f64>> {
+        let Some(pid) = self.pid() else {
+            return Ok(None);
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !children_of(pid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        host::cpu_s(pid)
+            .map(Some)
+            .with_context(|| format!("CPU time of {}", self.name()))
+    }
+
+    /// Waits until a Postgres session through the peer answers `SELECT 1`; `Err` if its process
+    /// exits or `timeout` passes.
+    fn wait_accepts(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let res = psql(self.port(), "SELECT 1");
+            if res.is_ok() {
+                return Ok(());
+            }
+            if let Some(st) = self.exit_status() {
+                bail!("{} exited ({st})\n{}", self.name(), self.log_tail(30));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} accepts no Postgres session on port {} after {timeout:?}: {:#}\n{}",
+                    self.name(),
+                    self.port(),
+                    res.unwrap_err(),
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

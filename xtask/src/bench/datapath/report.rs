@@ -1,0 +1,350 @@
+//! The report: per-run records, the per-case medians, and bench/results/datapath.{json,md}.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use harp_tests::postgres::pg_bin_dir;
+use serde::Serialize;
+
+use super::client::output_text;
+use super::idle::{AgentRss, IDLE_SESSIONS};
+use super::pgbench::{PgbenchOut, WORKLOADS, Workload};
+use super::{MAX_CONNECTIONS, PathKind, SCALE, Setup, round_to};
+
+const RSS_TARGET_MB: f64 = 30.0;
+
+#[derive(Serialize)]
+struct Case {
+    path: &'static str,
+    workload: &'static str,
+    /// Median over rounds.
+    tps: f64,
+    /// `tps` / direct's `tps` for the same workload; `null` if direct was not measured.
+    ratio_to_direct: Option<f64>,
+    /// Median of pgbench's "latency average".
+    latency_ms_avg: Option<f64>,
+    /// Median of pgbench's "average connection time" (printed for `-C`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_ms_avg: Option<f64>,
+    /// Median over rounds of the CPU seconds the path's process (harp-agent, haproxy, pgbouncer,
+    /// socat) used during a run; absent for `direct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_cpu_s: Option<f64>,
+    /// Median over rounds of `proxy_cpu_s` per transaction, in µs; absent for `direct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_cpu_us_per_tx: Option<f64>,
+    runs: usize,
+    tps_runs: Vec<f64>,
+    latency_ms_runs: Vec<f64>,
+    /// Minimum `ratio_to_direct` (agent rows only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    met: Option<bool>,
+}
+
+/// One pgbench run, in the order they ran.
+#[derive(Serialize)]
+pub struct Run {
+    round: usize,
+    workload: &'static str,
+    path: &'static str,
+    tps: f64,
+    latency_ms_avg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_ms_avg: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transactions: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_cpu_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_cpu_us_per_tx: Option<f64>,
+    wall_s: f64,
+}
+
+impl Run {
+    /// `cpu_s`: CPU seconds the path's process used during the run (`None` for `direct`).
+    pub fn new(
+        round: usize,
+        w: Workload,
+        p: PathKind,
+        out: &PgbenchOut,
+        cpu_s: Option<f64>,
+        wall: Duration,
+    ) -> Run {
+        let us_per_tx = cpu_s.zip(out.transactions.filter(|&n| n > 0));
+        Run {
+            round,
+            workload: w.name(),
+            path: p.name(),
+            tps: round_to(out.tps, 1),
+            latency_ms_avg: out.latency_ms.map(|l| round_to(l, 3)),
+            connection_ms_avg: out.connection_ms.map(|l| round_to(l, 3)),
+            transactions: out.transactions,
+            proxy_cpu_s: cpu_s.map(|s| round_to(s, 2)),
+            proxy_cpu_us_per_tx: us_per_tx.map(|(s, n)| round_to(s * 1e6 / n as f64, 1)),
+            wall_s: round_to(wall.as_secs_f64(), 2),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Skipped {
+    pub path: &'static str,
+    pub reason: String,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    bench: &'static str,
+    cases: Vec<Case>,
+    /// VmRSS of harp-agent with 1000 idle sessions through it; `null` if the agent was skipped.
+    agent_rss_mb_1000_idle: Option<f64>,
+    /// (RSS with the sessions − RSS before) / 1000.
+    agent_rss_kb_per_idle_conn: Option<f64>,
+    agent_rss_target_mb: f64,
+    agent_rss_met: Option<bool>,
+    agent_rss: Option<AgentRss>,
+    skipped: Vec<Skipped>,
+    secs: u64,
+    rounds: usize,
+    scale: u32,
+    pgbench: BTreeMap<&'static str, String>,
+    postgres_max_connections: u32,
+    versions: BTreeMap<&'static str, String>,
+    machine: String,
+    command: String,
+    duration_s: f64,
+    run_log: Vec<Run>,
+}
+
+pub fn build(
+    setup: &Setup,
+    run_log: Vec<Run>,
+    rss: Option<AgentRss>,
+    skipped: Vec<Skipped>,
+) -> Report {
+    let rss_mb = rss.as_ref().map(|r| r.rss_mb_after);
+    let kb_per_conn = rss.as_ref().map(|r| {
+        round_to(
+            (r.rss_mb_after - r.rss_mb_before) * 1024.0 / r.sessions as f64,
+            2,
+        )
+    });
+    Report {
+        bench: "datapath",
+        cases: cases(&setup.paths, &run_log),
+        agent_rss_mb_1000_idle: rss_mb,
+        agent_rss_kb_per_idle_conn: kb_per_conn,
+        agent_rss_target_mb: RSS_TARGET_MB,
+        agent_rss_met: rss_mb.map(|mb| mb <= RSS_TARGET_MB),
+        agent_rss: rss,
+        skipped,
+        secs: setup.secs,
+        rounds: setup.rounds,
+        scale: SCALE,
+        pgbench: WORKLOADS
+            .iter()
+            .map(|w| (w.name(), w.command_line(setup.secs)))
+            .collect(),
+        postgres_max_connections: MAX_CONNECTIONS,
+        versions: versions(&setup.paths),
+        machine: super::super::machine(),
+        command: setup.command.clone(),
+        duration_s: round_to(setup.started.elapsed().as_secs_f64(), 1),
+        run_log,
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    Some(if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    })
+}
+
+fn cases(paths: &[PathKind], runs: &[Run]) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for w in WORKLOADS {
+        let of = |p: PathKind| -> Vec<&Run> {
+            runs.iter()
+                .filter(|r| r.workload == w.name() && r.path == p.name())
+                .collect()
+        };
+        let direct = median(
+            &of(PathKind::Direct)
+                .iter()
+                .map(|r| r.tps)
+                .collect::<Vec<_>>(),
+        );
+        for &p in paths {
+            let rs = of(p);
+            if rs.is_empty() {
+                continue;
+            }
+            let median_of = |f: fn(&Run) -> Option<f64>| {
+                median(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let tps_runs: Vec<f64> = rs.iter().map(|r| r.tps).collect();
+            let latency_ms_runs: Vec<f64> = rs.iter().filter_map(|r| r.latency_ms_avg).collect();
+            let tps = median(&tps_runs).unwrap_or(0.0);
+            let ratio = direct.filter(|d| *d > 0.0).map(|d| round_to(tps / d, 3));
+            let target = (p == PathKind::AgentUserspace).then(|| w.agent_target());
+            cases.push(Case {
+                path: p.name(),
+                workload: w.name(),
+                tps: round_to(tps, 1),
+                ratio_to_direct: ratio,
+                latency_ms_avg: median(&latency_ms_runs).map(|l| round_to(l, 3)),
+                connection_ms_avg: median_of(|r| r.connection_ms_avg).map(|l| round_to(l, 3)),
+                proxy_cpu_s: median_of(|r| r.proxy_cpu_s).map(|s| round_to(s, 2)),
+                proxy_cpu_us_per_tx: median_of(|r| r.proxy_cpu_us_per_tx).map(|u| round_to(u, 1)),
+                runs: rs.len(),
+                tps_runs,
+                latency_ms_runs,
+                target,
+                met: target.and_then(|t| ratio.map(|r| r >= t)),
+            });
+        }
+    }
+    cases
+}
+
+/// The version line of Postgres and of each path's program, for the report.
+fn versions(paths: &[PathKind]) -> BTreeMap<&'static str, String> {
+    let first_line = |prog: &Path, arg: &str, pick: &str| -> String {
+        Command::new(prog)
+            .arg(arg)
+            .output()
+            .map(|o| {
+                output_text(&o)
+                    .lines()
+                    .find(|l| l.contains(pick))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let mut v = BTreeMap::new();
+    v.insert(
+        "postgres",
+        first_line(&pg_bin_dir().join("postgres"), "--version", "postgres"),
+    );
+    for &p in paths {
+        let (arg, pick) = match p {
+            PathKind::Haproxy => ("-v", "version"),
+            PathKind::Pgbouncer => ("--version", "PgBouncer"),
+            PathKind::Socat => ("-V", "socat version"),
+            PathKind::Direct | PathKind::AgentUserspace => continue,
+        };
+        let prog = p.program().expect("an external path has a program");
+        v.insert(prog, first_line(Path::new(prog), arg, pick));
+    }
+    v
+}
+
+pub fn write(report: &Report) -> anyhow::Result<()> {
+    let dir = super::super::results_dir()?;
+    std::fs::write(
+        dir.join("datapath.json"),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    let md = markdown(report);
+    std::fs::write(dir.join("datapath.md"), &md)?;
+    print!("\n{md}");
+    Ok(())
+}
+
+fn markdown(report: &Report) -> String {
+    let mut md = String::from("| path |");
+    let mut rule = String::from("| --- |");
+    for w in WORKLOADS {
+        md += &format!(" {0} tps | {0} × direct | {0} proxy CPU µs/tx |", w.name());
+        rule += " ---: | ---: | ---: |";
+    }
+    md += &format!("\n{rule}\n");
+    let mut seen = Vec::new();
+    for c in &report.cases {
+        if seen.contains(&c.path) {
+            continue;
+        }
+        seen.push(c.path);
+        md += &format!("| {} |", c.path);
+        for w in WORKLOADS {
+            match report
+                .cases
+                .iter()
+                .find(|x| x.path == c.path && x.workload == w.name())
+            {
+                Some(x) => {
+                    let ratio = x.ratio_to_direct.map_or("-".into(), |r| format!("{r:.2}"));
+                    let target = match (x.target, x.met) {
+                        (Some(t), Some(met)) => {
+                            format!(" (≥ {t}: {})", if met { "yes" } else { "**no**" })
+                        }
+                        (Some(t), None) => format!(" (≥ {t})"),
+                        _ => String::new(),
+                    };
+                    let cpu = x.proxy_cpu_us_per_tx.map_or(String::new(), |u| {
+                        format!("{u:.1} ({:.2} s)", x.proxy_cpu_s.unwrap_or_default())
+                    });
+                    md += &format!(" {:.0} | {ratio}{target} | {cpu} |", x.tps);
+                }
+                None => md += " - | - | |",
+            }
+        }
+        md += "\n";
+    }
+    md += "\n";
+    match (
+        report.agent_rss_mb_1000_idle,
+        report.agent_rss_kb_per_idle_conn,
+    ) {
+        (Some(mb), Some(kb)) => {
+            md += &format!(
+                "harp-agent RSS with {IDLE_SESSIONS} idle sessions: {mb:.1} MB (target ≤ {}: {}), \
+                 {kb:.1} kB per idle connection.\n",
+                report.agent_rss_target_mb,
+                if mb <= report.agent_rss_target_mb {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            );
+        }
+        _ => md += "harp-agent RSS: not measured (agent-userspace not run).\n",
+    }
+    for s in &report.skipped {
+        md += &format!("\nSkipped {}: {}.\n", s.path, s.reason);
+    }
+    md += &format!(
+        "\nMedian tps of {} interleaved round(s) of {} s per run; `select` = `pgbench -S -c 8 -j 2`, \
+         `connect` = `pgbench -S -C -c 4`, scale {}. Proxy CPU: user + system time of the path's \
+         process (with its reaped children) during a run, per transaction (and in total). \
+         Machine: {}. Command: `{}`.\n",
+        report.rounds, report.secs, report.scale, report.machine, report.command
+    );
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+}
