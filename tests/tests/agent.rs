@@ -338,3 +338,59 @@ fn garbage_and_slow_clients_never_block_others() {
     assert!(a.is_running());
     drop(silent);
 }
+
+#[test]
+fn max_client_conn_is_lowered_to_fit_the_open_files_limit() {
+    let c = TestCluster::builder("nofile").start(); // etcd only: no leader, clients are held
+    let spec = AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints());
+    let (listen, http) = (harp_tests::free_port(), harp_tests::free_port());
+    let mut spec = spec;
+    spec.max_client_conn = 1000;
+    let cfg = c.dir().join("p1.yml");
+    std::fs::write(&cfg, spec.render(listen, http)).unwrap();
+    let log = c.dir().join("p1.log");
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=200:200", "--"])
+        .arg(harp_tests::workspace_bin("harp-agent"))
+        .arg("-f")
+        .arg(&cfg)
+        .env("NO_COLOR", "1");
+    let mut agent = harp_tests::ChildGuard::spawn(cmd, "harp-agent p1", &log);
+    assert!(
+        eventually(LONG, || harp_tests::http::port_open(listen)),
+        "agent did not listen"
+    );
+    let lowered =
+        "max_client_conn 1000 needs more than the open-files limit (200) allows; lowered to 68";
+    assert!(
+        agent.log_tail(50).contains(lowered),
+        "{}",
+        agent.log_tail(50)
+    );
+    // The lowered limit is the one enforced: 68 held clients fill it, the next is refused.
+    let held: Vec<TcpStream> = (0..68)
+        .map(|_| TcpStream::connect(("127.0.0.1", listen)).unwrap())
+        .collect();
+    assert!(eventually(LONG, || {
+        harp_tests::http_get(http, "/status", Duration::from_secs(1))
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .is_some_and(|s| s["held"] == 68)
+    }));
+    let out = Command::new(pg_bin_dir().join("psql"))
+        .args([
+            "-X",
+            "-d",
+            &format!("host=127.0.0.1 port={listen} user=postgres"),
+            "-c",
+            "SELECT 1",
+        ])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("max_client_conn (68) reached"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(held);
+}
