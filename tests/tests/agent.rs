@@ -342,9 +342,8 @@ fn garbage_and_slow_clients_never_block_others() {
 #[test]
 fn max_client_conn_is_lowered_to_fit_the_open_files_limit() {
     let c = TestCluster::builder("nofile").start(); // etcd only: no leader, clients are held
-    let spec = AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints());
+    let mut spec = AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints());
     let (listen, http) = (harp_tests::free_port(), harp_tests::free_port());
-    let mut spec = spec;
     spec.max_client_conn = 1000;
     let cfg = c.dir().join("p1.yml");
     std::fs::write(&cfg, spec.render(listen, http)).unwrap();
@@ -355,7 +354,7 @@ fn max_client_conn_is_lowered_to_fit_the_open_files_limit() {
         .arg("-f")
         .arg(&cfg)
         .env("NO_COLOR", "1");
-    let mut agent = harp_tests::ChildGuard::spawn(cmd, "harp-agent p1", &log);
+    let agent = harp_tests::ChildGuard::spawn(cmd, "harp-agent p1", &log);
     assert!(
         eventually(LONG, || harp_tests::http::port_open(listen)),
         "agent did not listen"
