@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::raw::{Kind, Node};
 use super::reader::{expected, scalar_text};
-use super::types::DcsDriver;
+use super::types::{DcsDriver, ProxyMode};
 
 /// Cluster, location and node names: `[A-Za-z0-9_.-]+`.
 pub(super) fn identifier(node: &Node) -> Result<String, String> {
@@ -101,6 +101,15 @@ pub(super) fn ip_address(node: &Node) -> Result<String, String> {
     match scalar_text(node) {
         Some(t) if t.parse::<std::net::IpAddr>().is_ok() => Ok(t),
         _ => Err(expected("an IP address such as 0.0.0.0 or 127.0.0.1", node)),
+    }
+}
+
+pub(super) fn proxy_mode(node: &Node) -> Result<ProxyMode, String> {
+    match scalar_text(node).as_deref() {
+        Some("auto") => Ok(ProxyMode::Auto),
+        Some("ebpf") => Ok(ProxyMode::Ebpf),
+        Some("userspace") => Ok(ProxyMode::Userspace),
+        _ => Err(expected("one of auto, ebpf, userspace", node)),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::convert::{
-    Unit, boolean, dcs_driver, duration, endpoint, identifier, integer, ip_address, non_empty_text,
+    Unit, boolean, dcs_driver, duration, endpoint, identifier, integer, ip_address, proxy_mode, non_empty_text,
     path,
 };
 use super::raw;
@@ -41,6 +41,8 @@ const PROXY_KEYS: &[&str] = &[
     "pause_timeout",
     "leader_lease_duration",
     "lease_refresh_interval",
+    "mode",
+    "cgroup_path",
 ];
 const HTTP_KEYS: &[&str] = &["enable", "host", "port", "probes"];
 const PROBES_KEYS: &[&str] = &["timeout"];
@@ -311,6 +313,8 @@ fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Proxy
         ms(Duration::ZERO),
     );
     let (leader_lease_duration, lease_refresh_interval) = read_lease(r, &s, "proxy");
+    let mode = r.optional(&s, "mode", ProxyMode::Auto, proxy_mode);
+    let cgroup_path = r.optional(&s, "cgroup_path", None, path);
     Some(Some(ProxyConfig {
         name: name?,
         listen_address: listen_address?,
@@ -321,6 +325,8 @@ fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Proxy
         pause_timeout: pause_timeout?,
         leader_lease_duration: leader_lease_duration?,
         lease_refresh_interval: lease_refresh_interval?,
+        mode: mode?,
+        cgroup_path: cgroup_path?,
     }))
 }
 

@@ -106,6 +106,21 @@ pub struct ProxyConfig {
     /// TTL of the agent's etcd lease: it trusts what it saw for this long after last contact.
     pub leader_lease_duration: Duration,
     pub lease_refresh_interval: Duration,
+    pub mode: ProxyMode,
+    /// cgroup v2 directory whose processes are steered in the kernel; `None`: the host's
+    /// cgroup2 root.
+    pub cgroup_path: Option<PathBuf>,
+}
+
+/// How the agent routes local clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Kernel steering when the programs load, else the userspace proxy (one log line says why).
+    Auto,
+    /// Kernel steering or refuse to start.
+    Ebpf,
+    /// The userspace proxy only.
+    Userspace,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -31,6 +31,8 @@ proxy:
   pause_timeout: 15000
   leader_lease_duration: 8
   lease_refresh_interval: 1000
+  mode: userspace
+  cgroup_path: /sys/fs/cgroup/apps
 http:
   enable: false
   host: 127.0.0.1
@@ -87,6 +89,8 @@ fn full_file_reads_every_key() {
             pause_timeout: Duration::from_secs(15),
             leader_lease_duration: Duration::from_secs(8),
             lease_refresh_interval: Duration::from_secs(1),
+            mode: ProxyMode::Userspace,
+            cgroup_path: Some("/sys/fs/cgroup/apps".into()),
         }),
         http: HttpConfig {
             enable: false,
@@ -447,6 +451,8 @@ fn proxy_section_gets_harps_defaults() {
             pause_timeout: DEFAULT_PAUSE_TIMEOUT,
             leader_lease_duration: DEFAULT_LEADER_LEASE_DURATION,
             lease_refresh_interval: DEFAULT_LEASE_REFRESH_INTERVAL,
+            mode: ProxyMode::Auto,
+            cgroup_path: None,
         }
     );
 }
@@ -469,6 +475,10 @@ fn bad_proxy_values_name_their_key() {
         (
             "proxy:\n  name: p1\n  lease_refresh_interval: 7s\n",
             "config.yml:9: proxy.lease_refresh_interval: expected a duration shorter than proxy.leader_lease_duration (6s), got 7s",
+        ),
+        (
+            "proxy:\n  name: p1\n  mode: kernel\n",
+            "config.yml:9: proxy.mode: expected one of auto, ebpf, userspace, got \"kernel\"",
         ),
         (
             "proxy:\n  listen_port: 6432\n",
