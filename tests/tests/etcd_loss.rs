@@ -80,9 +80,23 @@ fn etcd_majority_down_leader_steps_down_by_its_deadline() {
     c.etcd.start_member(1);
     c.etcd.start_member(2);
     c.etcd.wait_writable();
-    let back = wait_leader_not(&c, "dca", None);
-    assert!(eventually(LONG, || role(&mut c, &back.node).as_deref()
-        == Some("leader")));
-    let peer = if back.node == "n1" { "n2" } else { "n1" };
+    // The key left from before the outage may still be there for a moment (its manager deletes
+    // it as stale); wait until the key and a manager's own view agree.
+    let mut back = None;
+    let agreed = eventually(LONG, || {
+        let Some((rec, _)) = leader(&c, "dca") else {
+            return false;
+        };
+        let ok = role(&mut c, &rec.node).as_deref() == Some("leader");
+        back = Some(rec.node);
+        ok
+    });
+    assert!(
+        agreed,
+        "no agreed leader after the quorum came back\n{}",
+        c.manager_logs(30)
+    );
+    let back = back.unwrap();
+    let peer = if back == "n1" { "n2" } else { "n1" };
     assert_eq!(role(&mut c, peer).as_deref(), Some("follower"));
 }
