@@ -28,6 +28,9 @@ pub enum Bench {
         /// Paths to measure, comma-separated.
         #[arg(long, value_enum, value_delimiter = ',', default_value = datapath::PathKind::ALL)]
         paths: Vec<datapath::PathKind>,
+        /// Workloads to run, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = datapath::Workload::ALL)]
+        workloads: Vec<datapath::Workload>,
     },
 }
 
@@ -41,7 +44,8 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             secs,
             rounds,
             paths,
-        } => datapath::run(secs, rounds, paths),
+            workloads,
+        } => datapath::run(secs, rounds, paths, workloads),
     }
 }
 

@@ -1,12 +1,16 @@
-//! Postgres client helpers shared by the paths: connection arguments and one-shot `psql`.
+//! Postgres client helpers shared by the paths and workloads: connection arguments and `psql`.
 
 use std::process::{Command, Output};
 
 use anyhow::{Context, bail};
 use harp_tests::postgres::pg_bin_dir;
 
-/// `-h 127.0.0.1 -p <port> -U postgres postgres` (options, then the database name).
-pub fn conn_args(port: u16) -> Vec<String> {
+/// psql's options: no psqlrc, unaligned tuples only, no status lines.
+const PSQL_OPTS: [&str; 4] = ["-X", "-A", "-t", "-q"];
+
+/// `-h 127.0.0.1 -p <port> -U postgres postgres` (options, then the database name). `port` is a
+/// number, or a placeholder such as `"<port>"` for command lines shown in the report.
+pub fn conn_args(port: impl ToString) -> Vec<String> {
     let port = port.to_string();
     ["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "postgres"]
         .iter()
@@ -23,14 +27,29 @@ pub fn output_text(out: &Output) -> String {
     )
 }
 
+/// `psql -c <sql>` on `127.0.0.1:<port>`, not yet started.
+pub fn psql_command(port: u16, sql: &str) -> Command {
+    let mut cmd = Command::new(pg_bin_dir().join("psql"));
+    cmd.args(PSQL_OPTS)
+        .arg("-c")
+        .arg(sql)
+        .args(conn_args(port))
+        .env("PGCONNECT_TIMEOUT", "2");
+    cmd
+}
+
+/// [`psql_command`]'s command line, for the report.
+pub fn psql_command_line(sql: &str) -> String {
+    format!(
+        "psql {} -c \"{sql}\" {}",
+        PSQL_OPTS.join(" "),
+        conn_args("<port>").join(" ")
+    )
+}
+
 /// One `psql -c <sql>` on `127.0.0.1:<port>`; its unaligned output.
 pub fn psql(port: u16, sql: &str) -> anyhow::Result<String> {
-    let out = Command::new(pg_bin_dir().join("psql"))
-        .args(["-X", "-A", "-t", "-q", "-c", sql])
-        .args(conn_args(port))
-        .env("PGCONNECT_TIMEOUT", "2")
-        .output()
-        .context("run psql")?;
+    let out = psql_command(port, sql).output().context("run psql")?;
     if !out.status.success() {
         bail!(
             "psql -c {sql:?} on port {port}: {}",

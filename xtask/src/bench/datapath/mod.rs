@@ -1,19 +1,23 @@
-//! `cargo xtask bench datapath`: pgbench through several paths to the same Postgres, side by side
-//! in one run: `direct`, `agent-userspace` (harp-agent), `haproxy` (mode tcp), `pgbouncer`
-//! (session pooling) and `socat`. Runs are interleaved (round → workload → path) so machine drift
-//! hits every path alike; each case reports the median over rounds, its ratio to `direct` and the
-//! CPU time the path's process spent per transaction. With the agent running, also its RSS while
-//! 1000 idle client sessions go through it.
+//! `cargo xtask bench datapath`: workloads through several paths to the same Postgres, side by
+//! side in one run: `direct`, `agent-userspace` (harp-agent), `haproxy` (mode tcp), `pgbouncer`
+//! (session pooling) and `socat`. The workloads are pgbench's `select` and `connect` (tps) and
+//! `bulk`, large `COPY … TO STDOUT` results streamed by psql (MB/s). Runs are interleaved (round →
+//! workload → path) so machine drift hits every path alike; each case reports the median over
+//! rounds, its ratio to `direct` and the CPU time the path's process spent per transaction (bulk:
+//! per transfer and per GB). With the agent running, also its RSS while 1000 idle client sessions
+//! go through it.
 //!
 //! The Postgres is the single node of a `TestCluster` (etcd + harp-manager), so the agent has a
 //! real lead master to route to, and every path reaches that same server.
 
+mod bulk;
 mod client;
 mod host;
 mod idle;
 mod peers;
 mod pgbench;
 mod report;
+mod workload;
 
 use std::time::{Duration, Instant};
 
@@ -25,12 +29,12 @@ use harp_tests::rt::block_on;
 
 use client::psql;
 use peers::Peer;
-use pgbench::WORKLOADS;
 use report::{Run, Skipped};
+pub use workload::Workload;
 
 /// `pgbench -i -s SCALE`.
 const SCALE: u32 = 10;
-/// Postgres's `max_connections`: the idle sessions, pgbench and the manager must fit.
+/// Postgres's `max_connections`: the idle sessions, the clients and the manager must fit.
 const MAX_CONNECTIONS: u32 = 1200;
 const LOCATION: &str = "dca";
 const NODE: &str = "n1";
@@ -38,15 +42,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PathKind {
-    /// pgbench → Postgres.
+    /// client → Postgres.
     Direct,
-    /// pgbench → harp-agent → Postgres.
+    /// client → harp-agent → Postgres.
     AgentUserspace,
-    /// pgbench → haproxy (mode tcp) → Postgres.
+    /// client → haproxy (mode tcp) → Postgres.
     Haproxy,
-    /// pgbench → pgbouncer (pool_mode = session) → Postgres.
+    /// client → pgbouncer (pool_mode = session) → Postgres.
     Pgbouncer,
-    /// pgbench → socat (fork per connection) → Postgres.
+    /// client → socat (fork per connection) → Postgres.
     Socat,
 }
 
@@ -80,25 +84,25 @@ struct Setup {
     rounds: usize,
     /// As asked, without duplicates (skipped ones included).
     paths: Vec<PathKind>,
+    /// As asked, without duplicates.
+    workloads: Vec<Workload>,
     command: String,
     started: Instant,
 }
 
-pub fn run(secs: u64, rounds: usize, paths: Vec<PathKind>) -> anyhow::Result<()> {
+pub fn run(
+    secs: u64,
+    rounds: usize,
+    paths: Vec<PathKind>,
+    workloads: Vec<Workload>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut paths_in_order = Vec::new();
-    for p in paths {
-        if !paths_in_order.contains(&p) {
-            paths_in_order.push(p);
-        }
-    }
+    let paths_in_order = dedup(paths);
+    let workloads = dedup(workloads);
     let command = format!(
-        "cargo xtask bench datapath --secs {secs} --rounds {rounds} --paths {}",
-        paths_in_order
-            .iter()
-            .map(|p| p.name())
-            .collect::<Vec<_>>()
-            .join(",")
+        "cargo xtask bench datapath --secs {secs} --rounds {rounds} --paths {} --workloads {}",
+        names(&paths_in_order, PathKind::name),
+        names(&workloads, Workload::name),
     );
     if rounds == 0 || secs == 0 {
         bail!("--secs and --rounds must be at least 1");
@@ -149,8 +153,10 @@ pub fn run(secs: u64, rounds: usize, paths: Vec<PathKind>) -> anyhow::Result<()>
     }
     wait_primary(&mut cluster)?;
 
-    println!("pgbench -i -s {SCALE} (direct)");
-    pgbench::init(pg_port, SCALE)?;
+    if workloads.iter().any(|w| w.is_pgbench()) {
+        println!("pgbench -i -s {SCALE} (direct)");
+        pgbench::init(pg_port, SCALE)?;
+    }
 
     let mut peers: Vec<(PathKind, Peer)> = Vec::new();
     for &p in &paths {
@@ -160,7 +166,7 @@ pub fn run(secs: u64, rounds: usize, paths: Vec<PathKind>) -> anyhow::Result<()>
         peers.push((p, peer));
     }
 
-    let run_log = measure(&mut peers, secs, rounds)?;
+    let run_log = measure(&mut peers, &workloads, secs, rounds)?;
 
     let mut rss = None;
     if let Some(agent) = peers.iter().find_map(|(_, peer)| peer.agent()) {
@@ -179,6 +185,7 @@ pub fn run(secs: u64, rounds: usize, paths: Vec<PathKind>) -> anyhow::Result<()>
         secs,
         rounds,
         paths: paths_in_order,
+        workloads,
         command,
         started,
     };
@@ -210,15 +217,20 @@ fn wait_primary(cluster: &mut TestCluster) -> anyhow::Result<()> {
 }
 
 /// Every round runs every workload through every path once; the runs in the order they ran.
-fn measure(peers: &mut [(PathKind, Peer)], secs: u64, rounds: usize) -> anyhow::Result<Vec<Run>> {
+fn measure(
+    peers: &mut [(PathKind, Peer)],
+    workloads: &[Workload],
+    secs: u64,
+    rounds: usize,
+) -> anyhow::Result<Vec<Run>> {
     let mut run_log = Vec::new();
     for round in 1..=rounds {
-        for w in WORKLOADS {
+        for &w in workloads {
             for (p, peer) in peers.iter_mut() {
                 let what = || format!("{} {} round {round}", p.name(), w.name());
                 let cpu_before = peer.cpu_s().with_context(what)?;
                 let t0 = Instant::now();
-                let out = pgbench::run(peer.port(), w, secs).with_context(what)?;
+                let out = w.run(peer.port(), secs).with_context(what)?;
                 let wall = t0.elapsed();
                 if !peer.is_running() {
                     bail!(
@@ -230,21 +242,28 @@ fn measure(peers: &mut [(PathKind, Peer)], secs: u64, rounds: usize) -> anyhow::
                 let cpu_after = peer.cpu_s().with_context(what)?;
                 let cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
                 let run = Run::new(round, w, *p, &out, cpu_s, wall);
-                println!(
-                    "round {round}/{rounds} {:<8} {:<16} tps {:>10.1}  latency {:>7} ms  \
-                     proxy cpu {:>6} µs/tx",
-                    w.name(),
-                    p.name(),
-                    out.tps,
-                    out.latency_ms.map_or("-".into(), |l| format!("{l:.3}")),
-                    run.proxy_cpu_us_per_tx
-                        .map_or("-".into(), |us| format!("{us:.1}")),
-                );
+                println!("round {round}/{rounds} {}", run.summary());
                 run_log.push(run);
             }
         }
     }
     Ok(run_log)
+}
+
+/// `items` in their first order, without duplicates.
+fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for x in items {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// `items`' names, comma-separated (as the command line takes them).
+fn names<T: Copy>(items: &[T], name: fn(T) -> &'static str) -> String {
+    items.iter().map(|&x| name(x)).collect::<Vec<_>>().join(",")
 }
 
 /// Rounds `x` to `digits` decimals, for the report.

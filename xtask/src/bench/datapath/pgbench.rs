@@ -1,4 +1,4 @@
-//! The workloads, and running pgbench and reading its output.
+//! The pgbench workloads (`select`, `connect`): running pgbench and reading its output.
 
 use std::process::Command;
 
@@ -6,58 +6,35 @@ use anyhow::{Context, bail};
 use harp_tests::postgres::pg_bin_dir;
 
 use super::client::{conn_args, output_text};
+use super::workload::{Outcome, Workload};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Workload {
-    /// `pgbench -S -c 8 -j 2`: select-only on 8 persistent connections.
-    Select,
-    /// `pgbench -S -C -c 4`: a new connection per transaction.
-    Connect,
-}
-
-pub const WORKLOADS: [Workload; 2] = [Workload::Select, Workload::Connect];
-
-impl Workload {
-    pub fn name(self) -> &'static str {
-        match self {
-            Workload::Select => "select",
-            Workload::Connect => "connect",
-        }
-    }
-
-    fn args(self, secs: u64) -> Vec<String> {
-        let args: &[&str] = match self {
-            Workload::Select => &["-S", "-c", "8", "-j", "2"],
-            Workload::Connect => &["-S", "-C", "-c", "4"],
-        };
-        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        v.extend(["-T".into(), secs.to_string()]);
-        v
-    }
-
-    /// The command line, for the report.
-    pub fn command_line(self, secs: u64) -> String {
-        format!(
-            "pgbench {} -h 127.0.0.1 -p <port> -U postgres postgres",
-            self.args(secs).join(" ")
-        )
-    }
-
-    /// The agent's target, as a minimum ratio of its tps to direct's.
-    pub fn agent_target(self) -> f64 {
-        match self {
-            Workload::Select => 0.85,
-            Workload::Connect => 0.95,
-        }
+/// The workload's pgbench options, without `-T`.
+fn flags(w: Workload) -> &'static [&'static str] {
+    match w {
+        Workload::Select => &["-S", "-c", "8", "-j", "2"],
+        Workload::Connect => &["-S", "-C", "-c", "4"],
+        Workload::Bulk => unreachable!("bulk runs psql, not pgbench"),
     }
 }
 
-pub struct PgbenchOut {
-    pub tps: f64,
-    pub latency_ms: Option<f64>,
-    pub connection_ms: Option<f64>,
-    /// "number of transactions actually processed".
-    pub transactions: Option<u64>,
+fn args(w: Workload, secs: u64) -> Vec<String> {
+    let mut v: Vec<String> = flags(w).iter().map(|s| s.to_string()).collect();
+    v.extend(["-T".into(), secs.to_string()]);
+    v
+}
+
+/// The command line, for the report.
+pub fn command_line(w: Workload, secs: u64) -> String {
+    format!(
+        "pgbench {} {}",
+        args(w, secs).join(" "),
+        conn_args("<port>").join(" ")
+    )
+}
+
+/// `` `pgbench <flags>` ``, for the markdown's notes.
+pub fn summary(w: Workload) -> String {
+    format!("`pgbench {}`", flags(w).join(" "))
 }
 
 /// `pgbench -i -q -s <scale>` on `port`.
@@ -71,8 +48,8 @@ pub fn init(port: u16, scale: u32) -> anyhow::Result<()> {
 }
 
 /// One run of `w` for `secs` seconds through `port`.
-pub fn run(port: u16, w: Workload, secs: u64) -> anyhow::Result<PgbenchOut> {
-    let text = pgbench(&w.args(secs), port)?;
+pub fn run(port: u16, w: Workload, secs: u64) -> anyhow::Result<Outcome> {
+    let text = pgbench(&args(w, secs), port)?;
     parse(&text).with_context(|| format!("no tps in pgbench's output:\n{text}"))
 }
 
@@ -93,7 +70,7 @@ fn pgbench(args: &[String], port: u16) -> anyhow::Result<String> {
 /// tps from "tps = N (without initial connection time)" (or, for `-C`, "tps = N (including
 /// reconnection times)"; older pgbench: "excluding connections establishing"), plus the average
 /// latency, connection time and transaction count if printed.
-fn parse(text: &str) -> Option<PgbenchOut> {
+fn parse(text: &str) -> Option<Outcome> {
     let lines = || text.lines().map(str::trim);
     // The number after `sep` on the first line starting with `prefix`.
     let find = |prefix: &str, sep: char| {
@@ -111,13 +88,15 @@ fn parse(text: &str) -> Option<PgbenchOut> {
         .iter()
         .find_map(|p| tps_lines.iter().find(|l| l.contains(p)))
         .or(tps_lines.first())?;
-    Some(PgbenchOut {
+    Some(Outcome {
         tps: first_word_after(tps_line, '=')?.parse().ok()?,
         latency_ms: find("latency average", '=').and_then(|v| v.parse().ok()),
         connection_ms: find("average connection time", '=').and_then(|v| v.parse().ok()),
         // "N" with -T, "N/M" with -t.
         transactions: find("number of transactions actually processed", ':')
             .and_then(|v| v.split('/').next()?.parse().ok()),
+        bytes: None,
+        mb_per_s: None,
     })
 }
 

@@ -1,5 +1,7 @@
 //! The report: per-run records, the per-case medians, and bench/results/datapath.{json,md}.
 
+mod markdown;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -8,9 +10,10 @@ use std::time::Duration;
 use harp_tests::postgres::pg_bin_dir;
 use serde::Serialize;
 
+use super::bulk::BYTES_PER_TRANSFER;
 use super::client::output_text;
-use super::idle::{AgentRss, IDLE_SESSIONS};
-use super::pgbench::{PgbenchOut, WORKLOADS, Workload};
+use super::idle::AgentRss;
+use super::workload::{Outcome, Workload};
 use super::{MAX_CONNECTIONS, PathKind, SCALE, Setup, round_to};
 
 const RSS_TARGET_MB: f64 = 30.0;
@@ -19,11 +22,15 @@ const RSS_TARGET_MB: f64 = 30.0;
 struct Case {
     path: &'static str,
     workload: &'static str,
-    /// Median over rounds.
+    /// Median over rounds of transactions per second (bulk: transfers per second).
     tps: f64,
-    /// `tps` / direct's `tps` for the same workload; `null` if direct was not measured.
+    /// Bulk: median over rounds of the MB (10⁶ bytes) per second the client received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mb_per_s: Option<f64>,
+    /// `tps` (bulk: `mb_per_s`) / direct's for the same workload; `null` if direct was not
+    /// measured.
     ratio_to_direct: Option<f64>,
-    /// Median of pgbench's "latency average".
+    /// Median of pgbench's "latency average" (bulk: wall time per transfer).
     latency_ms_avg: Option<f64>,
     /// Median of pgbench's "average connection time" (printed for `-C`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,11 +39,17 @@ struct Case {
     /// socat) used during a run; absent for `direct`.
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_cpu_s: Option<f64>,
-    /// Median over rounds of `proxy_cpu_s` per transaction, in µs; absent for `direct`.
+    /// Median over rounds of `proxy_cpu_s` per transaction (bulk: per transfer), in µs; absent
+    /// for `direct`.
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_cpu_us_per_tx: Option<f64>,
+    /// Bulk: median over rounds of `proxy_cpu_s` per GB (10⁹ bytes) moved; absent for `direct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_cpu_s_per_gb: Option<f64>,
     runs: usize,
     tps_runs: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    mb_per_s_runs: Vec<f64>,
     latency_ms_runs: Vec<f64>,
     /// Minimum `ratio_to_direct` (agent rows only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,7 +58,7 @@ struct Case {
     met: Option<bool>,
 }
 
-/// One pgbench run, in the order they ran.
+/// One run of a workload through a path, in the order they ran.
 #[derive(Serialize)]
 pub struct Run {
     round: usize,
@@ -58,9 +71,15 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     transactions: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     proxy_cpu_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_cpu_us_per_tx: Option<f64>,
+    proxy_cpu_us_per_tx: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_cpu_s_per_gb: Option<f64>,
     wall_s: f64,
 }
 
@@ -70,22 +89,45 @@ impl Run {
         round: usize,
         w: Workload,
         p: PathKind,
-        out: &PgbenchOut,
+        out: &Outcome,
         cpu_s: Option<f64>,
         wall: Duration,
     ) -> Run {
         let us_per_tx = cpu_s.zip(out.transactions.filter(|&n| n > 0));
+        let s_per_gb = cpu_s.zip(out.bytes.filter(|&b| b > 0));
         Run {
             round,
             workload: w.name(),
             path: p.name(),
-            tps: round_to(out.tps, 1),
+            tps: round_to(out.tps, w.tps_digits()),
             latency_ms_avg: out.latency_ms.map(|l| round_to(l, 3)),
             connection_ms_avg: out.connection_ms.map(|l| round_to(l, 3)),
             transactions: out.transactions,
+            bytes: out.bytes,
+            mb_per_s: out.mb_per_s.map(|m| round_to(m, 1)),
             proxy_cpu_s: cpu_s.map(|s| round_to(s, 2)),
             proxy_cpu_us_per_tx: us_per_tx.map(|(s, n)| round_to(s * 1e6 / n as f64, 1)),
+            proxy_cpu_s_per_gb: s_per_gb.map(|(s, b)| round_to(s * 1e9 / b as f64, 3)),
             wall_s: round_to(wall.as_secs_f64(), 2),
+        }
+    }
+
+    /// A line for the progress output.
+    pub fn summary(&self) -> String {
+        let opt = |v: Option<f64>, digits: usize| v.map_or("-".into(), |x| format!("{x:.digits$}"));
+        let (w, p) = (self.workload, self.path);
+        match self.mb_per_s {
+            Some(mb) => format!(
+                "{w:<8} {p:<16} MB/s {mb:>9.1}  transfers {:>5}  proxy cpu {:>6} s/GB",
+                self.transactions.unwrap_or_default(),
+                opt(self.proxy_cpu_s_per_gb, 3),
+            ),
+            None => format!(
+                "{w:<8} {p:<16} tps {:>10.1}  latency {:>7} ms  proxy cpu {:>6} µs/tx",
+                self.tps,
+                opt(self.latency_ms_avg, 3),
+                opt(self.proxy_cpu_us_per_tx, 1),
+            ),
         }
     }
 }
@@ -111,7 +153,15 @@ pub struct Report {
     secs: u64,
     rounds: usize,
     scale: u32,
+    /// The pgbench workloads' command lines.
     pgbench: BTreeMap<&'static str, String>,
+    /// The command line of one bulk transfer, and the bytes it must bring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bulk_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bulk_bytes_per_transfer: Option<u64>,
+    #[serde(skip)]
+    workloads: Vec<Workload>,
     postgres_max_connections: u32,
     versions: BTreeMap<&'static str, String>,
     machine: String,
@@ -133,9 +183,10 @@ pub fn build(
             2,
         )
     });
+    let bulk = setup.workloads.contains(&Workload::Bulk);
     Report {
         bench: "datapath",
-        cases: cases(&setup.paths, &run_log),
+        cases: cases(&setup.paths, &setup.workloads, &run_log),
         agent_rss_mb_1000_idle: rss_mb,
         agent_rss_kb_per_idle_conn: kb_per_conn,
         agent_rss_target_mb: RSS_TARGET_MB,
@@ -145,10 +196,15 @@ pub fn build(
         secs: setup.secs,
         rounds: setup.rounds,
         scale: SCALE,
-        pgbench: WORKLOADS
+        pgbench: setup
+            .workloads
             .iter()
+            .filter(|w| w.is_pgbench())
             .map(|w| (w.name(), w.command_line(setup.secs)))
             .collect(),
+        bulk_command: bulk.then(|| Workload::Bulk.command_line(setup.secs)),
+        bulk_bytes_per_transfer: bulk.then_some(BYTES_PER_TRANSFER),
+        workloads: setup.workloads.clone(),
         postgres_max_connections: MAX_CONNECTIONS,
         versions: versions(&setup.paths),
         machine: super::super::machine(),
@@ -172,20 +228,24 @@ fn median(v: &[f64]) -> Option<f64> {
     })
 }
 
-fn cases(paths: &[PathKind], runs: &[Run]) -> Vec<Case> {
+fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> {
     let mut cases = Vec::new();
-    for w in WORKLOADS {
+    for &w in workloads {
         let of = |p: PathKind| -> Vec<&Run> {
             runs.iter()
                 .filter(|r| r.workload == w.name() && r.path == p.name())
                 .collect()
         };
-        let direct = median(
-            &of(PathKind::Direct)
-                .iter()
-                .map(|r| r.tps)
-                .collect::<Vec<_>>(),
-        );
+        // What `ratio_to_direct` compares: tps, or MB/s for bulk.
+        let compared = |rs: &[&Run]| -> Option<f64> {
+            let v: Vec<f64> = if w.is_pgbench() {
+                rs.iter().map(|r| r.tps).collect()
+            } else {
+                rs.iter().filter_map(|r| r.mb_per_s).collect()
+            };
+            median(&v)
+        };
+        let direct = compared(&of(PathKind::Direct));
         for &p in paths {
             let rs = of(p);
             if rs.is_empty() {
@@ -195,21 +255,27 @@ fn cases(paths: &[PathKind], runs: &[Run]) -> Vec<Case> {
                 median(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
             };
             let tps_runs: Vec<f64> = rs.iter().map(|r| r.tps).collect();
+            let mb_per_s_runs: Vec<f64> = rs.iter().filter_map(|r| r.mb_per_s).collect();
             let latency_ms_runs: Vec<f64> = rs.iter().filter_map(|r| r.latency_ms_avg).collect();
-            let tps = median(&tps_runs).unwrap_or(0.0);
-            let ratio = direct.filter(|d| *d > 0.0).map(|d| round_to(tps / d, 3));
-            let target = (p == PathKind::AgentUserspace).then(|| w.agent_target());
+            let ratio = direct
+                .zip(compared(&rs))
+                .filter(|(d, _)| *d > 0.0)
+                .map(|(d, v)| round_to(v / d, 3));
+            let target = w.agent_target().filter(|_| p == PathKind::AgentUserspace);
             cases.push(Case {
                 path: p.name(),
                 workload: w.name(),
-                tps: round_to(tps, 1),
+                tps: round_to(median(&tps_runs).unwrap_or(0.0), w.tps_digits()),
+                mb_per_s: median(&mb_per_s_runs).map(|m| round_to(m, 1)),
                 ratio_to_direct: ratio,
                 latency_ms_avg: median(&latency_ms_runs).map(|l| round_to(l, 3)),
                 connection_ms_avg: median_of(|r| r.connection_ms_avg).map(|l| round_to(l, 3)),
                 proxy_cpu_s: median_of(|r| r.proxy_cpu_s).map(|s| round_to(s, 2)),
                 proxy_cpu_us_per_tx: median_of(|r| r.proxy_cpu_us_per_tx).map(|u| round_to(u, 1)),
+                proxy_cpu_s_per_gb: median_of(|r| r.proxy_cpu_s_per_gb).map(|s| round_to(s, 3)),
                 runs: rs.len(),
                 tps_runs,
+                mb_per_s_runs,
                 latency_ms_runs,
                 target,
                 met: target.and_then(|t| ratio.map(|r| r >= t)),
@@ -259,82 +325,10 @@ pub fn write(report: &Report) -> anyhow::Result<()> {
         dir.join("datapath.json"),
         serde_json::to_string_pretty(report)? + "\n",
     )?;
-    let md = markdown(report);
+    let md = markdown::render(report);
     std::fs::write(dir.join("datapath.md"), &md)?;
     print!("\n{md}");
     Ok(())
-}
-
-fn markdown(report: &Report) -> String {
-    let mut md = String::from("| path |");
-    let mut rule = String::from("| --- |");
-    for w in WORKLOADS {
-        md += &format!(" {0} tps | {0} × direct | {0} proxy CPU µs/tx |", w.name());
-        rule += " ---: | ---: | ---: |";
-    }
-    md += &format!("\n{rule}\n");
-    let mut seen = Vec::new();
-    for c in &report.cases {
-        if seen.contains(&c.path) {
-            continue;
-        }
-        seen.push(c.path);
-        md += &format!("| {} |", c.path);
-        for w in WORKLOADS {
-            match report
-                .cases
-                .iter()
-                .find(|x| x.path == c.path && x.workload == w.name())
-            {
-                Some(x) => {
-                    let ratio = x.ratio_to_direct.map_or("-".into(), |r| format!("{r:.2}"));
-                    let target = match (x.target, x.met) {
-                        (Some(t), Some(met)) => {
-                            format!(" (≥ {t}: {})", if met { "yes" } else { "**no**" })
-                        }
-                        (Some(t), None) => format!(" (≥ {t})"),
-                        _ => String::new(),
-                    };
-                    let cpu = x.proxy_cpu_us_per_tx.map_or(String::new(), |u| {
-                        format!("{u:.1} ({:.2} s)", x.proxy_cpu_s.unwrap_or_default())
-                    });
-                    md += &format!(" {:.0} | {ratio}{target} | {cpu} |", x.tps);
-                }
-                None => md += " - | - | |",
-            }
-        }
-        md += "\n";
-    }
-    md += "\n";
-    match (
-        report.agent_rss_mb_1000_idle,
-        report.agent_rss_kb_per_idle_conn,
-    ) {
-        (Some(mb), Some(kb)) => {
-            md += &format!(
-                "harp-agent RSS with {IDLE_SESSIONS} idle sessions: {mb:.1} MB (target ≤ {}: {}), \
-                 {kb:.1} kB per idle connection.\n",
-                report.agent_rss_target_mb,
-                if mb <= report.agent_rss_target_mb {
-                    "yes"
-                } else {
-                    "**no**"
-                }
-            );
-        }
-        _ => md += "harp-agent RSS: not measured (agent-userspace not run).\n",
-    }
-    for s in &report.skipped {
-        md += &format!("\nSkipped {}: {}.\n", s.path, s.reason);
-    }
-    md += &format!(
-        "\nMedian tps of {} interleaved round(s) of {} s per run; `select` = `pgbench -S -c 8 -j 2`, \
-         `connect` = `pgbench -S -C -c 4`, scale {}. Proxy CPU: user + system time of the path's \
-         process (with its reaped children) during a run, per transaction (and in total). \
-         Machine: {}. Command: `{}`.\n",
-        report.rounds, report.secs, report.scale, report.machine, report.command
-    );
-    md
 }
 
 #[cfg(test)]

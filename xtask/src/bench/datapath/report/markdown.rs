@@ -1,0 +1,118 @@
+//! bench/results/datapath.md: one row per path, three columns per workload, then notes.
+
+use super::super::idle::IDLE_SESSIONS;
+use super::{Case, Report};
+use crate::bench::datapath::Workload;
+
+/// The table, the agent's RSS, skipped paths and how it was measured.
+pub(super) fn render(report: &Report) -> String {
+    let mut md = String::from("| path |");
+    let mut rule = String::from("| --- |");
+    for &w in &report.workloads {
+        let (value, cpu) = units(w);
+        md += &format!(
+            " {0} {value} | {0} × direct | {0} proxy CPU {cpu} |",
+            w.name()
+        );
+        rule += " ---: | ---: | ---: |";
+    }
+    md += &format!("\n{rule}\n");
+    let mut seen = Vec::new();
+    for c in &report.cases {
+        if seen.contains(&c.path) {
+            continue;
+        }
+        seen.push(c.path);
+        md += &format!("| {} |", c.path);
+        for &w in &report.workloads {
+            match report
+                .cases
+                .iter()
+                .find(|x| x.path == c.path && x.workload == w.name())
+            {
+                Some(x) => md += &cells(w, x),
+                None => md += " - | - | |",
+            }
+        }
+        md += "\n";
+    }
+    md += "\n";
+    match (
+        report.agent_rss_mb_1000_idle,
+        report.agent_rss_kb_per_idle_conn,
+    ) {
+        (Some(mb), Some(kb)) => {
+            md += &format!(
+                "harp-agent RSS with {IDLE_SESSIONS} idle sessions: {mb:.1} MB (target ≤ {}: {}), \
+                 {kb:.1} kB per idle connection.\n",
+                report.agent_rss_target_mb,
+                if mb <= report.agent_rss_target_mb {
+                    "yes"
+                } else {
+                    "**no**"
+                }
+            );
+        }
+        _ => md += "harp-agent RSS: not measured (agent-userspace not run).\n",
+    }
+    for s in &report.skipped {
+        md += &format!("\nSkipped {}: {}.\n", s.path, s.reason);
+    }
+    md += &notes(report);
+    md
+}
+
+/// The units of a workload's value and proxy CPU columns.
+fn units(w: Workload) -> (&'static str, &'static str) {
+    if w.is_pgbench() {
+        ("tps", "µs/tx")
+    } else {
+        ("MB/s", "s/GB")
+    }
+}
+
+/// A case's three cells: its value, its ratio to direct (with the target), its proxy CPU.
+fn cells(w: Workload, x: &Case) -> String {
+    let ratio = x.ratio_to_direct.map_or("-".into(), |r| format!("{r:.2}"));
+    let target = match (x.target, x.met) {
+        (Some(t), Some(met)) => format!(" (≥ {t}: {})", if met { "yes" } else { "**no**" }),
+        (Some(t), None) => format!(" (≥ {t})"),
+        _ => String::new(),
+    };
+    let (value, cpu) = if w.is_pgbench() {
+        (x.tps, x.proxy_cpu_us_per_tx.map(|u| format!("{u:.1}")))
+    } else {
+        (
+            x.mb_per_s.unwrap_or_default(),
+            x.proxy_cpu_s_per_gb.map(|s| format!("{s:.2}")),
+        )
+    };
+    let cpu = cpu.map_or(String::new(), |c| {
+        format!("{c} ({:.2} s)", x.proxy_cpu_s.unwrap_or_default())
+    });
+    format!(" {value:.0} | {ratio}{target} | {cpu} |")
+}
+
+/// How the table was measured.
+fn notes(report: &Report) -> String {
+    let workloads: Vec<String> = report
+        .workloads
+        .iter()
+        .map(|w| format!("`{}` = {}", w.name(), w.summary()))
+        .collect();
+    let scale = if report.workloads.iter().any(|w| w.is_pgbench()) {
+        format!(", pgbench scale {}", report.scale)
+    } else {
+        String::new()
+    };
+    format!(
+        "\nMedian tps (bulk: MB/s) of {} interleaved round(s) of {} s per run; {}{scale}. \
+         Proxy CPU: user + system time of the path's process (with its reaped children) during a \
+         run, per transaction (bulk: per GB) and in total. Machine: {}. Command: `{}`.\n",
+        report.rounds,
+        report.secs,
+        workloads.join(", "),
+        report.machine,
+        report.command
+    )
+}
