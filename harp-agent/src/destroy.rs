@@ -16,8 +16,6 @@
 //! Covers AF_INET TCP sockets only (what connect4 steers); AF_INET6 sockets connecting to
 //! v4-mapped addresses are not seen by connect4 nor by this dump.
 
-#![allow(dead_code, reason = "wired into the agent's cut-over next")]
-
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddrV4};
@@ -180,7 +178,7 @@ pub fn destroy_tcp4_within(
             Ok(()) => report.destroyed.push(target.cookie),
             Err(Refusal::Gone) => report.not_found.push(target.cookie),
             Err(Refusal::Fatal(e)) => return Err(e),
-            Err(Refusal::Timeout(_)) => report.out_of_time.push(target.cookie),
+            Err(Refusal::Timeout) => report.out_of_time.push(target.cookie),
             Err(Refusal::Socket(error)) => report.failed.push(SocketFailure {
                 target: *target,
                 local: local_of(id).unwrap_or(SocketAddrV4::new(0.into(), 0)),
@@ -201,7 +199,7 @@ enum Refusal {
     /// Would fail the same for every socket: stop.
     Fatal(DestroyError),
     /// The time bound ran out waiting for the ack.
-    Timeout(DestroyError),
+    Timeout,
     /// This socket only.
     Socket(DestroyError),
 }
@@ -216,6 +214,7 @@ fn cookie_of(id: &SocketId) -> u64 {
 }
 
 /// The inverse of [`cookie_of`].
+#[cfg(test)]
 fn diag_cookie(cookie: u64) -> [u8; 8] {
     let mut out = [0; 8];
     out[..4].copy_from_slice(&((cookie & 0xffff_ffff) as u32).to_ne_bytes());
@@ -511,7 +510,7 @@ impl Diag {
         const OP: &str = "SOCK_DESTROY";
         let seq = self.next_seq();
         let classify = |e: DestroyError| match e {
-            DestroyError::Timeout { .. } => Refusal::Timeout(e),
+            DestroyError::Timeout { .. } => Refusal::Timeout,
             e => Refusal::Fatal(e),
         };
         self.send(OP, &destroy_request(seq, id)).map_err(classify)?;

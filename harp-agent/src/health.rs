@@ -69,10 +69,32 @@ async fn is_ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
 async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
     let s = &ctx.shared;
     let route = s.route.borrow().clone();
+    let kernel = s.splice.as_ref().map(|k| {
+        let k = k.lock().expect("kernel lock");
+        let [steered, peername, spliced, splice_miss] = k.counters();
+        let leaders: Vec<_> = k
+            .leaders()
+            .into_iter()
+            .map(|(service, backend, token)| {
+                json!({"service": service.to_string(), "backend": backend.to_string(), "token": token})
+            })
+            .collect();
+        json!({
+            "pin_dir": k.pin_dir().display().to_string(),
+            "leaders": leaders,
+            "counters": {
+                "steered": steered,
+                "getpeername": peername,
+                "spliced": spliced,
+                "splice_miss": splice_miss,
+            },
+        })
+    });
     axum::Json(json!({
+        "kernel": kernel,
         "name": s.name,
         "location": s.location,
-        "mode": "userspace",
+        "mode": s.mode(),
         "leader": route.as_ref().map(|r| r.node.clone()),
         "token": route.as_ref().map(|r| r.token),
         "address": route.as_ref().map(|r| format!("{}:{}", r.address, r.port)),

@@ -3,11 +3,13 @@
 
 mod destroy;
 mod health;
+mod kernel;
 mod limits;
 mod proxy;
 mod refuse;
 mod relay;
 mod runner;
+mod steering;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,10 @@ struct Args {
     /// Path to config.yml.
     #[arg(short = 'f', long = "config", default_value = DEFAULT_CONFIG_PATH)]
     config: PathBuf,
+    /// Remove this proxy's kernel programs, maps and links (pinned under /sys/fs/bpf/harp/)
+    /// and exit. Kernel steering stops; clients reach the userspace listener, if one runs.
+    #[arg(long)]
+    uninstall: bool,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.uninstall {
+        let pins = steering::pin_dir(&config.cluster.name, &proxy.name);
+        return match kernel::Kernel::uninstall(&pins) {
+            Ok(()) => {
+                println!(
+                    "removed HARP's kernel programs and maps ({})",
+                    pins.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // One thread: relaying is cheap per byte, and cross-thread wake-ups would cost more than
     // they give on the small hosts an agent shares with its clients.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -76,6 +98,8 @@ fn load(path: &std::path::Path) -> Result<(Config, ProxyConfig), ConfigError> {
 
 async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
     proxy.max_client_conn = limits::fit_max_client_conn(proxy.max_client_conn);
+    let steering = steering::Steering::start(&proxy, &config.cluster.name)
+        .map_err(|e| anyhow::anyhow!("proxy.mode is ebpf but kernel steering failed: {e}"))?;
     let keys = Keys::new(&config.cluster.name);
     let dcs = harp_dcs::connect(&config.dcs, keys).await?;
     let listener = proxy::bind(&proxy).await?;
@@ -87,10 +111,17 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
         proxy = %proxy.name,
         location = %config.location,
         cluster = %config.cluster.name,
-        "harp-agent starting (userspace proxy)"
+        mode = if steering.is_some() { "ebpf" } else { "userspace" },
+        "harp-agent starting"
     );
     let (route_tx, route_rx) = watch::channel(None);
-    let shared = Arc::new(proxy::Shared::new(&proxy, &config.location, route_rx));
+    let splice = steering.as_ref().map(steering::Steering::kernel);
+    let shared = Arc::new(proxy::Shared::new(
+        &proxy,
+        &config.location,
+        route_rx,
+        splice,
+    ));
     if let Some(l) = health_listener {
         let (shared, timeout) = (shared.clone(), config.http.probes_timeout);
         tokio::spawn(async move {
@@ -112,7 +143,12 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
     let (publish, publish_rx) = watch::channel(None);
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(tx));
-    runner::Runner::new(dcs, &config, &proxy, shared, route_tx, publish, rx)
+    let channels = runner::Channels {
+        rx,
+        route_tx,
+        publish,
+    };
+    runner::Runner::new(dcs, &config, &proxy, shared, steering, channels)
         .run()
         .await
 }

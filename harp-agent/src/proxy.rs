@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::refuse::refuse;
+use crate::steering::SharedKernel;
 
 /// How long a refused client may take to send its startup packet.
 const REFUSE_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +31,8 @@ pub struct Shared {
     pub route: watch::Receiver<Option<Route>>,
     pub sessions: AtomicU64,
     pub held: AtomicU64,
+    /// Kernel steering's handle: session sockets are spliced in the kernel when present.
+    pub splice: Option<SharedKernel>,
     limit: Arc<Semaphore>,
     max_client_conn: u32,
     connect_timeout: Duration,
@@ -38,13 +41,28 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(p: &ProxyConfig, location: &str, route: watch::Receiver<Option<Route>>) -> Self {
+    /// `ebpf` when kernel steering (and splicing) is on, else `userspace`.
+    pub fn mode(&self) -> &'static str {
+        if self.splice.is_some() {
+            "ebpf"
+        } else {
+            "userspace"
+        }
+    }
+
+    pub fn new(
+        p: &ProxyConfig,
+        location: &str,
+        route: watch::Receiver<Option<Route>>,
+        splice: Option<SharedKernel>,
+    ) -> Self {
         Self {
             name: p.name.clone(),
             location: location.to_owned(),
             route,
             sessions: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            splice,
             limit: Arc::new(Semaphore::new(p.max_client_conn as usize)),
             max_client_conn: p.max_client_conn,
             connect_timeout: p.timeout,
@@ -137,7 +155,19 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             .wait_for(|r| r.as_ref().is_none_or(|r| r.token != token))
             .await;
     };
-    crate::relay::relay(client, server, cut).await;
+    // With the kernel programs loaded, bytes move socket to socket in the kernel; the relay
+    // then only sees the closes (and any bytes the kernel passed up).
+    let spliced = shared.splice.as_ref().is_some_and(|k| {
+        let paired = k.lock().expect("kernel lock").pair(&client, &server);
+        if let Err(e) = &paired {
+            tracing::debug!("splicing unavailable for {peer}: {e}");
+        }
+        paired.is_ok()
+    });
+    crate::relay::relay(&client, &server, cut).await;
+    if spliced && let Some(k) = &shared.splice {
+        let _ = k.lock().expect("kernel lock").unpair(&client, &server);
+    }
 }
 
 /// Waits for a route and connects to it, retrying until `pause_timeout`; the route is checked

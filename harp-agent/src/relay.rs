@@ -19,10 +19,10 @@ thread_local! {
     static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
 }
 
-/// Relays until both directions end, either fails, or `cut` resolves; then closes both.
-pub async fn relay(client: TcpStream, server: TcpStream, cut: impl Future<Output = ()>) {
+/// Relays until both directions end, either fails, or `cut` resolves (the caller closes).
+pub async fn relay(client: &TcpStream, server: &TcpStream, cut: impl Future<Output = ()>) {
     let both = async {
-        let (up, down) = tokio::join!(pump(&client, &server), pump(&server, &client));
+        let (up, down) = tokio::join!(pump(client, server), pump(server, client));
         (up, down)
     };
     tokio::select! {

@@ -13,6 +13,7 @@ use harp_dcs::{Dcs, KeyChange, MirrorEvent, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::proxy::Shared;
+use crate::steering::Steering;
 
 /// How often session counts are refreshed in etcd when they change.
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
@@ -35,6 +36,15 @@ impl From<MirrorEvent> for Input {
     }
 }
 
+/// The loop's channels: what it reads, and where its decisions go.
+pub struct Channels {
+    pub rx: mpsc::Receiver<Input>,
+    /// The route the proxy follows.
+    pub route_tx: watch::Sender<Option<Route>>,
+    /// `proxies/<name>/status` for the publisher.
+    pub publish: watch::Sender<Option<(String, String, i64)>>,
+}
+
 pub struct Runner {
     dcs: Dcs,
     location: String,
@@ -43,6 +53,10 @@ pub struct Runner {
     route_tx: watch::Sender<Option<Route>>,
     publish: watch::Sender<Option<(String, String, i64)>>,
     rx: mpsc::Receiver<Input>,
+    steering: Option<Steering>,
+    /// Until then a map adopted from an earlier run is left as it is (routing continues across
+    /// a restart); if the router has decided nothing by then, the map is cleared (fail closed).
+    adopt_grace: Option<Instant>,
     lease: Option<i64>,
     /// The leader key as the mirror shows it.
     observed: Option<Route>,
@@ -55,11 +69,20 @@ impl Runner {
         config: &Config,
         proxy: &ProxyConfig,
         shared: Arc<Shared>,
-        route_tx: watch::Sender<Option<Route>>,
-        publish: watch::Sender<Option<(String, String, i64)>>,
-        rx: mpsc::Receiver<Input>,
+        steering: Option<Steering>,
+        Channels {
+            rx,
+            route_tx,
+            publish,
+        }: Channels,
     ) -> Self {
+        let ttl = proxy.leader_lease_duration;
+        let adopt_grace = steering
+            .as_ref()
+            .map(|_| Instant::now() + ttl - harp_core::election::safety_margin(ttl));
         Self {
+            steering,
+            adopt_grace,
             dcs,
             location: config.location.clone(),
             router: Router::new(proxy.leader_lease_duration),
@@ -83,18 +106,33 @@ impl Runner {
                     Some(i) => self.translate(i),
                 },
                 _ = sleep_until(wake) => Some(RouteEvent::Tick),
+                _ = sleep_until(self.adopt_grace) => {
+                    self.adopt_grace = None;
+                    if let Some(st) = &mut self.steering {
+                        st.reconcile(self.router.route());
+                    }
+                    None
+                }
                 _ = status_tick.tick() => {
                     self.publish_status(false);
                     None
                 }
             };
             if let Some(ev) = event {
+                let mut changed = false;
                 for action in self.router.step(ev, Instant::now()) {
                     tracing::info!("{action}");
                     if let RouteAction::Set(route) = action {
                         self.route_tx.send_replace(route);
-                        self.publish_status(true);
+                        changed = true;
                     }
+                }
+                if changed {
+                    if let Some(st) = &mut self.steering {
+                        st.reconcile(self.router.route());
+                        self.adopt_grace = None;
+                    }
+                    self.publish_status(true);
                 }
             }
         }
@@ -163,7 +201,7 @@ impl Runner {
             location: s.location.clone(),
             leader: route.map(|r| r.node.clone()),
             token: route.map(|r| r.token),
-            mode: "userspace".into(),
+            mode: s.mode().into(),
             sessions: s.sessions.load(Ordering::Relaxed),
             held: s.held.load(Ordering::Relaxed),
             updated_ms: 0,

@@ -23,6 +23,10 @@ pub struct AgentSpec {
     pub max_client_conn: u32,
     /// `proxy.pause_timeout` (milliseconds); default 10 000.
     pub pause_timeout_ms: u64,
+    /// `proxy.mode`; `userspace` unless a test asks for kernel steering, which must then
+    /// name a child cgroup it created in `cgroup_path` (never the host's root cgroup).
+    pub mode: String,
+    pub cgroup_path: Option<PathBuf>,
     /// Extra YAML lines placed under `proxy:` (indented for you), e.g. `"timeout: 2s"`.
     pub extra_yaml: String,
 }
@@ -36,8 +40,17 @@ impl AgentSpec {
             endpoints,
             max_client_conn: 100,
             pause_timeout_ms: 10_000,
+            mode: "userspace".into(),
+            cgroup_path: None,
             extra_yaml: String::new(),
         }
+    }
+
+    /// Kernel steering for the processes of `cgroup` (a child cgroup the test created).
+    pub fn ebpf(mut self, cgroup: &Path) -> Self {
+        self.mode = "ebpf".into();
+        self.cgroup_path = Some(cgroup.to_path_buf());
+        self
     }
 
     /// The YAML config: the proxy listens on `listen_port`, the HTTP API on `http_port`.
@@ -48,7 +61,14 @@ impl AgentSpec {
             .map(|e| format!("\"{e}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut extra = String::new();
+        assert!(
+            self.mode == "userspace" || self.cgroup_path.is_some(),
+            "kernel steering in tests needs a child cgroup (never the host's root cgroup)"
+        );
+        let mut extra = format!("  mode: {}\n", self.mode);
+        if let Some(cg) = &self.cgroup_path {
+            extra.push_str(&format!("  cgroup_path: {}\n", cg.display()));
+        }
         for line in self.extra_yaml.lines() {
             extra.push_str("  ");
             extra.push_str(line);
@@ -220,7 +240,7 @@ mod tests {
              dcs:\n  driver: etcd\n  endpoints: [\"127.0.0.1:2379\"]\n  request_timeout: 500ms\n\
              location: dca\n\
              proxy:\n  name: a1\n  listen_address: 127.0.0.1\n  listen_port: 6432\n  \
-             max_client_conn: 1100\n  pause_timeout: 10000ms\n  timeout: 1s\n  foo: 1\n  bar: 2\n\
+             max_client_conn: 1100\n  pause_timeout: 10000ms\n  timeout: 1s\n  mode: userspace\n  foo: 1\n  bar: 2\n\
              http:\n  enable: true\n  host: 127.0.0.1\n  port: 8080\n"
         );
     }

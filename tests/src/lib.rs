@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod bins;
+pub mod cgroup;
 pub mod cluster;
 pub mod etcd;
 pub mod http;

@@ -1,6 +1,7 @@
-//! Developer and user tasks: `cargo xtask test | demo | bench failover`.
+//! Developer and user tasks: `cargo xtask build-ebpf | test | demo | bench failover`.
 
 mod bench;
+mod build_ebpf;
 mod demo;
 mod test;
 mod writer;
@@ -16,6 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Builds the kernel programs (harp-ebpf, pinned nightly + bpf-linker) into
+    /// target/bpf/harp.bpf.o, which harp-agent builds then embed.
+    BuildEbpf,
     /// Lints and the whole test suite (real etcd and Postgres), as CI runs it.
     Test {
         /// Skip fmt and clippy.
@@ -40,6 +44,7 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
+        Task::BuildEbpf => build_ebpf::run(),
         Task::Test { no_lint, args } => test::run(no_lint, &args),
         Task::Demo { keep } => demo::run(keep),
         Task::Bench { bench } => bench::run(bench),

@@ -18,6 +18,8 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
 }
 
 pub fn run(no_lint: bool, extra: &[String]) -> anyhow::Result<()> {
+    // First, so that lints, binaries and tests all build harp-agent with its kernel programs.
+    crate::build_ebpf::run()?;
     if !no_lint {
         cargo(&["fmt", "--all", "--", "--check"])?;
         cargo(&[

@@ -1,0 +1,113 @@
+//! Types shared by HARP's kernel programs (`harp-ebpf`) and the agent: one module per BPF map,
+//! each with the map's `NAME`, `MAX_ENTRIES`, key and value types.
+//!
+//! Addresses and ports are kept exactly as the kernel hands them to a `cgroup/connect4`
+//! program in `struct bpf_sock_addr`: `user_ip4` holds the IPv4 address in network byte order,
+//! `user_port` the port in network byte order in its low 16 bits. With the `user` feature the
+//! types convert from and to [`core::net::SocketAddrV4`], so no caller converts by hand.
+//!
+//! Every shared type is `#[repr(C)]`, has no implicit padding and no `bool`, and its size is
+//! asserted at compile time: the kernel and userspace see the same bytes.
+
+#![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "user")]
+mod user;
+
+/// Service address → the current lead master's address, set by the agent.
+pub mod leaders {
+    /// Map name, in the object file and under the pin directory.
+    pub const NAME: &str = "HARP_LEADERS";
+    /// One entry per service address an agent on this host publishes.
+    pub const MAX_ENTRIES: u32 = 64;
+
+    /// A service address as `connect()` sees it (`bpf_sock_addr.user_ip4`/`user_port`).
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+    pub struct ServiceKey {
+        /// IPv4 address, network byte order (as `user_ip4`).
+        pub addr: u32,
+        /// Port in network byte order in the low 16 bits (as `user_port`).
+        pub port: u32,
+    }
+
+    /// Where connects to the service go now.
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    pub struct Backend {
+        /// IPv4 address, network byte order.
+        pub addr: u32,
+        /// Port in network byte order in the low 16 bits.
+        pub port: u32,
+        /// Identifies this leadership (chosen by the agent); copied into `steered` entries so
+        /// the agent can find the connections made to a leader that has since been replaced.
+        pub token: u64,
+    }
+
+    const _: () = assert!(size_of::<ServiceKey>() == 8);
+    const _: () = assert!(size_of::<Backend>() == 16);
+}
+
+/// Socket cookie → what `connect4` did to that socket. `getpeername4` reads it back.
+pub mod steered {
+    /// Map name, in the object file and under the pin directory.
+    pub const NAME: &str = "HARP_STEERED";
+    /// An LRU map: entries of connections the agent never forgot age out instead of failing
+    /// new connects.
+    pub const MAX_ENTRIES: u32 = 65536;
+
+    /// The key: the socket cookie (`bpf_get_socket_cookie`, `SO_COOKIE`).
+    pub type Key = u64;
+
+    /// A steered connection.
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    pub struct Steered {
+        /// The service address the client asked for (network byte order).
+        pub service_addr: u32,
+        /// The service port (network byte order in the low 16 bits).
+        pub service_port: u32,
+        /// The backend it was sent to (network byte order).
+        pub backend_addr: u32,
+        /// The backend port (network byte order in the low 16 bits).
+        pub backend_port: u32,
+        /// The `Backend::token` of the leader entry that steered it.
+        pub token: u64,
+    }
+
+    const _: () = assert!(size_of::<Steered>() == 24);
+}
+
+/// Event counters, indexed by the constants below.
+pub mod counters {
+    /// Map name, in the object file and under the pin directory.
+    pub const NAME: &str = "HARP_COUNTERS";
+    /// One slot per counter.
+    pub const MAX_ENTRIES: u32 = 4;
+
+    /// Values are plain `u64` event counts.
+    pub type Value = u64;
+
+    /// Connects rewritten by `connect4`.
+    pub const STEERED: u32 = 0;
+    /// `getpeername()` results rewritten back to the service address.
+    pub const PEERNAME: u32 = 1;
+    /// Socket buffers the verdict program redirected to the partner socket.
+    pub const SPLICED: u32 = 2;
+    /// Socket buffers for which no partner was found (passed to userspace).
+    pub const SPLICE_MISS: u32 = 3;
+
+    const _: () = assert!(SPLICE_MISS < MAX_ENTRIES);
+}
+
+/// The userspace proxy's spliced socket pairs (a `SockHash`).
+pub mod socks {
+    /// Map name, in the object file and under the pin directory.
+    pub const NAME: &str = "HARP_SOCKS";
+    /// Two entries per spliced connection.
+    pub const MAX_ENTRIES: u32 = 65536;
+
+    /// The key: the cookie of the *partner* of the socket stored under it, so the verdict
+    /// program, looking up the cookie of the socket that received data, finds where to send it.
+    pub type Key = u64;
+}
