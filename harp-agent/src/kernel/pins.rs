@@ -104,7 +104,13 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), KernelError> {
         }
     }
     match std::fs::remove_dir(pin_dir) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            // The shared `harp/` directory goes with its last proxy; others keep it busy.
+            if let Some(parent) = pin_dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+            Ok(())
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(KernelError::PinDir {
             action: "cannot remove the pin directory (does it hold files that are not HARP's?)",
