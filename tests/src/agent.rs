@@ -90,6 +90,31 @@ impl AgentSpec {
     }
 }
 
+/// Removes an ebpf-mode agent's bpffs pins on drop: they outlive the agent by design (so a
+/// restart keeps routing), so whoever started it in a test or bench must remove them.
+#[derive(Debug)]
+pub struct PinGuard(PathBuf);
+
+impl PinGuard {
+    /// Guards the pins of proxy `proxy` of cluster `cluster` (the agent's naming scheme).
+    pub fn new(cluster: &str, proxy: &str) -> PinGuard {
+        PinGuard(PathBuf::from(format!("/sys/fs/bpf/harp/{cluster}-{proxy}")))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent); // only if no other proxy's pins are there
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct AgentProc {
     spec: AgentSpec,

@@ -9,27 +9,15 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
-use harp_tests::agent::{AgentProc, AgentSpec};
+use harp_tests::agent::{AgentProc, AgentSpec, PinGuard};
 use harp_tests::cgroup::ChildCgroup;
 use harp_tests::postgres::pg_bin_dir;
 use harp_tests::{TestCluster, require_root};
 
-/// Removes the agent's bpffs pins on drop (they outlive the agent by design).
-struct Pins(PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir(parent); // only if no other proxy's pins are there
-        }
-    }
-}
-
 struct Setup {
     // Drop order: agent, pins, cgroup, cluster.
     agent: AgentProc,
-    _pins: Pins,
+    _pins: PinGuard,
     cgroup: ChildCgroup,
     c: TestCluster,
 }
@@ -44,7 +32,7 @@ fn setup(name: &str, nodes: &[&str]) -> Setup {
     let c = b.start();
     let cgroup = ChildCgroup::new();
     let spec = AgentSpec::new("k1", "dca", c.name(), c.etcd.endpoints()).ebpf(cgroup.path());
-    let pins = Pins(PathBuf::from(format!("/sys/fs/bpf/harp/{name}-k1")));
+    let pins = PinGuard::new(name, "k1");
     let mut agent = AgentProc::start(c.dir(), spec);
     assert!(
         agent.wait_ready(LONG),

@@ -2,12 +2,12 @@
 //! instances, 3 harp-managers over two locations, and a harp-agent with an application writing
 //! through it — then a leader crash, the failover, and the gap the application saw.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use harp_tests::agent::{AgentProc, AgentSpec};
+use harp_tests::agent::{AgentProc, AgentSpec, PinGuard};
+use harp_tests::cgroup::ChildCgroup;
 use harp_tests::rt::block_on;
 use harp_tests::{LeaderWatch, TestCluster};
 
@@ -20,6 +20,9 @@ const NODES: [(&str, &str, i32); 3] = [
 ];
 
 pub fn run(keep: bool) -> anyhow::Result<()> {
+    // The kernel path needs root and the kernel programs; without them the demo shows the
+    // userspace proxy.
+    let kernel = nix::unistd::geteuid().is_root() && crate::build_ebpf::run().is_ok();
     crate::test::cargo(&["build", "--workspace", "--bins"])?;
     println!(
         "== starting etcd x3, PostgreSQL 15 x3, harp-manager x3 (dca: node1 node2, dcb: node3)"
@@ -60,36 +63,49 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
                 .await
         })?;
     }
-    let mut agent = AgentProc::start(
-        c.dir(),
-        AgentSpec::new("app1", "dca", "demo", c.etcd.endpoints()),
-    );
+    // Kernel steering only for a child cgroup of the demo's own, never the host.
+    let cgroup = kernel.then(ChildCgroup::new);
+    let _pins = kernel.then(|| PinGuard::new("demo", "app1"));
+    let mut spec = AgentSpec::new("app1", "dca", "demo", c.etcd.endpoints());
+    if let Some(cg) = &cgroup {
+        spec = spec.ebpf(cg.path());
+    }
+    let mut agent = AgentProc::start(c.dir(), spec);
     if !agent.wait_ready(Duration::from_secs(20)) {
         bail!("the agent never became ready\n{}", agent.log_tail(30));
     }
-    println!(
-        "   agent routes 127.0.0.1:{} to the lead master of dca",
-        agent.listen_port()
-    );
-    let rt = tokio::runtime::Runtime::new()?;
-    let log = writer::Log::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let app = rt.spawn(writer::run(
-        agent.dsn("postgres"),
-        Duration::from_millis(10),
-        log.clone(),
-        stop.clone(),
-    ));
+    match &cgroup {
+        Some(cg) => println!(
+            "   agent steers connects to 127.0.0.1:{} from cgroup {} in the kernel (eBPF)",
+            agent.listen_port(),
+            cg.path().display()
+        ),
+        None => println!(
+            "   agent proxies 127.0.0.1:{} to the lead master of dca (userspace; run as root \
+             with the eBPF toolchain for the kernel path)",
+            agent.listen_port()
+        ),
+    }
+    // This very program (rebuilt in place by the workspace build above, hence by path).
+    let exe = harp_tests::workspace_bin("xtask");
+    let mut cmd = match &cgroup {
+        Some(cg) => cg.command(&exe),
+        None => Command::new(&exe),
+    };
+    cmd.args(["demo-writer", &agent.dsn("postgres")]);
+    let app = writer::App::spawn(cmd)?;
     std::thread::sleep(Duration::from_secs(1));
 
     let (first, _) = block_on(|| c.leader("dca")).context("no dca leader")?;
-    // The watch runs in the background on the runtime that lives as long as the demo.
+    // The watch runs in the background on a runtime that lives as long as the demo.
+    let rt = tokio::runtime::Runtime::new()?;
     let mut watch = rt.block_on(async { LeaderWatch::start(&c.client().await, "demo").await });
     println!(
         "\n== kill -9 the postmaster of {} (dca's lead master)",
         first.node
     );
     let t = Instant::now();
+    let kill_ns = writer::mono_ns();
     c.node(&first.node).pg.kill9();
     let Some((new, at)) =
         rt.block_on(watch.next_leader_not("dca", &first.node, Duration::from_secs(30)))
@@ -104,9 +120,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         took.as_secs_f64() * 1000.0
     );
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    rt.block_on(app)?;
-    report_writes(&log.acks(), &c, t);
+    report_writes(&app.stop(), &c, kill_ns);
 
     println!(
         "\n== restarting {}'s Postgres: it rejoins as a follower (no flap back)",
@@ -180,14 +194,14 @@ fn print_status(c: &mut TestCluster) {
 }
 
 /// What the application saw: writes per server and the longest pause around the kill.
-fn report_writes(acks: &[writer::Ack], c: &TestCluster, kill: Instant) {
+fn report_writes(acks: &[writer::Ack], c: &TestCluster, kill_ns: u64) {
     let name_of = |port: i32| {
         c.nodes
             .iter()
             .find(|n| i32::from(n.pg.port()) == port)
             .map_or("?".to_owned(), |n| n.name.clone())
     };
-    let before = acks.iter().filter(|a| a.at < kill).count();
+    let before = acks.iter().filter(|a| a.at_ns < kill_ns).count();
     let after = acks.len() - before;
     println!(
         "   application: {} writes acknowledged ({before} before the kill, {after} after)",

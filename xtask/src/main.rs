@@ -35,6 +35,9 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
+    /// The demo's application process (started by `demo`).
+    #[command(hide = true)]
+    DemoWriter { dsn: String },
     /// Benchmarks; results go to bench/results/.
     Bench {
         #[command(subcommand)]
@@ -47,6 +50,16 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { no_lint, args } => test::run(no_lint, &args),
         Task::Demo { keep } => demo::run(keep),
+        Task::DemoWriter { dsn } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(writer::write_forever(
+                dsn,
+                std::time::Duration::from_millis(10),
+            ));
+            Ok(())
+        }
         Task::Bench { bench } => bench::run(bench),
     }
 }

@@ -1,33 +1,34 @@
-//! The demo's application: a client that writes through a HARP agent in a loop and remembers
-//! which server took each write and when, so the demo can show the gap a failover caused.
+//! The demo's application: a separate process (so it can run inside a child cgroup and be
+//! steered by the kernel) that writes through a HARP agent in a loop and prints one line per
+//! acknowledged write — the CLOCK_MONOTONIC time and the port of the Postgres that took it —
+//! so the demo can show the gap a failover caused.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nix::time::{ClockId, clock_gettime};
 use tokio_postgres::NoTls;
+
+/// Monotonic nanoseconds, comparable across the processes of this host.
+pub fn mono_ns() -> u64 {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
 
 /// One acknowledged write: when, and the port of the Postgres that took it.
 #[derive(Debug, Clone, Copy)]
 pub struct Ack {
-    pub at: Instant,
+    pub at_ns: u64,
     pub server_port: i32,
 }
 
-#[derive(Default, Clone)]
-pub struct Log(Arc<Mutex<Vec<Ack>>>);
-
-impl Log {
-    pub fn acks(&self) -> Vec<Ack> {
-        self.0.lock().expect("writer log").clone()
-    }
-}
-
-/// Writes every `every` through `dsn` until `stop` flips; reconnects after any error (the agent
-/// holds a new connection until a leader exists). Each write lands in `harp_demo` on its server.
-pub async fn run(dsn: String, every: Duration, log: Log, stop: Arc<std::sync::atomic::AtomicBool>) {
-    use std::sync::atomic::Ordering;
+/// The child side (`cargo xtask demo-writer <dsn>`): writes every `every` until killed,
+/// reconnecting after any error (the agent holds a new connection until a leader exists).
+pub async fn write_forever(dsn: String, every: Duration) {
     let mut client = None;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         if client.is_none() {
             match tokio_postgres::connect(&dsn, NoTls).await {
                 Ok((c, conn)) => {
@@ -44,19 +45,53 @@ pub async fn run(dsn: String, every: Duration, log: Log, stop: Arc<std::sync::at
         let sql = "INSERT INTO harp_demo (server_port) VALUES (inet_server_port()) \
                    RETURNING server_port";
         match c.query_one(sql, &[]).await {
-            Ok(row) => log.0.lock().expect("writer log").push(Ack {
-                at: Instant::now(),
-                server_port: row.get(0),
-            }),
+            Ok(row) => println!("{} {}", mono_ns(), row.get::<_, i32>(0)),
             Err(_) => client = None,
         }
         tokio::time::sleep(every).await;
     }
 }
 
+/// The parent side: runs the writer and collects its acknowledgements.
+pub struct App {
+    child: Child,
+    acks: Arc<Mutex<Vec<Ack>>>,
+}
+
+impl App {
+    /// `cmd` runs `xtask demo-writer <dsn>` (possibly wrapped to enter a cgroup).
+    pub fn spawn(mut cmd: Command) -> anyhow::Result<App> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        let out = child.stdout.take().expect("piped stdout");
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let sink = acks.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut it = line.split_whitespace().map(str::parse::<u64>);
+                if let (Some(Ok(at_ns)), Some(Ok(port))) = (it.next(), it.next()) {
+                    let ack = Ack {
+                        at_ns,
+                        server_port: port as i32,
+                    };
+                    sink.lock().expect("acks").push(ack);
+                }
+            }
+        });
+        Ok(App { child, acks })
+    }
+
+    /// Stops the writer and returns what it acknowledged.
+    pub fn stop(mut self) -> Vec<Ack> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(50)); // let the reader drain the pipe
+        self.acks.lock().expect("acks").clone()
+    }
+}
+
 /// The longest time between two acknowledged writes, and where it started.
 pub fn longest_gap(acks: &[Ack]) -> Option<(Duration, Ack, Ack)> {
     acks.windows(2)
-        .map(|w| (w[1].at - w[0].at, w[0], w[1]))
+        .map(|w| (Duration::from_nanos(w[1].at_ns - w[0].at_ns), w[0], w[1]))
         .max_by_key(|(d, _, _)| *d)
 }
