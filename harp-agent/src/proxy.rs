@@ -191,10 +191,7 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
                 }
             }
         };
-        let attempt = tokio::time::timeout(
-            shared.connect_timeout,
-            TcpStream::connect((r.address.as_str(), r.port)),
-        );
+        let attempt = tokio::time::timeout(shared.connect_timeout, connect(&r));
         let error = match attempt.await {
             Ok(Ok(server)) => {
                 if route
@@ -223,6 +220,15 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
         }
         // Retry when the route changes, or after a short delay for the same leader.
         let _ = tokio::time::timeout(RETRY_DELAY, route.changed()).await;
+    }
+}
+
+/// Connects to the route's server. An IP address is used as is: resolving it through the
+/// blocking resolver would cost a thread hop on every client connect.
+pub async fn connect(r: &Route) -> std::io::Result<TcpStream> {
+    match r.address.parse::<std::net::IpAddr>() {
+        Ok(ip) => TcpStream::connect(SocketAddr::new(ip, r.port)).await,
+        Err(_) => TcpStream::connect((r.address.as_str(), r.port)).await,
     }
 }
 
