@@ -53,7 +53,7 @@ async fn is_ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
     let ok = match route {
         None => false,
         Some(r) => {
-            let connect = tokio::net::TcpStream::connect((r.address.as_str(), r.port));
+            let connect = crate::proxy::connect(&r);
             matches!(
                 tokio::time::timeout(ctx.probe_timeout, connect).await,
                 Ok(Ok(_))
