@@ -55,8 +55,23 @@ impl Keys {
         format!("{}proxies/{proxy}/status", self.prefix)
     }
 
+    /// Cluster-wide management switch (`harpctl manage|unmanage cluster`); absent = managed.
     pub fn managed(&self) -> String {
         format!("{}managed", self.prefix)
+    }
+
+    /// Present while a node is unmanaged: its manager changes no leadership.
+    pub fn node_unmanaged(&self, node: &str) -> String {
+        format!("{}unmanaged/nodes/{node}", self.prefix)
+    }
+
+    /// Present while a proxy is unmanaged: its agent keeps its current route.
+    pub fn proxy_unmanaged(&self, proxy: &str) -> String {
+        format!("{}unmanaged/proxies/{proxy}", self.prefix)
+    }
+
+    pub fn promote_prefix(&self) -> String {
+        format!("{}intent/promote/", self.prefix)
     }
 
     /// Classifies a key of this cluster, so a prefix watch can route each event.
@@ -70,6 +85,8 @@ impl Keys {
             ["intent", "promote", loc] => Some(KeyKind::PromoteIntent(loc)),
             ["proxies", proxy, "status"] => Some(KeyKind::ProxyStatus(proxy)),
             ["managed"] => Some(KeyKind::Managed),
+            ["unmanaged", "nodes", node] => Some(KeyKind::NodeUnmanaged(node)),
+            ["unmanaged", "proxies", proxy] => Some(KeyKind::ProxyUnmanaged(proxy)),
             _ => None,
         }
     }
@@ -83,6 +100,8 @@ pub enum KeyKind<'a> {
     PromoteIntent(&'a str),
     ProxyStatus(&'a str),
     Managed,
+    NodeUnmanaged(&'a str),
+    ProxyUnmanaged(&'a str),
 }
 
 #[cfg(test)]
@@ -104,6 +123,14 @@ mod tests {
             Some(KeyKind::PromoteIntent("dcb"))
         );
         assert_eq!(k.parse(&k.managed()), Some(KeyKind::Managed));
+        assert_eq!(
+            k.parse(&k.node_unmanaged("n1")),
+            Some(KeyKind::NodeUnmanaged("n1"))
+        );
+        assert_eq!(
+            k.parse(&k.proxy_unmanaged("p1")),
+            Some(KeyKind::ProxyUnmanaged("p1"))
+        );
         assert_eq!(k.parse("/harp/other/leader/dca"), None);
         assert_eq!(k.parse("/harp/prod/leader/dca/extra"), None);
     }

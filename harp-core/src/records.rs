@@ -65,6 +65,48 @@ pub struct NodeStatus {
     pub updated_ms: u64,
 }
 
+/// Value of `intent/promote/<location>` (`harpctl promote`), on a lease of its own so an
+/// abandoned request expires. While it lives, only `target` may acquire the location's lease,
+/// and the leader holding `from_token` hands over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteIntent {
+    pub version: u32,
+    pub location: String,
+    pub target: String,
+    /// The leadership being replaced (its fencing token).
+    pub from_token: i64,
+    /// Skip the leader's eligibility checks of the target (health aside: a target that is down
+    /// cannot acquire anyway).
+    pub force: bool,
+    pub requested_ms: u64,
+}
+
+impl PromoteIntent {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        decode("promote intent", bytes, |r: &Self| r.version)
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("promote intent serializes")
+    }
+}
+
+/// Value of `managed` and of `unmanaged/{nodes,proxies}/<name>` markers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedRecord {
+    pub version: u32,
+    pub managed: bool,
+    pub updated_ms: u64,
+}
+
+impl ManagedRecord {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        decode("managed", bytes, |r: &Self| r.version)
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("managed record serializes")
+    }
+}
+
 /// Value of `proxies/<p>/status`, on the agent's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyStatus {
