@@ -138,8 +138,14 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
         refresh: proxy.lease_refresh_interval,
     };
     tokio::spawn(harp_dcs::session::run(dcs.clone(), session, tx.clone()));
-    let prefix = dcs.keys.leader(&config.location);
-    tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
+    // Only the keys the agent acts on: its location's leader and the management switches.
+    for prefix in [
+        dcs.keys.leader(&config.location),
+        dcs.keys.managed(),
+        dcs.keys.proxy_unmanaged(&proxy.name),
+    ] {
+        tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
+    }
     let (publish, publish_rx) = watch::channel(None);
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(tx));

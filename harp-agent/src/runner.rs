@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use harp_core::config::{Config, ProxyConfig};
 use harp_core::keys::KeyKind;
-use harp_core::records::{LeaderRecord, ProxyStatus, RECORD_VERSION, unix_ms};
+use harp_core::records::{LeaderRecord, ManagedRecord, ProxyStatus, RECORD_VERSION, unix_ms};
 use harp_core::routing::{Route, RouteAction, RouteEvent, Router};
 use harp_dcs::{Dcs, KeyChange, MirrorEvent, SessionEvent};
 use tokio::sync::{mpsc, watch};
@@ -60,6 +60,9 @@ pub struct Runner {
     lease: Option<i64>,
     /// The leader key as the mirror shows it.
     observed: Option<Route>,
+    /// `managed` (cluster) and `unmanaged/proxies/<me>` as last seen.
+    cluster_managed: bool,
+    proxy_unmanaged: bool,
     last_status: Option<ProxyStatus>,
 }
 
@@ -92,6 +95,8 @@ impl Runner {
             rx,
             lease: None,
             observed: None,
+            cluster_managed: true,
+            proxy_unmanaged: false,
             last_status: None,
         }
     }
@@ -100,26 +105,26 @@ impl Runner {
         let mut status_tick = tokio::time::interval(STATUS_PERIOD);
         loop {
             let wake = self.router.next_wake();
-            let event = tokio::select! {
+            let events = tokio::select! {
                 input = self.rx.recv() => match input {
                     Some(Input::Shutdown) | None => break,
                     Some(i) => self.translate(i),
                 },
-                _ = sleep_until(wake) => Some(RouteEvent::Tick),
+                _ = sleep_until(wake) => vec![RouteEvent::Tick],
                 _ = sleep_until(self.adopt_grace) => {
                     self.adopt_grace = None;
                     if let Some(st) = &mut self.steering {
                         st.reconcile(self.router.route());
                     }
-                    None
+                    vec![]
                 }
                 _ = status_tick.tick() => {
                     self.publish_status(false);
-                    None
+                    vec![]
                 }
             };
-            if let Some(ev) = event {
-                let mut changed = false;
+            let mut changed = false;
+            for ev in events {
                 for action in self.router.step(ev, Instant::now()) {
                     tracing::info!("{action}");
                     if let RouteAction::Set(route) = action {
@@ -127,13 +132,13 @@ impl Runner {
                         changed = true;
                     }
                 }
-                if changed {
-                    if let Some(st) = &mut self.steering {
-                        st.reconcile(self.router.route());
-                        self.adopt_grace = None;
-                    }
-                    self.publish_status(true);
+            }
+            if changed {
+                if let Some(st) = &mut self.steering {
+                    st.reconcile(self.router.route());
+                    self.adopt_grace = None;
                 }
+                self.publish_status(true);
             }
         }
         tracing::info!("shutting down");
@@ -145,33 +150,58 @@ impl Runner {
         Ok(())
     }
 
-    fn translate(&mut self, input: Input) -> Option<RouteEvent> {
+    fn translate(&mut self, input: Input) -> Vec<RouteEvent> {
         match input {
             Input::Session(SessionEvent::Up(lease)) => {
                 self.lease = Some(lease);
                 self.publish_status(true);
-                None
+                vec![]
             }
             Input::Session(SessionEvent::Lost) => {
                 self.lease = None;
-                Some(RouteEvent::SessionLost)
+                vec![RouteEvent::SessionLost]
             }
             Input::Session(SessionEvent::KeepAliveOk { sent }) => {
-                Some(RouteEvent::Contact { sent })
+                vec![RouteEvent::Contact { sent }]
             }
             Input::Mirror(MirrorEvent::Synced(changes) | MirrorEvent::Changed(changes)) => {
+                let managed = self.managed();
                 for ch in changes {
                     self.apply(ch);
                 }
-                Some(RouteEvent::LeaderObserved(self.observed.clone()))
+                let seen = RouteEvent::LeaderObserved(self.observed.clone());
+                match (managed, self.managed()) {
+                    // Freeze before the new observation, thaw after it: either way the route
+                    // changes only while managed.
+                    (true, false) => vec![RouteEvent::Managed(false), seen],
+                    (false, true) => vec![seen, RouteEvent::Managed(true)],
+                    _ => vec![seen],
+                }
             }
-            Input::Shutdown => None,
+            Input::Shutdown => vec![],
         }
     }
 
+    fn managed(&self) -> bool {
+        self.cluster_managed && !self.proxy_unmanaged
+    }
+
     fn apply(&mut self, ch: KeyChange) {
-        if self.dcs.keys.parse(&ch.key) != Some(KeyKind::Leader(&self.location)) {
-            return;
+        match self.dcs.keys.parse(&ch.key) {
+            Some(KeyKind::Leader(loc)) if loc == self.location => {}
+            Some(KeyKind::Managed) => {
+                // Absent or unreadable: managed (HARP's default).
+                self.cluster_managed = ch
+                    .value
+                    .and_then(|(v, _)| ManagedRecord::decode(&v).ok())
+                    .is_none_or(|r| r.managed);
+                return;
+            }
+            Some(KeyKind::ProxyUnmanaged(p)) if p == self.shared.name => {
+                self.proxy_unmanaged = ch.value.is_some();
+                return;
+            }
+            _ => return,
         }
         self.observed = ch
             .value

@@ -31,6 +31,9 @@ pub enum RouteEvent {
     },
     /// Our lease expired: whatever we saw may be stale.
     SessionLost,
+    /// Whether HARP may change this agent's route (`harpctl manage|unmanage`); unmanaged, the
+    /// current route stays as it is, whatever etcd shows.
+    Managed(bool),
     Tick,
 }
 
@@ -65,6 +68,7 @@ pub struct Router {
     trusted_until: Option<Instant>,
     /// What the data path currently does.
     effective: Option<Route>,
+    managed: bool,
 }
 
 impl Router {
@@ -74,6 +78,7 @@ impl Router {
             observed: None,
             trusted_until: None,
             effective: None,
+            managed: true,
         }
     }
 
@@ -94,7 +99,14 @@ impl Router {
 
     /// When trust runs out, if it is what keeps a route up.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.effective.as_ref().and(self.trusted_until)
+        match self.managed {
+            true => self.effective.as_ref().and(self.trusted_until),
+            false => None,
+        }
+    }
+
+    pub fn is_managed(&self) -> bool {
+        self.managed
     }
 
     pub fn step(&mut self, event: RouteEvent, now: Instant) -> Vec<RouteAction> {
@@ -105,7 +117,11 @@ impl Router {
                 self.trusted_until = Some(self.trusted_until.map_or(until, |t| t.max(until)));
             }
             RouteEvent::SessionLost => self.trusted_until = None,
+            RouteEvent::Managed(m) => self.managed = m,
             RouteEvent::Tick => {}
+        }
+        if !self.managed {
+            return Vec::new();
         }
         let want = if self.in_contact(now) {
             self.observed.clone()
@@ -241,6 +257,27 @@ mod tests {
         let out = r.step(RouteEvent::SessionLost, t0);
         assert!(matches!(out[0], RouteAction::Cut { token: 5, .. }));
         assert_eq!(r.route(), None);
+    }
+
+    #[test]
+    fn unmanaged_keeps_the_current_route_until_managed_again() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        r.step(RouteEvent::Managed(false), t0);
+        assert!(
+            r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0)
+                .is_empty()
+        );
+        assert_eq!(r.route().unwrap().node, "n1");
+        assert_eq!(
+            r.next_wake(),
+            None,
+            "unmanaged: no fail-closed timer either"
+        );
+        let out = r.step(RouteEvent::Managed(true), t0);
+        assert_eq!(out[1], RouteAction::Set(route("n2", 9)));
     }
 
     #[test]

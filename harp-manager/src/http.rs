@@ -22,8 +22,11 @@ pub struct StatusView {
     pub leader: Option<String>,
     pub leader_token: Option<i64>,
     pub fenced: bool,
+    pub managed: bool,
     /// Why this node would not lead now, if it would not.
     pub ineligible: Option<String>,
+    /// Why a requested switchover away from this leader does not happen, if it does not.
+    pub switchover_refusal: Option<String>,
     pub etcd_session: bool,
 }
 

@@ -120,7 +120,9 @@ async fn run(path: PathBuf, (config, address, port): (Config, String, u16)) -> a
         leader: None,
         leader_token: None,
         fenced: false,
+        managed: true,
         ineligible: election.ineligible_reason(),
+        switchover_refusal: None,
         etcd_session: false,
     });
     if config.http.enable {
@@ -154,6 +156,8 @@ async fn run(path: PathBuf, (config, address, port): (Config, String, u16)) -> a
         port,
         lease: None,
         leader: None,
+        cluster_managed: true,
+        node_unmanaged: false,
         tx,
         rx,
         publish,

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use harp_core::config::{self, Config};
-use harp_core::election::{Action, Election, Event, Holder, Peer, Role};
+use harp_core::election::{Action, Election, Event, Holder, Peer, Role, Switchover};
 use harp_core::keys::KeyKind;
-use harp_core::records::{LeaderRecord, NodeStatus, PgState, RECORD_VERSION};
+use harp_core::records::{
+    LeaderRecord, ManagedRecord, NodeStatus, PgState, PromoteIntent, RECORD_VERSION,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::dcs::{self, Acquire, Dcs, DcsError, holder};
@@ -43,6 +45,9 @@ pub struct Runner {
     pub lease: Option<i64>,
     /// The leader of our location as the watch shows it.
     pub leader: Option<Holder>,
+    /// `managed` (cluster) and `unmanaged/nodes/<me>` as last seen.
+    pub cluster_managed: bool,
+    pub node_unmanaged: bool,
     pub tx: mpsc::Sender<Input>,
     pub rx: mpsc::Receiver<Input>,
     pub publish: watch::Sender<Option<(String, String, i64)>>,
@@ -185,9 +190,42 @@ impl Runner {
                     node: node.to_owned(),
                     fenced: ch.value.is_some(),
                 }),
+                Some(KeyKind::PromoteIntent(loc)) if loc == self.location() => {
+                    let intent = ch.value.and_then(|(v, _)| match PromoteIntent::decode(&v) {
+                        Ok(i) => Some(Switchover {
+                            target: i.target,
+                            from_token: i.from_token,
+                            force: i.force,
+                        }),
+                        Err(e) => {
+                            tracing::warn!("ignoring the switchover request: {e}");
+                            None
+                        }
+                    });
+                    if let Some(i) = &intent {
+                        tracing::info!(target = %i.target, from_token = i.from_token, "switchover requested");
+                    }
+                    out.push_back(Event::Switchover(intent));
+                }
+                Some(KeyKind::Managed) => {
+                    // Absent or unreadable: managed (HARP's default).
+                    self.cluster_managed = ch
+                        .value
+                        .and_then(|(v, _)| ManagedRecord::decode(&v).ok())
+                        .is_none_or(|r| r.managed);
+                    out.push_back(Event::Managed(self.managed()));
+                }
+                Some(KeyKind::NodeUnmanaged(node)) if node == self.me() => {
+                    self.node_unmanaged = ch.value.is_some();
+                    out.push_back(Event::Managed(self.managed()));
+                }
                 _ => {}
             }
         }
+    }
+
+    fn managed(&self) -> bool {
+        self.cluster_managed && !self.node_unmanaged
     }
 
     /// Carries out one action; returns true when the manager should exit.
@@ -287,7 +325,9 @@ impl Runner {
             leader: e.holder().map(|h| h.node.clone()),
             leader_token: e.holder().map(|h| h.token),
             fenced: e.is_fenced(),
+            managed: e.is_managed(),
             ineligible: e.ineligible_reason(),
+            switchover_refusal: e.switchover_refusal(),
             etcd_session: self.lease.is_some(),
         });
     }

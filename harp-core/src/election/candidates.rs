@@ -67,6 +67,33 @@ impl Peers {
             .count()
     }
 
+    /// Why `target` cannot take over `location` in a switchover, or `Ok` if it can. `force`
+    /// accepts a priority of -1; nothing makes a fenced or unhealthy node lead.
+    pub fn check_target(&self, target: &str, location: &str, force: bool) -> Result<(), String> {
+        let Some(p) = self.status.get(target) else {
+            return Err(format!("{target} has no status (is its manager running?)"));
+        };
+        if p.location != location {
+            return Err(format!(
+                "{target} is in location {}, not {location}",
+                p.location
+            ));
+        }
+        if self.is_fenced(target) {
+            return Err(format!("{target} is fenced"));
+        }
+        if p.postgres != PgState::Primary {
+            return Err(format!("{target}'s postgres is {:?}", p.postgres));
+        }
+        if p.priority < 0 && !force {
+            return Err(format!(
+                "{target} has priority {} (use --force)",
+                p.priority
+            ));
+        }
+        Ok(())
+    }
+
     /// The furthest WAL position among the location's healthy nodes (including `mine`).
     pub fn max_lsn(&self, location: &str, mine: Option<u64>) -> Option<u64> {
         self.status

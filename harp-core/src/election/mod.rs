@@ -46,6 +46,15 @@ pub fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
+/// A planned switchover of our location (`intent/promote/<location>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switchover {
+    pub target: String,
+    /// The leadership to replace; a leader with another token ignores the intent.
+    pub from_token: i64,
+    pub force: bool,
+}
+
 /// The leader as etcd shows it: the holder's node name and the key's `create_revision`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -94,6 +103,10 @@ pub enum Event {
         node: String,
         fenced: bool,
     },
+    /// The switchover intent of our location appeared, changed or vanished.
+    Switchover(Option<Switchover>),
+    /// Whether HARP may change this node's leadership (`harpctl manage|unmanage`).
+    Managed(bool),
     /// Directives changed on reload (priority, lag limit).
     Reconfigure {
         priority: i32,
@@ -162,6 +175,8 @@ pub struct Election {
     retry_at: Option<Instant>,
     retry_delay: Duration,
     shutting_down: bool,
+    switchover: Option<Switchover>,
+    managed: bool,
 }
 
 impl Election {
@@ -181,6 +196,8 @@ impl Election {
             retry_at: None,
             retry_delay,
             shutting_down: false,
+            switchover: None,
+            managed: true,
         }
     }
 
@@ -203,6 +220,10 @@ impl Election {
     pub fn holder(&self) -> Option<&Holder> {
         self.holder.as_ref()
     }
+    pub fn is_managed(&self) -> bool {
+        self.managed
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.peers.is_fenced(&self.params.node)
     }
@@ -259,7 +280,12 @@ impl Election {
             return None;
         }
         let p = &self.params;
-        let rank = self.peers.rank(&p.node, &p.location, p.priority) as u32;
+        // During a switchover only its target may take the lease, and at once.
+        let rank = match &self.switchover {
+            Some(s) if s.target != p.node => return None,
+            Some(_) => 0,
+            None => self.peers.rank(&p.node, &p.location, p.priority) as u32,
+        };
         let at = self.vacant_since? + p.candidate_step * rank;
         Some(self.retry_at.map_or(at, |r| r.max(at)))
     }
@@ -344,6 +370,8 @@ impl Election {
                 self.params.maximum_lag = maximum_lag;
                 out.push(Action::PublishStatus);
             }
+            Event::Switchover(s) => self.switchover = s,
+            Event::Managed(m) => self.managed = m,
             Event::Tick => {}
             Event::Shutdown => self.shutting_down = true,
         }
@@ -362,7 +390,12 @@ impl Election {
     /// Applies what the current facts demand: leave when we may not lead, try when we should.
     fn enforce(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Role::Leader { token, deadline } = self.role {
-            if let Some(reason) = self.ineligible_reason() {
+            // Unmanaged: HARP changes nothing, but never claims a lease it may have lost.
+            let reason = match self.managed {
+                true => self.ineligible_reason().or_else(|| self.handover(token)),
+                false => None,
+            };
+            if let Some(reason) = reason {
                 self.role = Role::Follower;
                 self.releasing = Some(token);
                 out.push(Action::Release { token, reason });
@@ -379,6 +412,9 @@ impl Election {
                     reason: "stepped down at the lease deadline".into(),
                 });
             }
+            return;
+        }
+        if !self.managed {
             return;
         }
         if let Some(token) = self.stale_key(now) {
@@ -399,6 +435,33 @@ impl Election {
             self.retry_at = None;
             out.push(Action::TryAcquire);
         }
+    }
+
+    /// The reason to hand over to a switchover's target, if the intent is for our leadership
+    /// and the target can take over.
+    fn handover(&self, token: i64) -> Option<String> {
+        let s = self.switchover.as_ref()?;
+        if s.from_token != token || s.target == self.params.node {
+            return None;
+        }
+        self.peers
+            .check_target(&s.target, &self.params.location, s.force)
+            .ok()
+            .map(|()| format!("switchover to {}", s.target))
+    }
+
+    /// Why the switchover target cannot take over, for logs and status.
+    pub fn switchover_refusal(&self) -> Option<String> {
+        let s = self.switchover.as_ref()?;
+        let Role::Leader { token, .. } = self.role else {
+            return None;
+        };
+        if s.from_token != token {
+            return None;
+        }
+        self.peers
+            .check_target(&s.target, &self.params.location, s.force)
+            .err()
     }
 
     /// A leader key naming this node that this manager does not hold: left by a step-down

@@ -472,3 +472,81 @@ fn a_key_left_by_an_earlier_run_of_this_node_is_deleted_by_its_token() {
     e.step(Event::Acquired { token: 8, sent: t0 }, t0);
     assert!(e.is_leader());
 }
+
+fn switchover(target: &str, from_token: i64) -> Event {
+    Event::Switchover(Some(Switchover {
+        target: target.into(),
+        from_token,
+        force: false,
+    }))
+}
+
+#[test]
+fn a_switchover_hands_over_to_a_healthy_target_only() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    // The target is not known yet: the leader keeps the lease.
+    assert!(e.step(switchover("n2", 7), t0).is_empty());
+    assert!(e.switchover_refusal().unwrap().contains("no status"));
+    e.step(PeerStatus("n2", peer(100, PgState::Down, 1)), t0);
+    assert!(e.is_leader(), "a down target must not get the lease");
+    let out = e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    assert!(has_release(&out, "switchover to n2"), "{out:?}");
+    // An intent for an older leadership is ignored.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    assert!(e.step(switchover("n2", 3), t0).is_empty());
+    assert!(e.is_leader());
+}
+
+#[test]
+fn while_a_switchover_lives_only_its_target_may_acquire() {
+    let mut e = Election::new(params("n1", 200));
+    e.step(switchover("n3", 7), Instant::now());
+    assert!(ready(&mut e).1.is_empty(), "n1 is not the target");
+    assert_eq!(e.next_wake(), None);
+    // The intent expires: normal election resumes.
+    assert_eq!(
+        e.step(Event::Switchover(None), Instant::now()),
+        vec![Action::TryAcquire]
+    );
+    // The target tries at once even if a better-ranked peer exists.
+    let mut e = Election::new(params("n3", 10));
+    e.step(
+        PeerStatus("n1", peer(200, PgState::Primary, 1)),
+        Instant::now(),
+    );
+    e.step(switchover("n3", 7), Instant::now());
+    assert_eq!(ready(&mut e).1, vec![Action::TryAcquire]);
+}
+
+#[test]
+fn unmanaged_nodes_change_no_leadership() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(Event::Managed(false), t0);
+    let down = Event::Postgres {
+        state: PgState::Down,
+        wal_lsn: None,
+    };
+    let out = e.step(down, t0);
+    assert!(
+        e.is_leader(),
+        "unmanaged: postgres down does not release: {out:?}"
+    );
+    // But the local deadline still holds: a lease we cannot renew is not ours.
+    let deadline = e.next_wake().unwrap();
+    assert!(matches!(
+        e.step(Event::Tick, deadline)[0],
+        Action::StepDown { .. }
+    ));
+    // A follower does not take a vacant lease while unmanaged; managed again, it does.
+    let mut e = Election::new(params("n1", 100));
+    e.step(Event::Managed(false), Instant::now());
+    assert!(ready(&mut e).1.is_empty());
+    assert_eq!(
+        e.step(Event::Managed(true), Instant::now()),
+        vec![Action::TryAcquire]
+    );
+}
