@@ -16,8 +16,10 @@ pub enum Bench {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
-    /// pgbench through several paths to one Postgres (direct, harp-agent, haproxy, pgbouncer,
-    /// socat), interleaved; plus harp-agent's RSS with 1000 idle sessions.
+    /// pgbench and bulk COPY through several paths to one Postgres (direct, harp-agent in
+    /// userspace, steered by connect4 and spliced by sockmap, haproxy, pgbouncer, socat),
+    /// interleaved; plus harp-agent's RSS with 1000 idle sessions and, with the kernel paths,
+    /// the etcd → BPF map update latency.
     Datapath {
         /// Seconds per pgbench run.
         #[arg(long, default_value_t = 10)]

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use harp_tests::cgroup::ChildCgroup;
 
 use super::client::{psql_command, psql_command_line};
 use super::workload::Outcome;
@@ -41,15 +42,16 @@ pub fn summary() -> String {
     )
 }
 
-/// Transfers through `127.0.0.1:<port>` until `secs` seconds have passed (at least one).
-pub fn run(port: u16, secs: u64) -> anyhow::Result<Outcome> {
+/// Transfers through `127.0.0.1:<port>` until `secs` seconds have passed (at least one); psql
+/// runs inside `cgroup` if given.
+pub fn run(port: u16, secs: u64, cgroup: Option<&ChildCgroup>) -> anyhow::Result<Outcome> {
     let sql = sql();
     let budget = Duration::from_secs(secs);
     let t0 = Instant::now();
     let (mut transfers, mut bytes) = (0u64, 0u64);
     while transfers == 0 || t0.elapsed() < budget {
         let n = transfers + 1;
-        let b = transfer(port, &sql).with_context(|| format!("bulk transfer {n}"))?;
+        let b = transfer(port, &sql, cgroup).with_context(|| format!("bulk transfer {n}"))?;
         if b != BYTES_PER_TRANSFER {
             bail!("bulk transfer {n}: psql wrote {b} bytes, expected {BYTES_PER_TRANSFER}");
         }
@@ -68,8 +70,8 @@ pub fn run(port: u16, secs: u64) -> anyhow::Result<Outcome> {
 }
 
 /// One `psql -c <sql>`: the bytes it wrote to stdout; `Err` if it fails.
-fn transfer(port: u16, sql: &str) -> anyhow::Result<u64> {
-    let mut child = psql_command(port, sql)
+fn transfer(port: u16, sql: &str, cgroup: Option<&ChildCgroup>) -> anyhow::Result<u64> {
+    let mut child = psql_command(port, sql, cgroup)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,8 +1,11 @@
-//! Postgres client helpers shared by the paths and workloads: connection arguments and `psql`.
+//! Postgres client helpers shared by the paths and workloads: connection arguments, `psql`, and
+//! running a client inside the kernel path's cgroup.
 
+use std::ffi::OsStr;
 use std::process::{Command, Output};
 
 use anyhow::{Context, bail};
+use harp_tests::cgroup::ChildCgroup;
 use harp_tests::postgres::pg_bin_dir;
 
 /// psql's options: no psqlrc, unaligned tuples only, no status lines.
@@ -27,9 +30,17 @@ pub fn output_text(out: &Output) -> String {
     )
 }
 
-/// `psql -c <sql>` on `127.0.0.1:<port>`, not yet started.
-pub fn psql_command(port: u16, sql: &str) -> Command {
-    let mut cmd = Command::new(pg_bin_dir().join("psql"));
+/// `program`, run inside `cgroup` (so that the kernel steers its connects) if given.
+pub fn command(program: impl AsRef<OsStr>, cgroup: Option<&ChildCgroup>) -> Command {
+    match cgroup {
+        Some(cg) => cg.command(program),
+        None => Command::new(program),
+    }
+}
+
+/// `psql -c <sql>` on `127.0.0.1:<port>` (inside `cgroup` if given), not yet started.
+pub fn psql_command(port: u16, sql: &str, cgroup: Option<&ChildCgroup>) -> Command {
+    let mut cmd = command(pg_bin_dir().join("psql"), cgroup);
     cmd.args(PSQL_OPTS)
         .arg("-c")
         .arg(sql)
@@ -49,7 +60,7 @@ pub fn psql_command_line(sql: &str) -> String {
 
 /// One `psql -c <sql>` on `127.0.0.1:<port>`; its unaligned output.
 pub fn psql(port: u16, sql: &str) -> anyhow::Result<String> {
-    let out = psql_command(port, sql).output().context("run psql")?;
+    let out = psql_command(port, sql, None).output().context("run psql")?;
     if !out.status.success() {
         bail!(
             "psql -c {sql:?} on port {port}: {}",

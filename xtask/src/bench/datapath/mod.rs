@@ -1,11 +1,13 @@
 //! `cargo xtask bench datapath`: workloads through several paths to the same Postgres, side by
-//! side in one run: `direct`, `agent-userspace` (harp-agent), `haproxy` (mode tcp), `pgbouncer`
-//! (session pooling) and `socat`. The workloads are pgbench's `select` and `connect` (tps) and
+//! side in one run: `direct`, `agent-userspace` (harp-agent), `agent-kernel` (a client in a child
+//! cgroup steered by harp-agent's connect4 straight to Postgres), `agent-sockmap` (harp-agent in
+//! mode ebpf splicing the pair in the kernel), `haproxy` (mode tcp), `pgbouncer` (session
+//! pooling) and `socat`. The workloads are pgbench's `select` and `connect` (tps) and
 //! `bulk`, large `COPY … TO STDOUT` results streamed by psql (MB/s). Runs are interleaved (round →
 //! workload → path) so machine drift hits every path alike; each case reports the median over
 //! rounds, its ratio to `direct` and the CPU time the path's process spent per transaction (bulk:
 //! per transfer and per GB). With the agent running, also its RSS while 1000 idle client sessions
-//! go through it.
+//! go through it; with the kernel paths, the latency from an etcd leader change to the BPF map.
 //!
 //! The Postgres is the single node of a `TestCluster` (etcd + harp-manager), so the agent has a
 //! real lead master to route to, and every path reaches that same server.
@@ -14,11 +16,14 @@ mod bulk;
 mod client;
 mod host;
 mod idle;
+mod kernel;
+mod map_latency;
 mod peers;
 mod pgbench;
 mod report;
 mod workload;
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -28,6 +33,7 @@ use harp_tests::process::reap_orphans;
 use harp_tests::rt::block_on;
 
 use client::psql;
+use kernel::KernelAgent;
 use peers::Peer;
 use report::{Run, Skipped};
 pub use workload::Workload;
@@ -38,6 +44,8 @@ const SCALE: u32 = 10;
 const MAX_CONNECTIONS: u32 = 1200;
 const LOCATION: &str = "dca";
 const NODE: &str = "n1";
+/// The ebpf-mode agent's proxy name (its pins: /sys/fs/bpf/harp/datapath-agent-kernel).
+const KERNEL_PROXY: &str = "agent-kernel";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,6 +54,10 @@ pub enum PathKind {
     Direct,
     /// client → harp-agent → Postgres.
     AgentUserspace,
+    /// client in a child cgroup → Postgres: harp-agent's connect4 steers the connect.
+    AgentKernel,
+    /// client → harp-agent (mode ebpf) → Postgres, the pair spliced in the kernel (sockmap).
+    AgentSockmap,
     /// client → haproxy (mode tcp) → Postgres.
     Haproxy,
     /// client → pgbouncer (pool_mode = session) → Postgres.
@@ -55,12 +67,15 @@ pub enum PathKind {
 }
 
 impl PathKind {
-    pub const ALL: &str = "direct,agent-userspace,haproxy,pgbouncer,socat";
+    pub const ALL: &str =
+        "direct,agent-userspace,agent-kernel,agent-sockmap,haproxy,pgbouncer,socat";
 
     fn name(self) -> &'static str {
         match self {
             PathKind::Direct => "direct",
             PathKind::AgentUserspace => "agent-userspace",
+            PathKind::AgentKernel => "agent-kernel",
+            PathKind::AgentSockmap => "agent-sockmap",
             PathKind::Haproxy => "haproxy",
             PathKind::Pgbouncer => "pgbouncer",
             PathKind::Socat => "socat",
@@ -70,10 +85,28 @@ impl PathKind {
     /// The external program this path needs, if any.
     fn program(self) -> Option<&'static str> {
         match self {
-            PathKind::Direct | PathKind::AgentUserspace => None,
+            PathKind::Direct
+            | PathKind::AgentUserspace
+            | PathKind::AgentKernel
+            | PathKind::AgentSockmap => None,
             PathKind::Haproxy => Some("haproxy"),
             PathKind::Pgbouncer => Some("pgbouncer"),
             PathKind::Socat => Some("socat"),
+        }
+    }
+
+    /// Whether the path needs harp-agent in mode ebpf.
+    fn is_kernel(self) -> bool {
+        matches!(self, PathKind::AgentKernel | PathKind::AgentSockmap)
+    }
+
+    /// The path's target on `w`, as a minimum ratio to direct (of tps; bulk: of MB/s).
+    fn target(self, w: Workload) -> Option<f64> {
+        match (self, w) {
+            (PathKind::AgentUserspace, _) => w.agent_target(),
+            (PathKind::AgentKernel, Workload::Select | Workload::Connect) => Some(0.98),
+            (PathKind::AgentSockmap, Workload::Bulk) => Some(0.95),
+            _ => None,
         }
     }
 }
@@ -153,6 +186,30 @@ pub fn run(
     }
     wait_primary(&mut cluster)?;
 
+    // One ebpf agent for both kernel paths; dropped (pins and cgroup removed) before the cluster.
+    let mut kernel = None;
+    if paths.iter().any(|p| p.is_kernel()) {
+        println!("starting harp-agent {KERNEL_PROXY} in mode ebpf on a child cgroup");
+        match KernelAgent::start(&cluster, KERNEL_PROXY, LOCATION, true)? {
+            Ok(k) => kernel = Some(Rc::new(k)),
+            Err(reason) => {
+                for p in paths.iter().filter(|p| p.is_kernel()) {
+                    println!("NOTE: skipping {}: {reason}", p.name());
+                    skipped.push(Skipped {
+                        path: p.name(),
+                        reason: reason.clone(),
+                    });
+                }
+                println!("NOTE: skipping the map update latency: {reason}");
+                skipped.push(Skipped {
+                    path: "map-update",
+                    reason,
+                });
+                paths.retain(|p| !p.is_kernel());
+            }
+        }
+    }
+
     if workloads.iter().any(|w| w.is_pgbench()) {
         println!("pgbench -i -s {SCALE} (direct)");
         pgbench::init(pg_port, SCALE)?;
@@ -161,9 +218,16 @@ pub fn run(
     let mut peers: Vec<(PathKind, Peer)> = Vec::new();
     for &p in &paths {
         println!("starting path {}", p.name());
-        let peer = peers::start(p, &cluster, pg_port)
+        let peer = peers::start(p, &cluster, pg_port, kernel.as_ref())
             .with_context(|| format!("start path {}", p.name()))?;
         peers.push((p, peer));
+    }
+    if let Some(k) = kernel
+        .as_ref()
+        .filter(|_| paths.contains(&PathKind::AgentKernel))
+    {
+        k.verify_steering()
+            .context("agent-kernel: steering check")?;
     }
 
     let run_log = measure(&mut peers, &workloads, secs, rounds)?;
@@ -180,6 +244,13 @@ pub fn run(
     }
     drop(peers);
     reap_orphans("socat", Duration::from_secs(2));
+    // The kernel paths' agent (its last handle) goes first: the latency agent runs alone.
+    let kernel_ran = kernel.is_some();
+    drop(kernel);
+    let map_update = match kernel_ran {
+        true => Some(map_latency::run(&cluster)?),
+        false => None,
+    };
 
     let setup = Setup {
         secs,
@@ -189,7 +260,7 @@ pub fn run(
         command,
         started,
     };
-    report::write(&report::build(&setup, run_log, rss, skipped))
+    report::write(&report::build(&setup, run_log, rss, map_update, skipped))
 }
 
 /// Waits until the node's manager reports its Postgres as primary and it is the location's
@@ -228,9 +299,10 @@ fn measure(
         for &w in workloads {
             for (p, peer) in peers.iter_mut() {
                 let what = || format!("{} {} round {round}", p.name(), w.name());
+                let counters = peer.kernel_counters().with_context(what)?;
                 let cpu_before = peer.cpu_s().with_context(what)?;
                 let t0 = Instant::now();
-                let out = w.run(peer.port(), secs).with_context(what)?;
+                let out = w.run(peer.port(), secs, peer.cgroup()).with_context(what)?;
                 let wall = t0.elapsed();
                 if !peer.is_running() {
                     bail!(
@@ -241,7 +313,8 @@ fn measure(
                 }
                 let cpu_after = peer.cpu_s().with_context(what)?;
                 let cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
-                let run = Run::new(round, w, *p, &out, cpu_s, wall);
+                let kernel = peer.check_kernel_run(counters).with_context(what)?;
+                let run = Run::new(round, w, *p, &out, cpu_s, wall).with_kernel(kernel);
                 println!("round {round}/{rounds} {}", run.summary());
                 run_log.push(run);
             }
@@ -270,4 +343,27 @@ fn names<T: Copy>(items: &[T], name: fn(T) -> &'static str) -> String {
 fn round_to(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_parses_and_the_agent_paths_have_their_targets() {
+        for name in PathKind::ALL.split(',') {
+            let p = PathKind::from_str(name, false).unwrap();
+            assert_eq!(p.name(), name);
+        }
+        assert_eq!(PathKind::AgentKernel.target(Workload::Select), Some(0.98));
+        assert_eq!(PathKind::AgentKernel.target(Workload::Connect), Some(0.98));
+        assert_eq!(PathKind::AgentKernel.target(Workload::Bulk), None);
+        assert_eq!(PathKind::AgentSockmap.target(Workload::Bulk), Some(0.95));
+        assert_eq!(PathKind::AgentSockmap.target(Workload::Select), None);
+        assert_eq!(
+            PathKind::AgentUserspace.target(Workload::Select),
+            Some(0.85)
+        );
+        assert_eq!(PathKind::Haproxy.target(Workload::Select), None);
+    }
 }

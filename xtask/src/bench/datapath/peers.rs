@@ -1,16 +1,19 @@
-//! Starting each path's process with its config: harp-agent, haproxy, pgbouncer, socat; and what
-//! the bench asks of a running one (port, liveness, log, CPU time).
+//! Starting each path's process with its config: harp-agent (userspace or ebpf mode), haproxy,
+//! pgbouncer, socat; and what the bench asks of a running one (port, liveness, log, CPU time).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use harp_tests::cgroup::ChildCgroup;
 use harp_tests::postgres::postgres_user;
 use harp_tests::process::children_of;
 use harp_tests::{AgentProc, AgentSpec, ChildGuard, TestCluster, WorkDir, free_port};
 
 use super::client::psql;
+use super::kernel::{Counters, KernelAgent};
 use super::{LOCATION, PathKind, READY_TIMEOUT, host};
 
 /// The agent's `max_client_conn` (the idle sessions plus headroom).
@@ -19,17 +22,40 @@ const AGENT_MAX_CLIENT_CONN: u32 = 1100;
 /// What a path's clients connect to, and the process serving it (none for `direct`).
 pub enum Peer {
     Direct(u16),
-    Child { port: u16, guard: ChildGuard },
+    Child {
+        port: u16,
+        guard: ChildGuard,
+    },
     Agent(Box<AgentProc>),
+    /// The ebpf-mode agent shared by `agent-kernel` (`steered`: the client runs in its cgroup)
+    /// and `agent-sockmap` (the client runs outside; the userspace proxy splices).
+    Kernel {
+        agent: Rc<KernelAgent>,
+        steered: bool,
+    },
 }
 
 /// Starts `path`'s process in the cluster's work dir, proxying to Postgres on `pg_port`, and
-/// waits until a session through it answers `SELECT 1`.
-pub fn start(path: PathKind, cluster: &TestCluster, pg_port: u16) -> anyhow::Result<Peer> {
+/// waits until a session through it answers `SELECT 1`. The kernel paths use `kernel`.
+pub fn start(
+    path: PathKind,
+    cluster: &TestCluster,
+    pg_port: u16,
+    kernel: Option<&Rc<KernelAgent>>,
+) -> anyhow::Result<Peer> {
     let dir = cluster.dir();
     let mut peer = match path {
         PathKind::Direct => return Ok(Peer::Direct(pg_port)),
-        PathKind::AgentUserspace => start_agent(cluster)?,
+        PathKind::AgentUserspace => {
+            let how = AgentStart::userspace("agent-dca", LOCATION);
+            Peer::Agent(Box::new(start_agent(cluster, &how)?))
+        }
+        PathKind::AgentKernel | PathKind::AgentSockmap => Peer::Kernel {
+            agent: kernel
+                .context("the kernel paths need the ebpf agent")?
+                .clone(),
+            steered: path == PathKind::AgentKernel,
+        },
         PathKind::Haproxy | PathKind::Pgbouncer | PathKind::Socat => {
             let prog = path.program().expect("an external path has a program");
             let port = free_port();
@@ -88,33 +114,76 @@ fn command(path: PathKind, dir: &WorkDir, port: u16, pg_port: u16) -> anyhow::Re
             cmd.arg(format!("TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1"))
                 .arg(format!("TCP:127.0.0.1:{pg_port}"));
         }
-        PathKind::Direct | PathKind::AgentUserspace => {
-            unreachable!("{} runs no external program", path.name())
-        }
+        PathKind::Direct
+        | PathKind::AgentUserspace
+        | PathKind::AgentKernel
+        | PathKind::AgentSockmap => unreachable!("{} runs no external program", path.name()),
     }
     Ok(cmd)
 }
 
-/// Starts harp-agent and waits for `GET /health/is-ready`; `Err` (with its log) if it does not
-/// get ready: a broken agent fails the bench rather than being skipped.
-fn start_agent(cluster: &TestCluster) -> anyhow::Result<Peer> {
+/// Which harp-agent to start, and what it must answer before it counts as up.
+pub struct AgentStart<'a> {
+    pub name: &'a str,
+    pub location: &'a str,
+    /// Mode ebpf, steering the processes of this child cgroup (never the host's root).
+    pub ebpf: Option<&'a ChildCgroup>,
+    /// `GET /health/is-ready` (a leader is routed and accepts TCP); else only `/health/is-live`,
+    /// for an agent whose leaders are fake addresses nothing may connect to.
+    pub routing: bool,
+}
+
+impl<'a> AgentStart<'a> {
+    pub fn userspace(name: &'a str, location: &'a str) -> Self {
+        AgentStart {
+            name,
+            location,
+            ebpf: None,
+            routing: true,
+        }
+    }
+}
+
+/// Starts harp-agent and waits until it is up (see [`AgentStart::routing`]); `Err` (with its
+/// log) if it is not: a broken agent fails the bench rather than being skipped.
+pub fn start_agent(cluster: &TestCluster, how: &AgentStart) -> anyhow::Result<AgentProc> {
     let mut spec = AgentSpec::new(
-        "agent-dca",
-        LOCATION,
+        how.name,
+        how.location,
         cluster.name(),
         cluster.etcd.endpoints(),
     );
+    if let Some(cg) = how.ebpf {
+        spec = spec.ebpf(cg.path());
+    }
     spec.max_client_conn = AGENT_MAX_CLIENT_CONN;
     let mut agent = AgentProc::start(cluster.dir(), spec);
-    if !agent.wait_ready(READY_TIMEOUT) {
+    let (up, probe) = if how.routing {
+        (agent.wait_ready(READY_TIMEOUT), "/health/is-ready")
+    } else {
+        (wait_live(&mut agent), "/health/is-live")
+    };
+    if !up {
         let state = if agent.is_running() {
-            format!("not ready (GET /health/is-ready) within {READY_TIMEOUT:?}")
+            format!("not up (GET {probe}) within {READY_TIMEOUT:?}")
         } else {
-            "exited before it was ready".to_string()
+            "exited before it was up".to_string()
         };
-        bail!("harp-agent {state}\n{}", agent.log_tail(30));
+        bail!("harp-agent {} {state}\n{}", how.name, agent.log_tail(30));
     }
-    Ok(Peer::Agent(Box::new(agent)))
+    Ok(agent)
+}
+
+/// Polls `GET /health/is-live` until it answers 200; `false` on timeout or if the agent exited.
+fn wait_live(agent: &mut AgentProc) -> bool {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while agent.is_running() && Instant::now() < deadline {
+        if agent.http("/health/is-live").is_some_and(|(c, _)| c == 200) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 impl Peer {
@@ -122,6 +191,35 @@ impl Peer {
         match self {
             Peer::Direct(port) | Peer::Child { port, .. } => *port,
             Peer::Agent(a) => a.listen_port(),
+            Peer::Kernel { agent, .. } => agent.listen_port(),
+        }
+    }
+
+    /// The cgroup the path's clients run in: the kernel steers their connects.
+    pub fn cgroup(&self) -> Option<&ChildCgroup> {
+        match self {
+            Peer::Kernel {
+                agent,
+                steered: true,
+            } => Some(agent.cgroup()),
+            _ => None,
+        }
+    }
+
+    /// The ebpf agent's counters now (kernel paths only).
+    pub fn kernel_counters(&self) -> anyhow::Result<Option<Counters>> {
+        match self {
+            Peer::Kernel { agent, .. } => agent.counters().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Fails unless a run since `before` went the path's kernel way (kernel paths only); the
+    /// counters' growth.
+    pub fn check_kernel_run(&self, before: Option<Counters>) -> anyhow::Result<Option<Counters>> {
+        match (self, before) {
+            (Peer::Kernel { agent, steered }, Some(b)) => agent.check_run(b, *steered).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -136,7 +234,7 @@ impl Peer {
         match self {
             Peer::Direct(_) => "postgres",
             Peer::Child { guard, .. } => guard.name(),
-            Peer::Agent(_) => "harp-agent",
+            Peer::Agent(_) | Peer::Kernel { .. } => "harp-agent",
         }
     }
 
@@ -145,6 +243,7 @@ impl Peer {
             Peer::Direct(_) => None,
             Peer::Child { guard, .. } => Some(guard.pid()),
             Peer::Agent(a) => Some(a.pid()),
+            Peer::Kernel { agent, .. } => Some(agent.pid()),
         }
     }
 
@@ -154,6 +253,7 @@ impl Peer {
             Peer::Direct(_) => None,
             Peer::Child { guard, .. } => guard.exit_status(),
             Peer::Agent(a) => a.wait_exit(Duration::ZERO),
+            Peer::Kernel { agent, .. } => agent.exit_status(),
         }
     }
 
@@ -166,6 +266,7 @@ impl Peer {
             Peer::Direct(_) => String::new(),
             Peer::Child { guard, .. } => guard.log_tail(n),
             Peer::Agent(a) => a.log_tail(n),
+            Peer::Kernel { agent, .. } => agent.log_tail(n),
         }
     }
 

@@ -1,11 +1,10 @@
 //! The pgbench workloads (`select`, `connect`): running pgbench and reading its output.
 
-use std::process::Command;
-
 use anyhow::{Context, bail};
+use harp_tests::cgroup::ChildCgroup;
 use harp_tests::postgres::pg_bin_dir;
 
-use super::client::{conn_args, output_text};
+use super::client::{command, conn_args, output_text};
 use super::workload::{Outcome, Workload};
 
 /// The workload's pgbench options, without `-T`.
@@ -42,20 +41,26 @@ pub fn init(port: u16, scale: u32) -> anyhow::Result<()> {
     pgbench(
         &["-i".into(), "-q".into(), "-s".into(), scale.to_string()],
         port,
+        None,
     )
     .context("pgbench -i")?;
     Ok(())
 }
 
-/// One run of `w` for `secs` seconds through `port`.
-pub fn run(port: u16, w: Workload, secs: u64) -> anyhow::Result<Outcome> {
-    let text = pgbench(&args(w, secs), port)?;
+/// One run of `w` for `secs` seconds through `port`; pgbench runs inside `cgroup` if given.
+pub fn run(
+    port: u16,
+    w: Workload,
+    secs: u64,
+    cgroup: Option<&ChildCgroup>,
+) -> anyhow::Result<Outcome> {
+    let text = pgbench(&args(w, secs), port, cgroup)?;
     parse(&text).with_context(|| format!("no tps in pgbench's output:\n{text}"))
 }
 
-/// `pgbench <args> <conn_args(port)>`; its output, `Err` if it fails.
-fn pgbench(args: &[String], port: u16) -> anyhow::Result<String> {
-    let out = Command::new(pg_bin_dir().join("pgbench"))
+/// `pgbench <args> <conn_args(port)>` (inside `cgroup` if given); its output, `Err` if it fails.
+fn pgbench(args: &[String], port: u16, cgroup: Option<&ChildCgroup>) -> anyhow::Result<String> {
+    let out = command(pg_bin_dir().join("pgbench"), cgroup)
         .args(args)
         .args(conn_args(port))
         .output()

@@ -13,6 +13,8 @@ use serde::Serialize;
 use super::bulk::BYTES_PER_TRANSFER;
 use super::client::output_text;
 use super::idle::AgentRss;
+use super::kernel::Counters;
+use super::map_latency::MapLatency;
 use super::workload::{Outcome, Workload};
 use super::{MAX_CONNECTIONS, PathKind, SCALE, Setup, round_to};
 
@@ -51,7 +53,7 @@ struct Case {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     mb_per_s_runs: Vec<f64>,
     latency_ms_runs: Vec<f64>,
-    /// Minimum `ratio_to_direct` (agent rows only).
+    /// Minimum `ratio_to_direct` (agent rows with a target only).
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +83,9 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_cpu_s_per_gb: Option<f64>,
     wall_s: f64,
+    /// Kernel paths: how much the agent's kernel counters grew during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_counters: Option<Counters>,
 }
 
 impl Run {
@@ -109,6 +114,14 @@ impl Run {
             proxy_cpu_us_per_tx: us_per_tx.map(|(s, n)| round_to(s * 1e6 / n as f64, 1)),
             proxy_cpu_s_per_gb: s_per_gb.map(|(s, b)| round_to(s * 1e9 / b as f64, 3)),
             wall_s: round_to(wall.as_secs_f64(), 2),
+            kernel_counters: None,
+        }
+    }
+
+    pub fn with_kernel(self, kernel_counters: Option<Counters>) -> Run {
+        Run {
+            kernel_counters,
+            ..self
         }
     }
 
@@ -149,6 +162,8 @@ pub struct Report {
     agent_rss_target_mb: f64,
     agent_rss_met: Option<bool>,
     agent_rss: Option<AgentRss>,
+    /// etcd leader change → BPF map updated, in ms; `null` without the kernel paths.
+    map_update_ms: Option<MapLatency>,
     skipped: Vec<Skipped>,
     secs: u64,
     rounds: usize,
@@ -174,6 +189,7 @@ pub fn build(
     setup: &Setup,
     run_log: Vec<Run>,
     rss: Option<AgentRss>,
+    map_update_ms: Option<MapLatency>,
     skipped: Vec<Skipped>,
 ) -> Report {
     let rss_mb = rss.as_ref().map(|r| r.rss_mb_after);
@@ -192,6 +208,7 @@ pub fn build(
         agent_rss_target_mb: RSS_TARGET_MB,
         agent_rss_met: rss_mb.map(|mb| mb <= RSS_TARGET_MB),
         agent_rss: rss,
+        map_update_ms,
         skipped,
         secs: setup.secs,
         rounds: setup.rounds,
@@ -261,7 +278,7 @@ fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> 
                 .zip(compared(&rs))
                 .filter(|(d, _)| *d > 0.0)
                 .map(|(d, v)| round_to(v / d, 3));
-            let target = w.agent_target().filter(|_| p == PathKind::AgentUserspace);
+            let target = p.target(w);
             cases.push(Case {
                 path: p.name(),
                 workload: w.name(),
@@ -311,7 +328,10 @@ fn versions(paths: &[PathKind]) -> BTreeMap<&'static str, String> {
             PathKind::Haproxy => ("-v", "version"),
             PathKind::Pgbouncer => ("--version", "PgBouncer"),
             PathKind::Socat => ("-V", "socat version"),
-            PathKind::Direct | PathKind::AgentUserspace => continue,
+            PathKind::Direct
+            | PathKind::AgentUserspace
+            | PathKind::AgentKernel
+            | PathKind::AgentSockmap => continue,
         };
         let prog = p.program().expect("an external path has a program");
         v.insert(prog, first_line(Path::new(prog), arg, pick));

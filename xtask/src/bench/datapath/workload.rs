@@ -1,6 +1,7 @@
 //! The workloads run through every path, and what one run of a workload measured.
 
 use clap::ValueEnum;
+use harp_tests::cgroup::ChildCgroup;
 
 use super::{bulk, pgbench};
 
@@ -51,7 +52,7 @@ impl Workload {
         }
     }
 
-    /// The agent's target, as a minimum ratio to direct (of tps; bulk: of MB/s); none for bulk.
+    /// agent-userspace's target, as a minimum ratio to direct (of tps); none for bulk.
     pub fn agent_target(self) -> Option<f64> {
         match self {
             Workload::Select => Some(0.85),
@@ -60,11 +61,17 @@ impl Workload {
         }
     }
 
-    /// One run of the workload for about `secs` seconds through `127.0.0.1:<port>`.
-    pub fn run(self, port: u16, secs: u64) -> anyhow::Result<Outcome> {
+    /// One run of the workload for about `secs` seconds through `127.0.0.1:<port>`, its client
+    /// inside `cgroup` if given.
+    pub fn run(
+        self,
+        port: u16,
+        secs: u64,
+        cgroup: Option<&ChildCgroup>,
+    ) -> anyhow::Result<Outcome> {
         match self {
-            Workload::Bulk => bulk::run(port, secs),
-            _ => pgbench::run(port, self, secs),
+            Workload::Bulk => bulk::run(port, secs, cgroup),
+            _ => pgbench::run(port, self, secs, cgroup),
         }
     }
 }

@@ -55,6 +55,9 @@ pub(super) fn render(report: &Report) -> String {
         }
         _ => md += "harp-agent RSS: not measured (agent-userspace not run).\n",
     }
+    if let Some(m) = &report.map_update_ms {
+        md += &format!("\n{}", m.line());
+    }
     for s in &report.skipped {
         md += &format!("\nSkipped {}: {}.\n", s.path, s.reason);
     }
@@ -105,10 +108,16 @@ fn notes(report: &Report) -> String {
     } else {
         String::new()
     };
+    let kernel = if report.cases.iter().any(|c| c.path == "agent-kernel") {
+        " agent-kernel: the client runs in a child cgroup (started by `sh`, which joins it and \
+         execs the client) and connects to harp-agent's address; connect4 sends it to Postgres."
+    } else {
+        ""
+    };
     format!(
         "\nMedian tps (bulk: MB/s) of {} interleaved round(s) of {} s per run; {}{scale}. \
          Proxy CPU: user + system time of the path's process (with its reaped children) during a \
-         run, per transaction (bulk: per GB) and in total. Machine: {}. Command: `{}`.\n",
+         run, per transaction (bulk: per GB) and in total.{kernel} Machine: {}. Command: `{}`.\n",
         report.rounds,
         report.secs,
         workloads.join(", "),

@@ -1,0 +1,177 @@
+//! Map update latency, "etcd event → BPF map updated": a second ebpf-mode agent (its own child
+//! cgroup, location `lat`, proxy `lat1`) follows leader records that the bench writes for `lat`
+//! as a manager does: key `leader/lat`, a `LeaderRecord` naming a fake address in 198.18.0.0/15
+//! (no lease). Nothing ever connects to those: no client uses that agent and its readiness
+//! probe, which would, is never asked.
+//!
+//! Each update deletes the key and waits until the agent has cleared its entry in the pinned
+//! `HARP_LEADERS` map, then puts the key anew, so that its fencing token (`create_revision`) is
+//! the put's revision. One sample: from just before the put is sent until the map entry names
+//! the new address (read back in a loop while the put is in flight), checked to carry that token.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use aya::maps::{HashMap, Map, MapData, MapError};
+use harp_common::leaders::{self, Backend, ServiceKey};
+use harp_core::keys::Keys;
+use harp_core::records::{LeaderRecord, RECORD_VERSION};
+use harp_tests::TestCluster;
+use serde::Serialize;
+
+use super::super::stats::nearest_rank;
+use super::kernel::KernelAgent;
+use super::round_to;
+
+/// Measured updates (after one that waits for the agent's etcd session).
+pub const UPDATES: usize = 200;
+const LOCATION: &str = "lat";
+const PROXY: &str = "lat1";
+const TARGET_P99_MS: f64 = 5.0;
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The agent routes only once in contact with etcd: the first update may wait for that.
+const FIRST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two reads of the map, leaving the CPU to etcd and the agent.
+const POLL: Duration = Duration::from_micros(20);
+
+#[derive(Serialize)]
+pub struct MapLatency {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    target_p99: f64,
+    met: bool,
+    /// For comparison: from the same instant until the put's response arrived (etcd's commit).
+    put_p50: f64,
+    put_p99: f64,
+}
+
+impl MapLatency {
+    /// The markdown's line.
+    pub fn line(&self) -> String {
+        format!(
+            "Map update latency (etcd put → `HARP_LEADERS` entry with the new token, {} \
+             updates): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (target p99 ≤ {} ms: {}); \
+             the put's own response took p50 {:.3} ms, p99 {:.3} ms.\n",
+            self.n,
+            self.p50,
+            self.p99,
+            self.max,
+            self.target_p99,
+            if self.met { "yes" } else { "**no**" },
+            self.put_p50,
+            self.put_p99,
+        )
+    }
+}
+
+/// Starts the `lat1` agent, makes [`UPDATES`] leader changes and summarizes their latency.
+pub fn run(cluster: &TestCluster) -> anyhow::Result<MapLatency> {
+    println!("map update latency: harp-agent {PROXY} (mode ebpf, location {LOCATION})");
+    let agent = match KernelAgent::start(cluster, PROXY, LOCATION, false)? {
+        Ok(a) => a,
+        Err(reason) => bail!("harp-agent {PROXY}: {reason}"),
+    };
+    let (mut map, mut put) = measure(cluster, &agent)
+        .with_context(|| format!("map update latency\n{}", agent.log_tail(30)))?;
+    map.sort_by(f64::total_cmp);
+    put.sort_by(f64::total_cmp);
+    let at = |v: &[f64], p: f64| round_to(nearest_rank(v, p), 3);
+    let lat = MapLatency {
+        n: map.len(),
+        p50: at(&map, 0.5),
+        p99: at(&map, 0.99),
+        max: at(&map, 1.0),
+        target_p99: TARGET_P99_MS,
+        met: at(&map, 0.99) <= TARGET_P99_MS,
+        put_p50: at(&put, 0.5),
+        put_p99: at(&put, 0.99),
+    };
+    print!("{}", lat.line());
+    Ok(lat)
+}
+
+/// The latency of each measured update, and of its put's response, in ms.
+fn measure(cluster: &TestCluster, agent: &KernelAgent) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let pin = agent.pin_dir().join(leaders::NAME);
+    let data = MapData::from_pin(&pin).with_context(|| format!("open {}", pin.display()))?;
+    let map = Map::from_map_data(data)?;
+    // Borrowed: a view that cannot write the map.
+    let leaders: HashMap<&MapData, ServiceKey, Backend> = HashMap::try_from(&map)?;
+    let service = ServiceKey::new(SocketAddrV4::new(Ipv4Addr::LOCALHOST, agent.listen_port()));
+    let entry = || match leaders.get(&service, 0) {
+        Ok(b) => Ok(Some(b)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e).context("read HARP_LEADERS"),
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut client = rt.block_on(cluster.client());
+    let key = Keys::new(cluster.name()).leader(LOCATION);
+    let (mut samples, mut puts) = (Vec::with_capacity(UPDATES), Vec::with_capacity(UPDATES));
+    for i in 0..=UPDATES {
+        rt.block_on(client.delete(key.as_str(), None))?;
+        wait(UPDATE_TIMEOUT, || Ok(entry()?.is_none()))
+            .with_context(|| format!("update {i}: the entry stayed after the key was deleted"))?;
+        let leader = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1 + (i % 2) as u8), 5432);
+        let record = LeaderRecord {
+            version: RECORD_VERSION,
+            node: format!("fake{}", 1 + i % 2),
+            location: LOCATION.into(),
+            address: leader.ip().to_string(),
+            port: leader.port(),
+        };
+        let mut c = client.clone();
+        let k = key.clone();
+        let t0 = Instant::now();
+        let put = rt.spawn(async move {
+            let r = c.put(k, record.encode(), None).await;
+            (r, Instant::now())
+        });
+        let timeout = if i == 0 {
+            FIRST_TIMEOUT
+        } else {
+            UPDATE_TIMEOUT
+        };
+        let seen = wait(timeout, || {
+            Ok(entry()?.is_some_and(|b| b.socket_addr() == leader))
+        })
+        .with_context(|| format!("update {i}: no entry for {leader}"))?;
+        let (response, answered) = rt.block_on(put)?;
+        let revision = response?
+            .header()
+            .context("a put response without header")?
+            .revision();
+        let token = entry()?.map(|b| b.token);
+        if token != Some(revision as u64) {
+            bail!("update {i}: the entry's token is {token:?}, the put's revision {revision}");
+        }
+        if i > 0 {
+            samples.push((seen - t0).as_secs_f64() * 1e3);
+            puts.push((answered - t0).as_secs_f64() * 1e3);
+        }
+    }
+    Ok((samples, puts))
+}
+
+/// Reads until `done` holds; the instant it did. `Err` after `timeout`.
+fn wait(
+    timeout: Duration,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done()? {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("not within {timeout:?}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
