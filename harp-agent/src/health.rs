@@ -69,7 +69,7 @@ async fn is_ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
 async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
     let s = &ctx.shared;
     let route = s.route.borrow().clone();
-    let kernel = s.splice.as_ref().map(|k| {
+    let kernel = s.kernel.as_ref().map(|k| {
         let k = k.lock().expect("kernel lock");
         let [steered, peername, spliced, splice_miss] = k.counters();
         let leaders: Vec<_> = k

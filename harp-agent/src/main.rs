@@ -115,12 +115,12 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
         "harp-agent starting"
     );
     let (route_tx, route_rx) = watch::channel(None);
-    let splice = steering.as_ref().map(steering::Steering::kernel);
+    let kernel = steering.as_ref().map(steering::Steering::kernel);
     let shared = Arc::new(proxy::Shared::new(
         &proxy,
         &config.location,
         route_rx,
-        splice,
+        kernel,
     ));
     if let Some(l) = health_listener {
         let (shared, timeout) = (shared.clone(), config.http.probes_timeout);

@@ -31,8 +31,10 @@ pub struct Shared {
     pub route: watch::Receiver<Option<Route>>,
     pub sessions: AtomicU64,
     pub held: AtomicU64,
-    /// Kernel steering's handle: session sockets are spliced in the kernel when present.
-    pub splice: Option<SharedKernel>,
+    /// Kernel steering's handle, when it is on.
+    pub kernel: Option<SharedKernel>,
+    /// Splice sessions in the kernel (`proxy.splice`, with kernel steering on).
+    splice: bool,
     limit: Arc<Semaphore>,
     max_client_conn: u32,
     connect_timeout: Duration,
@@ -43,7 +45,7 @@ pub struct Shared {
 impl Shared {
     /// `ebpf` when kernel steering (and splicing) is on, else `userspace`.
     pub fn mode(&self) -> &'static str {
-        if self.splice.is_some() {
+        if self.kernel.is_some() {
             "ebpf"
         } else {
             "userspace"
@@ -54,7 +56,7 @@ impl Shared {
         p: &ProxyConfig,
         location: &str,
         route: watch::Receiver<Option<Route>>,
-        splice: Option<SharedKernel>,
+        kernel: Option<SharedKernel>,
     ) -> Self {
         Self {
             name: p.name.clone(),
@@ -62,7 +64,8 @@ impl Shared {
             route,
             sessions: AtomicU64::new(0),
             held: AtomicU64::new(0),
-            splice,
+            splice: p.splice && kernel.is_some(),
+            kernel,
             limit: Arc::new(Semaphore::new(p.max_client_conn as usize)),
             max_client_conn: p.max_client_conn,
             connect_timeout: p.timeout,
@@ -157,7 +160,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     // With the kernel programs loaded, bytes move socket to socket in the kernel; the relay
     // then only sees the closes (and any bytes the kernel passed up).
-    let spliced = shared.splice.as_ref().is_some_and(|k| {
+    let kernel = shared.kernel.as_ref().filter(|_| shared.splice);
+    let spliced = kernel.is_some_and(|k| {
         let paired = k.lock().expect("kernel lock").pair(&client, &server);
         if let Err(e) = &paired {
             tracing::debug!("splicing unavailable for {peer}: {e}");
@@ -165,7 +169,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         paired.is_ok()
     });
     crate::relay::relay(&client, &server, cut).await;
-    if spliced && let Some(k) = &shared.splice {
+    if spliced && let Some(k) = kernel {
         let _ = k.lock().expect("kernel lock").unpair(&client, &server);
     }
 }

@@ -6,6 +6,7 @@ pub mod bins;
 pub mod cgroup;
 pub mod cluster;
 pub mod etcd;
+pub mod harpctl;
 pub mod http;
 pub mod leader;
 pub mod manager;

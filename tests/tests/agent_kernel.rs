@@ -31,7 +31,8 @@ fn setup(name: &str, nodes: &[&str]) -> Setup {
     }
     let c = b.start();
     let cgroup = ChildCgroup::new();
-    let spec = AgentSpec::new("k1", "dca", c.name(), c.etcd.endpoints()).ebpf(cgroup.path());
+    let mut spec = AgentSpec::new("k1", "dca", c.name(), c.etcd.endpoints()).ebpf(cgroup.path());
+    spec.extra_yaml = "splice: true".into();
     let pins = PinGuard::new(name, "k1");
     let mut agent = AgentProc::start(c.dir(), spec);
     assert!(

@@ -42,6 +42,7 @@ const PROXY_KEYS: &[&str] = &[
     "leader_lease_duration",
     "lease_refresh_interval",
     "mode",
+    "splice",
     "cgroup_path",
 ];
 const HTTP_KEYS: &[&str] = &["enable", "host", "port", "probes"];
@@ -314,6 +315,7 @@ fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Proxy
     );
     let (leader_lease_duration, lease_refresh_interval) = read_lease(r, &s, "proxy");
     let mode = r.optional(&s, "mode", ProxyMode::Auto, proxy_mode);
+    let splice = r.optional(&s, "splice", false, boolean);
     let cgroup_path = r.optional(&s, "cgroup_path", None, path);
     Some(Some(ProxyConfig {
         name: name?,
@@ -326,6 +328,7 @@ fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Proxy
         leader_lease_duration: leader_lease_duration?,
         lease_refresh_interval: lease_refresh_interval?,
         mode: mode?,
+        splice: splice?,
         cgroup_path: cgroup_path?,
     }))
 }

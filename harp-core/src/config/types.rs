@@ -107,6 +107,10 @@ pub struct ProxyConfig {
     pub leader_lease_duration: Duration,
     pub lease_refresh_interval: Duration,
     pub mode: ProxyMode,
+    /// Splice the userspace proxy's sessions in the kernel (sockmap) when kernel steering is
+    /// on. Off by default: on the kernels measured so far, redirected bytes take a workqueue
+    /// hop and move slower than the proxy's own relay (see bench/results/datapath.md).
+    pub splice: bool,
     /// cgroup v2 directory whose processes are steered in the kernel; `None`: the host's
     /// cgroup2 root.
     pub cgroup_path: Option<PathBuf>,

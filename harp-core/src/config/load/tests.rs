@@ -32,6 +32,7 @@ proxy:
   leader_lease_duration: 8
   lease_refresh_interval: 1000
   mode: userspace
+  splice: true
   cgroup_path: /sys/fs/cgroup/apps
 http:
   enable: false
@@ -90,6 +91,7 @@ fn full_file_reads_every_key() {
             leader_lease_duration: Duration::from_secs(8),
             lease_refresh_interval: Duration::from_secs(1),
             mode: ProxyMode::Userspace,
+            splice: true,
             cgroup_path: Some("/sys/fs/cgroup/apps".into()),
         }),
         http: HttpConfig {
@@ -452,6 +454,7 @@ fn proxy_section_gets_harps_defaults() {
             leader_lease_duration: DEFAULT_LEADER_LEASE_DURATION,
             lease_refresh_interval: DEFAULT_LEASE_REFRESH_INTERVAL,
             mode: ProxyMode::Auto,
+            splice: false,
             cgroup_path: None,
         }
     );

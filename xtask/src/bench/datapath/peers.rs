@@ -154,7 +154,9 @@ pub fn start_agent(cluster: &TestCluster, how: &AgentStart) -> anyhow::Result<Ag
         cluster.etcd.endpoints(),
     );
     if let Some(cg) = how.ebpf {
+        // Splicing too: the agent-sockmap path measures it (it is off by default).
         spec = spec.ebpf(cg.path());
+        spec.extra_yaml = "splice: true".into();
     }
     spec.max_client_conn = AGENT_MAX_CLIENT_CONN;
     let mut agent = AgentProc::start(cluster.dir(), spec);

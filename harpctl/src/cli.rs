@@ -1,0 +1,135 @@
+//! The command line: global flags and one subcommand per verb.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::EXIT_STATUS_HELP;
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harpctl",
+    version,
+    about = "HARP's operator CLI: shows and changes a HARP cluster's state in etcd",
+    after_help = EXIT_STATUS_HELP,
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the cluster is and how to print; valid before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Globals {
+    /// HARP cluster name (default: `cluster.name` of the config file).
+    #[arg(short = 'c', long, global = true, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// A HARP config.yml to take `cluster.name`, `dcs.*`, `location` and `manager.name` from
+    /// (default: /etc/harp/config.yml, if it exists).
+    #[arg(short = 'f', long = "config-file", global = true, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// etcd endpoints, overriding the config file's `dcs.endpoints`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    pub dcs: Option<Vec<String>>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Bound on every etcd request (default: the config file's `dcs.request_timeout` when
+    /// the endpoints come from it, else 2s).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub request_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the cluster, its leaders, locations, nodes or proxies.
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Fence a node: it never leads, and releases the lead if it holds it.
+    Fence {
+        /// Node to fence (default: the config file's `manager.name`).
+        node: Option<String>,
+    },
+    /// Lift a node's fence.
+    Unfence {
+        /// Node to unfence (default: the config file's `manager.name`).
+        node: Option<String>,
+    },
+    /// Let HARP manage the cluster, a node or a proxy again.
+    #[command(subcommand)]
+    Manage(ManageTarget),
+    /// Stop HARP from changing the cluster's, a node's or a proxy's routing.
+    #[command(subcommand)]
+    Unmanage(ManageTarget),
+    /// Planned switchover: make NODE its location's lead master.
+    Promote(PromoteArgs),
+    /// Print harpctl's version.
+    Version,
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GetCommand {
+    /// The cluster: whether it is managed, and each location's leader and counts.
+    Cluster,
+    /// The lead master of LOCATION (of every location without it).
+    Leader { location: Option<String> },
+    /// One location (every location without it).
+    Location { location: Option<String> },
+    /// Every location: leader, fencing token, nodes and proxies.
+    Locations,
+    /// One node.
+    Node { name: String },
+    /// Every node.
+    Nodes,
+    /// One proxy.
+    Proxy { name: String },
+    /// Every proxy.
+    Proxies,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManageTarget {
+    /// The whole cluster.
+    Cluster,
+    /// One node's manager.
+    Node { name: String },
+    /// One proxy (harp-agent).
+    Proxy { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The new lead master (default: the best candidate of the location).
+    pub node: Option<String>,
+    /// The location to switch over (default: the config file's `location`, or the only one).
+    #[arg(short = 'l', long)]
+    pub location: Option<String>,
+    /// Skip harpctl's and the leader's eligibility checks of the target (priority -1,
+    /// unmanaged, not primary); a fenced or down node still cannot lead.
+    #[arg(long)]
+    pub force: bool,
+    /// How long to wait for the handover; the request expires after it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}

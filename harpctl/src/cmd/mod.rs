@@ -1,0 +1,45 @@
+//! One module per verb. Each returns what to print on stdout; errors carry the exit status.
+
+pub mod completion;
+pub mod fence;
+pub mod get;
+pub mod manage;
+pub mod promote;
+
+use harp_core::keys::Keys;
+
+use crate::cli::Command;
+use crate::conn::Conn;
+use crate::context::Context;
+use crate::error::CtlError;
+use crate::snapshot::Snapshot;
+
+pub async fn run(ctx: &Context, command: Command) -> Result<String, CtlError> {
+    match command {
+        Command::Get(what) => get::run(ctx, what).await,
+        Command::Fence { node } => fence::run(ctx, node, true).await,
+        Command::Unfence { node } => fence::run(ctx, node, false).await,
+        Command::Manage(target) => manage::run(ctx, target, true).await,
+        Command::Unmanage(target) => manage::run(ctx, target, false).await,
+        Command::Promote(args) => promote::run(ctx, args).await,
+        Command::Version => Ok(completion::version(ctx.format())),
+        Command::Completion { shell } => Ok(completion::script(shell)),
+    }
+}
+
+/// The cluster's name and a connection to its etcd.
+pub async fn connect(ctx: &Context) -> Result<(String, Conn), CtlError> {
+    let cluster = ctx.cluster()?;
+    let dcs = ctx.dcs()?;
+    let conn = Conn::open(&dcs, &Keys::new(&cluster)).await?;
+    Ok((cluster, conn))
+}
+
+/// One read of the whole cluster; undecodable records are reported on stderr and skipped.
+pub async fn read(conn: &Conn, cluster: &str) -> Result<Snapshot, CtlError> {
+    let snap = conn.snapshot(cluster).await?;
+    for w in &snap.warnings {
+        eprintln!("harpctl: warning: {w}");
+    }
+    Ok(snap)
+}

@@ -1,0 +1,173 @@
+//! Watching `leader/<location>` until the switchover target holds it, and timing the pause
+//! clients saw (old key deleted → new key put, as harpctl's watch delivered them).
+
+use std::time::Duration;
+
+use etcd_client::{EventType, WatchOptions};
+use harp_core::records::LeaderRecord;
+use tokio::time::Instant;
+
+use crate::conn::Conn;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandedOver {
+    /// The new leader key's `create_revision`.
+    pub token: i64,
+    /// Old key's delete → new key's put; `None` if no delete was seen (no leader before).
+    pub pause: Option<Duration>,
+    pub at: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotHandedOver {
+    /// The deadline passed; `leader` is the last leader seen (`None`: vacant).
+    Timeout { leader: Option<String> },
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Tracks leader-key events against the switchover's target.
+#[derive(Debug)]
+struct Tracker<'a> {
+    target: &'a str,
+    from_token: i64,
+    deleted_at: Option<Instant>,
+    leader: Option<String>,
+}
+
+impl Tracker<'_> {
+    /// A put of `rec` created at `create_revision`, seen `now`; `Some` once the target leads
+    /// under a new token.
+    fn put(&mut self, rec: LeaderRecord, create_revision: i64, now: Instant) -> Option<HandedOver> {
+        let fresh = create_revision != self.from_token;
+        self.leader = Some(rec.node.clone());
+        (fresh && rec.node == self.target).then(|| HandedOver {
+            token: create_revision,
+            pause: self.deleted_at.map(|d| now - d),
+            at: now,
+        })
+    }
+
+    fn timed_out(&self) -> NotHandedOver {
+        NotHandedOver::Timeout {
+            leader: self.leader.clone(),
+        }
+    }
+
+    fn delete(&mut self, now: Instant) {
+        self.deleted_at = Some(now);
+        self.leader = None;
+    }
+}
+
+/// Watches `key` from `start_revision` (the revision after harpctl's read, so nothing since is
+/// missed) until `target` holds it under a token other than `from_token`. A broken stream is
+/// watched again from the next unseen revision.
+pub async fn wait(
+    conn: &Conn,
+    key: &str,
+    target: &str,
+    from: Option<&str>,
+    from_token: i64,
+    start_revision: i64,
+    deadline: Instant,
+) -> Result<HandedOver, NotHandedOver> {
+    let mut t = Tracker {
+        target,
+        from_token,
+        deleted_at: None,
+        leader: from.map(str::to_owned),
+    };
+    let mut next_rev = start_revision;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let mut client = conn.dcs.client.clone();
+        let opts = WatchOptions::new().with_start_revision(next_rev);
+        let stream = tokio::select! {
+            s = tokio::time::timeout(conn.timeout(), client.watch(key, Some(opts))) => s,
+            _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+            _ = &mut ctrl_c => return Err(NotHandedOver::Interrupted),
+        };
+        let Ok(Ok(mut stream)) = stream else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+                _ = &mut ctrl_c => return Err(NotHandedOver::Interrupted),
+            };
+            let now = Instant::now();
+            let Ok(Some(resp)) = msg else { break };
+            if resp.canceled() {
+                // Compacted past our revision: resume from the oldest one etcd still has.
+                next_rev = next_rev.max(resp.compact_revision());
+                break;
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                next_rev = next_rev.max(kv.mod_revision() + 1);
+                match ev.event_type() {
+                    EventType::Delete => t.delete(now),
+                    EventType::Put => {
+                        let Ok(rec) = LeaderRecord::decode(kv.value()) else {
+                            continue;
+                        };
+                        if let Some(done) = t.put(rec, kv.create_revision(), now) {
+                            return Ok(done);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tests::leader;
+
+    #[test]
+    fn the_pause_runs_from_the_old_keys_delete_to_the_targets_put() {
+        let t0 = Instant::now();
+        let mut t = Tracker {
+            target: "n2",
+            from_token: 10,
+            deleted_at: None,
+            leader: Some("n1".into()),
+        };
+        // The old leader refreshing its own key is not a handover.
+        assert_eq!(t.put(leader("n1", "dca"), 10, t0), None);
+        t.delete(t0 + Duration::from_millis(5));
+        assert_eq!(t.leader, None);
+        let done = t
+            .put(leader("n2", "dca"), 14, t0 + Duration::from_millis(23))
+            .unwrap();
+        assert_eq!(done.token, 14);
+        assert_eq!(done.pause, Some(Duration::from_millis(18)));
+    }
+
+    #[test]
+    fn another_node_taking_over_is_remembered_but_not_success() {
+        let t0 = Instant::now();
+        let mut t = Tracker {
+            target: "n2",
+            from_token: 0,
+            deleted_at: None,
+            leader: None,
+        };
+        assert_eq!(t.put(leader("n3", "dca"), 20, t0), None);
+        assert_eq!(t.leader.as_deref(), Some("n3"));
+        let done = t.put(leader("n2", "dca"), 21, t0).unwrap();
+        assert_eq!(done.pause, None, "no delete was seen");
+    }
+}

@@ -1,0 +1,264 @@
+//! Rendering: kubectl-style tables for people (uppercase headers, columns aligned with spaces,
+//! no borders, `<none>` for unknown values), JSON and YAML of the view structs for scripts.
+
+use std::fmt::Display;
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::view::{ClusterView, LeaderView, LocationView, NodeView, ProxyView, Role, pg_state_str};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// What a table shows for an unknown or absent value.
+pub const NONE: &str = "<none>";
+/// Spaces between columns (kubectl's tabwriter padding).
+const GAP: usize = 3;
+
+/// A table of rows under uppercase headers.
+#[derive(Debug, Clone)]
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: &[&'static str]) -> Self {
+        Self {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    /// Columns padded to their widest cell; no trailing spaces.
+    pub fn render(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        let mut out = String::new();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<width$}", width = w + GAP));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A view that prints as a table row.
+pub trait Tabular {
+    const HEADERS: &'static [&'static str];
+    fn cells(&self) -> Vec<String>;
+}
+
+/// Many objects: a table, or a JSON/YAML list.
+pub fn render_list<T: Tabular + Serialize>(items: &[T], format: Format) -> String {
+    match format {
+        Format::Table => {
+            let mut t = Table::new(T::HEADERS);
+            for item in items {
+                t.row(item.cells());
+            }
+            t.render()
+        }
+        _ => render_data(&items, format),
+    }
+}
+
+/// One object: a one-row table, or a JSON/YAML object.
+pub fn render_one<T: Tabular + Serialize>(item: &T, format: Format) -> String {
+    match format {
+        Format::Table => render_list(std::slice::from_ref(item), format),
+        _ => render_data(item, format),
+    }
+}
+
+/// JSON (pretty, newline-terminated) or YAML; a table format falls back to JSON.
+pub fn render_data<T: Serialize + ?Sized>(value: &T, format: Format) -> String {
+    match format {
+        Format::Yaml => serde_yaml::to_string(value).expect("views serialize to YAML"),
+        Format::Json | Format::Table => {
+            let mut s = serde_json::to_string_pretty(value).expect("views serialize to JSON");
+            s.push('\n');
+            s
+        }
+    }
+}
+
+/// `get cluster`: the cluster line, then one row per location.
+pub fn render_cluster(view: &ClusterView, format: Format) -> String {
+    if format != Format::Table {
+        return render_data(view, format);
+    }
+    let mut head = Table::new(&["CLUSTER", "MANAGED", "LOCATIONS"]);
+    head.row(vec![
+        view.name.clone(),
+        view.managed.to_string(),
+        view.locations.len().to_string(),
+    ]);
+    let mut out = head.render();
+    if !view.locations.is_empty() {
+        out.push('\n');
+        out.push_str(&render_list(&view.locations, format));
+    }
+    out
+}
+
+fn opt<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| NONE.to_owned(), |v| v.to_string())
+}
+
+/// A WAL position as Postgres prints it: `16/B374D848`.
+pub fn lsn(bytes: u64) -> String {
+    format!("{:X}/{:X}", bytes >> 32, bytes & 0xFFFF_FFFF)
+}
+
+/// kubectl's short ages: `45s`, `7m12s`, `3h`, `2d4h`.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    match s {
+        0..120 => format!("{s}s"),
+        120..600 => format!("{m}m{}s", s % 60),
+        600..10_800 => format!("{m}m"),
+        10_800..28_800 => format!("{h}h{}m", m % 60),
+        28_800..172_800 => format!("{h}h"),
+        172_800..691_200 => format!("{d}d{}h", h % 24),
+        _ => format!("{d}d"),
+    }
+}
+
+impl Tabular for NodeView {
+    const HEADERS: &'static [&'static str] = &[
+        "NAME", "LOCATION", "ROLE", "POSTGRES", "PRIORITY", "FENCED", "MANAGED", "WAL_LSN", "AGE",
+    ];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            opt(self.location.as_deref()),
+            Role::as_str(self.role).to_owned(),
+            opt(self.postgres.map(pg_state_str)),
+            opt(self.priority),
+            self.fenced.to_string(),
+            self.managed.to_string(),
+            opt(self.wal_lsn.map(lsn)),
+            opt(self.age_ms.map(age)),
+        ]
+    }
+}
+
+impl Tabular for ProxyView {
+    const HEADERS: &'static [&'static str] = &[
+        "NAME", "LOCATION", "MODE", "LEADER", "TOKEN", "SESSIONS", "HELD", "AGE",
+    ];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.location.clone(),
+            self.mode.clone(),
+            opt(self.leader.as_deref()),
+            opt(self.token),
+            self.sessions.to_string(),
+            self.held.to_string(),
+            age(self.age_ms),
+        ]
+    }
+}
+
+impl Tabular for LeaderView {
+    const HEADERS: &'static [&'static str] = &["LOCATION", "NODE", "ADDRESS", "TOKEN"];
+    fn cells(&self) -> Vec<String> {
+        let address = match (&self.address, self.port) {
+            (Some(a), Some(p)) => Some(format!("{a}:{p}")),
+            _ => None,
+        };
+        vec![
+            self.location.clone(),
+            opt(self.node.as_deref()),
+            opt(address),
+            opt(self.token),
+        ]
+    }
+}
+
+impl Tabular for LocationView {
+    const HEADERS: &'static [&'static str] = &["LOCATION", "LEADER", "TOKEN", "NODES", "PROXIES"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.location.clone(),
+            opt(self.leader.as_deref()),
+            opt(self.token),
+            self.nodes.to_string(),
+            self.proxies.to_string(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_without_trailing_spaces() {
+        let mut t = Table::new(&["NAME", "LOCATION"]);
+        t.row(vec!["node-one".into(), "dca".into()]);
+        t.row(vec!["n2".into(), NONE.into()]);
+        assert_eq!(
+            t.render(),
+            "NAME       LOCATION\nnode-one   dca\nn2         <none>\n"
+        );
+    }
+
+    #[test]
+    fn ages_and_lsns_read_like_kubectl_and_postgres() {
+        assert_eq!(age(999), "0s");
+        assert_eq!(age(45_000), "45s");
+        assert_eq!(age(432_000), "7m12s");
+        assert_eq!(age(3_600_000), "60m");
+        assert_eq!(age(4 * 3_600_000 + 60_000), "4h1m");
+        assert_eq!(age(3 * 86_400_000), "3d0h");
+        assert_eq!(age(30 * 86_400_000), "30d");
+        assert_eq!(lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(lsn(0x0300_0148), "0/3000148");
+    }
+
+    #[test]
+    fn leader_rows_show_none_for_a_vacant_location() {
+        let v = LeaderView {
+            location: "dcb".into(),
+            node: None,
+            address: None,
+            port: None,
+            token: None,
+        };
+        assert_eq!(
+            render_one(&v, Format::Table),
+            "LOCATION   NODE     ADDRESS   TOKEN\ndcb        <none>   <none>    <none>\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render_one(&v, Format::Json)).unwrap();
+        assert!(json["node"].is_null());
+        let yaml = render_one(&v, Format::Yaml);
+        assert!(yaml.contains("location: dcb\nnode: null\n"), "{yaml}");
+    }
+}

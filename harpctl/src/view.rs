@@ -1,0 +1,260 @@
+//! What `get` prints: one serde struct per kind of object, built from a [`Snapshot`]. Field
+//! names are the JSON/YAML contract for scripts: snake_case, stable, `null` when unknown.
+
+use harp_core::records::PgState;
+use serde::Serialize;
+
+use crate::snapshot::Snapshot;
+
+/// A node's part in its location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// `leader/<location>` names it.
+    Leader,
+    /// Publishes its status, does not lead.
+    Follower,
+    /// No status key (its manager is not running) and no leader key.
+    Offline,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Offline => "offline",
+        }
+    }
+}
+
+pub fn pg_state_str(s: PgState) -> &'static str {
+    match s {
+        PgState::Primary => "primary",
+        PgState::Standby => "standby",
+        PgState::Down => "down",
+        PgState::Unknown => "unknown",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    pub name: String,
+    pub location: Option<String>,
+    pub role: Role,
+    pub postgres: Option<PgState>,
+    pub priority: Option<i32>,
+    pub fenced: bool,
+    /// The cluster and the node are managed.
+    pub managed: bool,
+    /// WAL position in bytes.
+    pub wal_lsn: Option<u64>,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    /// When its manager last wrote its status (Unix ms), and how long ago.
+    pub updated_ms: Option<u64>,
+    pub age_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProxyView {
+    pub name: String,
+    pub location: String,
+    pub mode: String,
+    /// The leader new clients are routed to; `null` while clients are held.
+    pub leader: Option<String>,
+    pub token: Option<i64>,
+    pub sessions: u64,
+    pub held: u64,
+    pub managed: bool,
+    pub updated_ms: u64,
+    pub age_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeaderView {
+    pub location: String,
+    /// `null` while the location has no lead master.
+    pub node: Option<String>,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    /// The fencing token: the leader key's `create_revision`.
+    pub token: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocationView {
+    pub location: String,
+    pub leader: Option<String>,
+    pub token: Option<i64>,
+    pub nodes: usize,
+    pub proxies: usize,
+    /// Target of a switchover in progress.
+    pub switchover_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterView {
+    pub name: String,
+    pub managed: bool,
+    pub locations: Vec<LocationView>,
+}
+
+impl Snapshot {
+    pub fn node_view(&self, name: &str, now_ms: u64) -> NodeView {
+        let st = self.nodes.get(name);
+        let leading = self.leading(name);
+        let role = match (leading, st) {
+            (Some(_), _) => Role::Leader,
+            (None, Some(_)) => Role::Follower,
+            (None, None) => Role::Offline,
+        };
+        NodeView {
+            name: name.into(),
+            location: st
+                .map(|s| s.location.clone())
+                .or_else(|| leading.map(|(loc, _)| loc.to_owned())),
+            role,
+            postgres: st.map(|s| s.postgres),
+            priority: st.map(|s| s.priority),
+            fenced: self.fenced.contains(name),
+            managed: self.node_managed(name),
+            wal_lsn: st.and_then(|s| s.wal_lsn),
+            address: st.map(|s| s.address.clone()),
+            port: st.map(|s| s.port),
+            updated_ms: st.map(|s| s.updated_ms),
+            age_ms: st.map(|s| now_ms.saturating_sub(s.updated_ms)),
+        }
+    }
+
+    pub fn node_views(&self, now_ms: u64) -> Vec<NodeView> {
+        self.node_names()
+            .iter()
+            .map(|n| self.node_view(n, now_ms))
+            .collect()
+    }
+
+    /// `None` for a proxy with an unmanaged marker but no status (its agent is not running).
+    pub fn proxy_view(&self, name: &str, now_ms: u64) -> Option<ProxyView> {
+        let p = self.proxies.get(name)?;
+        Some(ProxyView {
+            name: name.into(),
+            location: p.location.clone(),
+            mode: p.mode.clone(),
+            leader: p.leader.clone(),
+            token: p.token,
+            sessions: p.sessions,
+            held: p.held,
+            managed: self.proxy_managed(name),
+            updated_ms: p.updated_ms,
+            age_ms: now_ms.saturating_sub(p.updated_ms),
+        })
+    }
+
+    pub fn proxy_views(&self, now_ms: u64) -> Vec<ProxyView> {
+        self.proxies
+            .keys()
+            .filter_map(|p| self.proxy_view(p, now_ms))
+            .collect()
+    }
+
+    pub fn leader_view(&self, location: &str) -> LeaderView {
+        let l = self.leaders.get(location);
+        LeaderView {
+            location: location.into(),
+            node: l.map(|l| l.record.node.clone()),
+            address: l.map(|l| l.record.address.clone()),
+            port: l.map(|l| l.record.port),
+            token: l.map(|l| l.token),
+        }
+    }
+
+    pub fn leader_views(&self) -> Vec<LeaderView> {
+        self.locations()
+            .iter()
+            .map(|l| self.leader_view(l))
+            .collect()
+    }
+
+    pub fn location_view(&self, location: &str) -> LocationView {
+        let l = self.leaders.get(location);
+        LocationView {
+            location: location.into(),
+            leader: l.map(|l| l.record.node.clone()),
+            token: l.map(|l| l.token),
+            nodes: self
+                .nodes
+                .values()
+                .filter(|n| n.location == location)
+                .count(),
+            proxies: self
+                .proxies
+                .values()
+                .filter(|p| p.location == location)
+                .count(),
+            switchover_to: self.intents.get(location).map(|i| i.target.clone()),
+        }
+    }
+
+    pub fn location_views(&self) -> Vec<LocationView> {
+        self.locations()
+            .iter()
+            .map(|l| self.location_view(l))
+            .collect()
+    }
+
+    pub fn cluster_view(&self) -> ClusterView {
+        ClusterView {
+            name: self.cluster.clone(),
+            managed: self.cluster_managed,
+            locations: self.location_views(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use harp_core::keys::Keys;
+
+    use super::*;
+    use crate::snapshot::tests::{leader, status};
+
+    #[test]
+    fn role_comes_from_the_leader_key_not_the_status_flag() {
+        let keys = Keys::new("c");
+        let mut n2 = status("n2", "dca", PgState::Primary, 100);
+        n2.leader = true; // stale flag: the key says n1
+        let (s1, s2) = (
+            status("n1", "dca", PgState::Primary, 100).encode(),
+            n2.encode(),
+        );
+        let ld = leader("n1", "dca").encode();
+        let kvs = vec![
+            (keys.leader("dca"), ld.as_bytes(), 5),
+            (keys.node_status("n1"), s1.as_bytes(), 6),
+            (keys.node_status("n2"), s2.as_bytes(), 7),
+            (keys.fenced("n9"), b"{}".as_slice(), 8),
+        ];
+        let s = Snapshot::from_kvs("c", &keys, 10, kvs);
+        let views = s.node_views(3_500);
+        let roles: Vec<_> = views.iter().map(|v| (v.name.as_str(), v.role)).collect();
+        assert_eq!(
+            roles,
+            [
+                ("n1", Role::Leader),
+                ("n2", Role::Follower),
+                ("n9", Role::Offline)
+            ]
+        );
+        assert_eq!(views[0].age_ms, Some(2_500));
+        assert!(views[2].fenced && views[2].location.is_none());
+        let loc = s.location_view("dca");
+        assert_eq!(
+            (loc.leader.as_deref(), loc.token, loc.nodes),
+            (Some("n1"), Some(5), 2)
+        );
+        let json = serde_json::to_value(&views[1]).unwrap();
+        assert_eq!(json["postgres"], "primary");
+        assert_eq!(json["role"], "follower");
+    }
+}
