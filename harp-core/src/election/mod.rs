@@ -177,6 +177,9 @@ pub struct Election {
     shutting_down: bool,
     switchover: Option<Switchover>,
     managed: bool,
+    /// Until then a freshly started manager does not compete: peers that started with it get
+    /// time to publish their status, so priority decides the first election too.
+    settle_until: Option<Instant>,
 }
 
 impl Election {
@@ -198,6 +201,7 @@ impl Election {
             shutting_down: false,
             switchover: None,
             managed: true,
+            settle_until: None,
         }
     }
 
@@ -286,7 +290,8 @@ impl Election {
             Some(_) => 0,
             None => self.peers.rank(&p.node, &p.location, p.priority) as u32,
         };
-        let at = self.vacant_since? + p.candidate_step * rank;
+        // Ranks count from when both are known: the vacancy and the peers (after settling).
+        let at = self.vacant_since?.max(self.settle_until?) + p.candidate_step * rank;
         Some(self.retry_at.map_or(at, |r| r.max(at)))
     }
 
@@ -303,7 +308,11 @@ impl Election {
                 self.postgres = state;
                 self.wal_lsn = wal_lsn;
             }
-            Event::SessionUp => self.session = true,
+            Event::SessionUp => {
+                self.session = true;
+                self.settle_until
+                    .get_or_insert(now + self.params.candidate_step);
+            }
             Event::SessionLost => {
                 self.session = false;
                 self.acquiring = false;

@@ -41,11 +41,13 @@ fn holder(node: &str, token: i64) -> Option<Holder> {
     })
 }
 
-/// A healthy node with a session that has seen the lease vacant; returns the clock.
+/// A healthy node whose session started a settle period ago and that sees the lease vacant;
+/// returns the clock.
 fn ready(e: &mut Election) -> (Instant, Vec<Action>) {
-    let t0 = Instant::now();
+    let start = Instant::now();
+    e.step(Event::SessionUp, start);
+    let t0 = start + STEP;
     e.step(healthy(), t0);
-    e.step(Event::SessionUp, t0);
     let out = e.step(Event::LeaderObserved(None), t0);
     (t0, out)
 }
@@ -220,7 +222,9 @@ fn priority_minus_one_never_leads() {
 #[test]
 fn a_lower_priority_candidate_waits_for_the_better_one() {
     let mut e = Election::new(params("n2", 50));
-    let t0 = Instant::now();
+    let start = Instant::now();
+    e.step(Event::SessionUp, start);
+    let t0 = start + STEP; // settled
     e.step(
         Event::PeerStatus {
             node: "n1".into(),
@@ -228,10 +232,9 @@ fn a_lower_priority_candidate_waits_for_the_better_one() {
         },
         t0,
     );
-    let (t0, out) = {
+    let out = {
         e.step(healthy(), t0);
-        e.step(Event::SessionUp, t0);
-        (t0, e.step(Event::LeaderObserved(None), t0))
+        e.step(Event::LeaderObserved(None), t0)
     };
     assert!(out.is_empty(), "rank 1 must wait: {out:?}");
     assert_eq!(e.next_wake(), Some(t0 + STEP));
@@ -375,7 +378,7 @@ fn a_node_too_far_behind_does_not_try() {
         PeerStatus("n2", peer(10, PgState::Standby, 1000)),
         Instant::now(),
     );
-    let (_, out) = ready(&mut e); // we are at 100: 900 bytes behind
+    let (t0, out) = ready(&mut e); // we are at 100: 900 bytes behind
     assert!(out.is_empty());
     assert!(e.ineligible_reason().unwrap().contains("maximum_lag 500"));
     // Caught up: it tries.
@@ -384,7 +387,7 @@ fn a_node_too_far_behind_does_not_try() {
             state: PgState::Primary,
             wal_lsn: Some(800),
         },
-        Instant::now(),
+        t0,
     );
     assert!(out.contains(&Action::TryAcquire), "{out:?}");
 }
@@ -504,11 +507,12 @@ fn a_switchover_hands_over_to_a_healthy_target_only() {
 fn while_a_switchover_lives_only_its_target_may_acquire() {
     let mut e = Election::new(params("n1", 200));
     e.step(switchover("n3", 7), Instant::now());
-    assert!(ready(&mut e).1.is_empty(), "n1 is not the target");
+    let (t0, out) = ready(&mut e);
+    assert!(out.is_empty(), "n1 is not the target");
     assert_eq!(e.next_wake(), None);
     // The intent expires: normal election resumes.
     assert_eq!(
-        e.step(Event::Switchover(None), Instant::now()),
+        e.step(Event::Switchover(None), t0),
         vec![Action::TryAcquire]
     );
     // The target tries at once even if a better-ranked peer exists.
@@ -544,9 +548,24 @@ fn unmanaged_nodes_change_no_leadership() {
     // A follower does not take a vacant lease while unmanaged; managed again, it does.
     let mut e = Election::new(params("n1", 100));
     e.step(Event::Managed(false), Instant::now());
-    assert!(ready(&mut e).1.is_empty());
-    assert_eq!(
-        e.step(Event::Managed(true), Instant::now()),
-        vec![Action::TryAcquire]
+    let (t0, out) = ready(&mut e);
+    assert!(out.is_empty());
+    assert_eq!(e.step(Event::Managed(true), t0), vec![Action::TryAcquire]);
+}
+
+#[test]
+fn a_fresh_manager_settles_before_competing_so_priority_decides_the_first_election() {
+    let mut e = Election::new(params("n2", 50));
+    let t0 = Instant::now();
+    e.step(healthy(), t0);
+    e.step(Event::SessionUp, t0);
+    assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
+    assert_eq!(e.next_wake(), Some(t0 + STEP));
+    // The better node's status arrives while we settle: we now wait our rank on top.
+    e.step(
+        PeerStatus("n1", peer(100, PgState::Primary, 1)),
+        t0 + STEP / 2,
     );
+    assert!(e.step(Event::Tick, t0 + STEP).is_empty());
+    assert_eq!(e.next_wake(), Some(t0 + STEP * 2));
 }
