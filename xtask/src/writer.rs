@@ -80,6 +80,11 @@ impl App {
         Ok(App { child, acks })
     }
 
+    /// What it acknowledged so far.
+    pub fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().expect("acks").clone()
+    }
+
     /// Stops the writer and returns what it acknowledged.
     pub fn stop(mut self) -> Vec<Ack> {
         let _ = self.child.kill();

@@ -65,7 +65,7 @@ struct Report {
     command: String,
 }
 
-pub fn run(runs: usize) -> anyhow::Result<()> {
+pub fn run(runs: usize, only: Option<&str>) -> anyhow::Result<()> {
     let mut c = TestCluster::start_with(
         "bench",
         &[("n1", "dca", 100), ("n2", "dca", 100), ("n3", "dca", 100)],
@@ -76,7 +76,11 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let mut watch = rt.block_on(async { LeaderWatch::start(&c.client().await, "bench").await });
     let mut cases = Vec::new();
-    for fault in [Fault::PostmasterKill, Fault::NodeKill, Fault::CleanStop] {
+    let faults: Vec<Fault> = [Fault::PostmasterKill, Fault::NodeKill, Fault::CleanStop]
+        .into_iter()
+        .filter(|f| only.is_none_or(|o| o == f.name()))
+        .collect();
+    for fault in faults {
         let mut samples = Vec::new();
         for i in 0..runs {
             let took = one(&rt, &mut c, &mut watch, fault)?;
@@ -89,27 +93,12 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
             );
             samples.push(took);
         }
-        let Summary {
-            n,
-            p50_ms,
-            p95_ms,
-            max_ms,
-        } = summarize(&samples);
         let (t50, t95) = fault.targets();
-        cases.push(Case {
-            name: fault.name(),
-            n,
-            p50_ms,
-            p95_ms,
-            max_ms,
-            target_p50_ms: t50,
-            target_p95_ms: t95,
-            met: p95_ms <= t95 && t50.is_none_or(|t| p50_ms <= t),
-            samples_ms: samples
-                .iter()
-                .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
-                .collect(),
-        });
+        cases.push(case(fault.name(), &samples, t50, t95));
+    }
+    if only.is_none_or(|o| o == "switchover") {
+        let samples = super::switchover::measure(&mut c, runs)?;
+        cases.push(case("switchover", &samples, None, 500.0));
     }
     let report = Report {
         bench: "failover",
@@ -119,9 +108,35 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         lease_refresh_interval_ms: 2000,
         nodes: 3,
         etcd_members: 3,
-        command: format!("cargo xtask bench failover --runs {runs}"),
+        command: match only {
+            Some(o) => format!("cargo xtask bench failover --runs {runs} --only {o}"),
+            None => format!("cargo xtask bench failover --runs {runs}"),
+        },
     };
     write(&report)
+}
+
+fn case(name: &'static str, samples: &[Duration], t50: Option<f64>, t95: f64) -> Case {
+    let Summary {
+        n,
+        p50_ms,
+        p95_ms,
+        max_ms,
+    } = summarize(samples);
+    Case {
+        name,
+        n,
+        p50_ms,
+        p95_ms,
+        max_ms,
+        target_p50_ms: t50,
+        target_p95_ms: t95,
+        met: p95_ms <= t95 && t50.is_none_or(|t| p50_ms <= t),
+        samples_ms: samples
+            .iter()
+            .map(|d| (d.as_secs_f64() * 1e4).round() / 10.0)
+            .collect(),
+    }
 }
 
 /// Injects `fault` on the current leader, returns fault → new leader seen, then heals.

@@ -3,6 +3,7 @@
 mod datapath;
 mod failover;
 mod stats;
+mod switchover;
 
 use std::path::PathBuf;
 
@@ -10,11 +11,15 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum Bench {
-    /// Kill → new leader visible in etcd: postmaster kill, node kill, clean stop.
+    /// Kill → new leader visible in etcd: postmaster kill, node kill, clean stop; and
+    /// `harpctl promote` under load: the pause a client writing through an agent sees.
     Failover {
         /// Runs per case.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Only this case (postmaster_kill, node_kill, clean_stop, switchover).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// pgbench and bulk COPY through several paths to one Postgres (direct, harp-agent in
     /// userspace, steered by connect4 and spliced by sockmap, haproxy, pgbouncer, socat),
@@ -41,7 +46,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     crate::test::cargo(&["build", "--release", "--workspace", "--bins"])?;
     harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
     match bench {
-        Bench::Failover { runs } => failover::run(runs),
+        Bench::Failover { runs, only } => failover::run(runs, only.as_deref()),
         Bench::Datapath {
             secs,
             rounds,
