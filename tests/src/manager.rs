@@ -176,13 +176,7 @@ impl ManagerProc {
     /// Stops the manager if it runs (SIGTERM, `kill -9` after 10 s) and starts it again with
     /// the same config file.
     pub fn restart(&mut self) {
-        if self.proc.is_running() {
-            self.proc.sigcont();
-            self.proc.sigterm();
-            if self.proc.wait_exit(Duration::from_secs(10)).is_none() {
-                self.proc.kill9();
-            }
-        }
+        self.proc.stop(Duration::from_secs(10));
         self.proc = spawn(&self.spec.name, &self.config_path, &self.log_path);
     }
 

@@ -152,6 +152,18 @@ impl ChildGuard {
     }
 
     /// Waits up to `timeout` for the child to exit; `None` if it is still running.
+    /// Stops the process if it runs: SIGTERM (after SIGCONT, in case it is stopped), then
+    /// `kill -9` if it has not exited within `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.is_running() {
+            self.sigcont();
+            self.sigterm();
+            if self.wait_exit(grace).is_none() {
+                self.kill9();
+            }
+        }
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {

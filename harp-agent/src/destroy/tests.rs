@@ -3,18 +3,6 @@ use std::net::{Ipv4Addr, SocketAddr as StdSocketAddr, TcpListener, TcpStream};
 
 use super::*;
 
-/// Root tests: true if they can run; prints SKIP otherwise, but panics under CI=true.
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test} needs root and CI=true: cannot skip");
-    }
-    println!("SKIP: {test}: needs root");
-    false
-}
-
 fn v4(addr: StdSocketAddr) -> SocketAddrV4 {
     match addr {
         StdSocketAddr::V4(a) => a,
@@ -68,7 +56,7 @@ fn outcome(result: &io::Result<usize>) -> String {
 
 #[test]
 fn destroy_closes_only_targeted_sockets_to_the_old_leader() {
-    if !privileged("destroy_closes_only_targeted_sockets_to_the_old_leader") {
+    if !harp_tests::require_root("destroy_closes_only_targeted_sockets_to_the_old_leader") {
         return;
     }
     // The old leader, with steered clients A, B, C.
@@ -143,7 +131,7 @@ fn destroy_closes_only_targeted_sockets_to_the_old_leader() {
 
 #[test]
 fn unknown_cookie_is_not_found_without_error() {
-    if !privileged("unknown_cookie_is_not_found_without_error") {
+    if !harp_tests::require_root("unknown_cookie_is_not_found_without_error") {
         return;
     }
     let (_old, mut pairs) = leader(Ipv4Addr::LOCALHOST, 0, 1);
@@ -157,7 +145,7 @@ fn unknown_cookie_is_not_found_without_error() {
 
 #[test]
 fn timings() {
-    if !privileged("timings") {
+    if !harp_tests::require_root("timings") {
         return;
     }
     let (_old, pairs) = leader(Ipv4Addr::LOCALHOST, 0, 100);
