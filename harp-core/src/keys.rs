@@ -60,6 +60,11 @@ impl Keys {
         format!("{}managed", self.prefix)
     }
 
+    /// Directives an operator set for a node (`harpctl set node`), merged over its file.
+    pub fn node_config(&self, node: &str) -> String {
+        format!("{}config/nodes/{node}", self.prefix)
+    }
+
     /// Present while a node is unmanaged: its manager changes no leadership.
     pub fn node_unmanaged(&self, node: &str) -> String {
         format!("{}unmanaged/nodes/{node}", self.prefix)
@@ -86,6 +91,7 @@ impl Keys {
             ["proxies", proxy, "status"] => Some(KeyKind::ProxyStatus(proxy)),
             ["managed"] => Some(KeyKind::Managed),
             ["unmanaged", "nodes", node] => Some(KeyKind::NodeUnmanaged(node)),
+            ["config", "nodes", node] => Some(KeyKind::NodeConfig(node)),
             ["unmanaged", "proxies", proxy] => Some(KeyKind::ProxyUnmanaged(proxy)),
             _ => None,
         }
@@ -101,6 +107,7 @@ pub enum KeyKind<'a> {
     ProxyStatus(&'a str),
     Managed,
     NodeUnmanaged(&'a str),
+    NodeConfig(&'a str),
     ProxyUnmanaged(&'a str),
 }
 

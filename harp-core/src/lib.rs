@@ -2,6 +2,7 @@
 //! make every decision. No I/O happens here, so tests drive it with a fake clock.
 
 pub mod config;
+pub mod directives;
 pub mod election;
 pub mod keys;
 pub mod pgwire;

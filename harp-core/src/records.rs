@@ -61,6 +61,9 @@ pub struct NodeStatus {
     pub leader: bool,
     pub address: String,
     pub port: u16,
+    /// Directives set in etcd that apply only after the manager restarts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
     /// Unix milliseconds of the write, for humans reading `harpctl get nodes`.
     pub updated_ms: u64,
 }

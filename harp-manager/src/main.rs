@@ -88,10 +88,20 @@ fn load(path: &std::path::Path) -> Result<(Config, String, u16), ConfigError> {
     Ok((config, host, port))
 }
 
-async fn run(path: PathBuf, (config, address, port): (Config, String, u16)) -> anyhow::Result<()> {
-    let m = config.manager.clone().context("manager section")?;
+async fn run(
+    path: PathBuf,
+    (mut config, address, port): (Config, String, u16),
+) -> anyhow::Result<()> {
+    let file_node = config.manager.clone().context("manager section")?.node;
     let keys = Keys::new(&config.cluster.name);
     let dcs = harp_dcs::connect(&config.dcs, keys).await?;
+    // Directives set in etcd apply from the start; the runner reports later changes to those
+    // that only a restart can apply.
+    let overrides = startup_overrides(&dcs, &config).await;
+    if let Some(m) = config.manager.as_mut() {
+        m.node = overrides.merge(&file_node, &file_node).0;
+    }
+    let m = config.manager.clone().context("manager section")?;
     let params = Params {
         node: m.name.clone(),
         location: config.location.clone(),
@@ -156,6 +166,9 @@ async fn run(path: PathBuf, (config, address, port): (Config, String, u16)) -> a
         port,
         lease: None,
         leader: None,
+        file_node,
+        overrides,
+        pending_restart: Vec::new(),
         cluster_managed: true,
         node_unmanaged: false,
         tx,
@@ -178,5 +191,39 @@ async fn forward_signals(tx: mpsc::Sender<runner::Input>) -> anyhow::Result<()> 
             _ = hup.recv() => runner::Input::Reload,
         };
         tx.send(input).await?;
+    }
+}
+
+/// `config/nodes/<me>` if etcd answers now; else none (the watch delivers them later).
+async fn startup_overrides(
+    dcs: &harp_dcs::Dcs,
+    config: &Config,
+) -> harp_core::directives::NodeOverrides {
+    use harp_core::directives::NodeOverrides;
+    let Some(m) = &config.manager else {
+        return NodeOverrides::new();
+    };
+    let mut c = dcs.client.clone();
+    let key = dcs.keys.node_config(&m.name);
+    match dcs.bounded(c.get(key, None)).await {
+        Ok(resp) => match resp
+            .kvs()
+            .first()
+            .map(|kv| NodeOverrides::decode(kv.value()))
+        {
+            Some(Ok(o)) => {
+                tracing::info!("node directives from etcd: {}", o.encode());
+                o
+            }
+            Some(Err(e)) => {
+                tracing::error!("ignoring the node directives in etcd: {e}");
+                NodeOverrides::new()
+            }
+            None => NodeOverrides::new(),
+        },
+        Err(e) => {
+            tracing::warn!("etcd not reachable at start ({e}); using the config file's directives");
+            NodeOverrides::new()
+        }
     }
 }

@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use harp_core::config::{self, Config};
+use harp_core::config::{self, Config, NodeDirectives};
+use harp_core::directives::NodeOverrides;
 use harp_core::election::{Action, Election, Event, Holder, Peer, Role, Switchover};
 use harp_core::keys::KeyKind;
 use harp_core::records::{
@@ -45,6 +46,11 @@ pub struct Runner {
     pub lease: Option<i64>,
     /// The leader of our location as the watch shows it.
     pub leader: Option<Holder>,
+    /// The node directives of the config file as last read (SIGHUP), and those set in etcd.
+    pub file_node: NodeDirectives,
+    pub overrides: NodeOverrides,
+    /// Directives that differ from what the manager runs with and wait for a restart.
+    pub pending_restart: Vec<&'static str>,
     /// `managed` (cluster) and `unmanaged/nodes/<me>` as last seen.
     pub cluster_managed: bool,
     pub node_unmanaged: bool,
@@ -215,6 +221,17 @@ impl Runner {
                         .is_none_or(|r| r.managed);
                     out.push_back(Event::Managed(self.managed()));
                 }
+                Some(KeyKind::NodeConfig(node)) if node == self.me() => {
+                    self.overrides = match ch.value.map(|(v, _)| NodeOverrides::decode(&v)) {
+                        None => NodeOverrides::new(),
+                        Some(Ok(o)) => o,
+                        Some(Err(e)) => {
+                            tracing::error!("ignoring the node directives in etcd: {e}");
+                            NodeOverrides::new()
+                        }
+                    };
+                    self.apply_directives(out);
+                }
                 Some(KeyKind::NodeUnmanaged(node)) if node == self.me() => {
                     self.node_unmanaged = ch.value.is_some();
                     out.push_back(Event::Managed(self.managed()));
@@ -298,6 +315,11 @@ impl Runner {
             leader: e.is_leader(),
             address: self.address.clone(),
             port: self.port,
+            pending_restart: self
+                .pending_restart
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect(),
             updated_ms: harp_core::records::unix_ms(),
         }
     }
@@ -345,7 +367,6 @@ impl Runner {
             tracing::error!("reload refused: the new config has no manager section");
             return;
         };
-        let (o, n) = (&old_m.node, &new_m.node);
         let mut restart = Vec::new();
         if new.cluster != self.config.cluster {
             restart.push("cluster");
@@ -362,13 +383,8 @@ impl Runner {
         if new_m.name != old_m.name {
             restart.push("manager.name");
         }
-        if n.dsn != o.dsn {
+        if new_m.node.dsn != old_m.node.dsn {
             restart.push("manager.dsn");
-        }
-        if n.leader_lease_duration != o.leader_lease_duration
-            || n.lease_refresh_interval != o.lease_refresh_interval
-        {
-            restart.push("manager.leader_lease_duration/lease_refresh_interval");
         }
         if !restart.is_empty() {
             tracing::warn!(
@@ -376,24 +392,34 @@ impl Runner {
                 restart.join(", ")
             );
         }
-        if (n.priority, n.maximum_lag) != (o.priority, o.maximum_lag) {
+        self.file_node = new_m.node.clone();
+        self.apply_directives(out);
+    }
+
+    /// Merges the etcd directives over the file's: live ones reach the election at once,
+    /// the others are reported as pending a restart.
+    fn apply_directives(&mut self, out: &mut VecDeque<Event>) {
+        let running = &self.config.manager.as_ref().expect("manager section").node;
+        let (eff, pending) = self.overrides.merge(&self.file_node, running);
+        let p = self.election.params();
+        if (eff.priority, eff.maximum_lag) != (p.priority, p.maximum_lag) {
             tracing::info!(
-                priority = n.priority,
-                maximum_lag = n.maximum_lag,
-                "reload: applied"
+                priority = eff.priority,
+                maximum_lag = eff.maximum_lag,
+                "directives applied"
             );
             out.push_back(Event::Reconfigure {
-                priority: n.priority,
-                maximum_lag: n.maximum_lag,
+                priority: eff.priority,
+                maximum_lag: eff.maximum_lag,
             });
         }
-        // Keep the old values of what needs a restart, so the next reload compares correctly.
-        let mut kept = self.config.clone();
-        if let Some(m) = kept.manager.as_mut() {
-            m.node.priority = n.priority;
-            m.node.maximum_lag = n.maximum_lag;
+        if pending != self.pending_restart {
+            if !pending.is_empty() {
+                tracing::warn!("{} changed; applies after a restart", pending.join(", "));
+            }
+            self.pending_restart = pending;
+            self.publish_status();
         }
-        self.config = kept;
     }
 }
 

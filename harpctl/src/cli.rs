@@ -72,6 +72,9 @@ pub enum Command {
     Unmanage(ManageTarget),
     /// Planned switchover: make NODE its location's lead master.
     Promote(PromoteArgs),
+    /// Set directives in etcd, merged over the units' config files.
+    #[command(subcommand)]
+    Set(SetTarget),
     /// Print harpctl's version.
     Version,
     /// Print a shell completion script.
@@ -109,6 +112,18 @@ pub enum ManageTarget {
     Node { name: String },
     /// One proxy (harp-agent).
     Proxy { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetTarget {
+    /// A node's directives: `priority` and `maximum_lag` apply at once; `leader_lease_duration`,
+    /// `lease_refresh_interval` and `health_check_interval` after its manager restarts.
+    Node {
+        name: String,
+        /// `key=value` pairs, e.g. `priority=50 maximum_lag=1048576`.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -106,6 +106,17 @@ impl Conn {
             .map_err(|e| self.fail(e))
     }
 
+    /// The value at `key`, if any.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CtlError> {
+        let mut c = self.dcs.client.clone();
+        let resp = self
+            .dcs
+            .bounded(c.get(key, None))
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
     /// Deletes `key`; `true` if it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, CtlError> {
         let mut c = self.dcs.client.clone();

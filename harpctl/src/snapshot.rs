@@ -87,6 +87,8 @@ impl Snapshot {
                     // The managers read an unreadable switch as "managed"; say so.
                     Err(e) => s.warnings.push(bad(&format!("{e}; counted as managed"))),
                 },
+                // Directives: the managers report what they apply in their status.
+                KeyKind::NodeConfig(_) => {}
                 KeyKind::NodeUnmanaged(node) => {
                     s.node_unmanaged.insert(node.into());
                 }
@@ -164,6 +166,7 @@ pub(crate) mod tests {
             leader: false,
             address: "127.0.0.1".into(),
             port: 5432,
+            pending_restart: Vec::new(),
             updated_ms: 1_000,
         }
     }

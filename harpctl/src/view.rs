@@ -51,6 +51,8 @@ pub struct NodeView {
     pub wal_lsn: Option<u64>,
     pub address: Option<String>,
     pub port: Option<u16>,
+    /// Directives set in etcd that wait for the manager's restart.
+    pub pending_restart: Vec<String>,
     /// When its manager last wrote its status (Unix ms), and how long ago.
     pub updated_ms: Option<u64>,
     pub age_ms: Option<u64>,
@@ -122,6 +124,7 @@ impl Snapshot {
             wal_lsn: st.and_then(|s| s.wal_lsn),
             address: st.map(|s| s.address.clone()),
             port: st.map(|s| s.port),
+            pending_restart: st.map(|s| s.pending_restart.clone()).unwrap_or_default(),
             updated_ms: st.map(|s| s.updated_ms),
             age_ms: st.map(|s| now_ms.saturating_sub(s.updated_ms)),
         }

@@ -5,6 +5,7 @@ pub mod fence;
 pub mod get;
 pub mod manage;
 pub mod promote;
+mod set;
 
 use harp_core::keys::Keys;
 
@@ -22,6 +23,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<String, CtlError> {
         Command::Manage(target) => manage::run(ctx, target, true).await,
         Command::Unmanage(target) => manage::run(ctx, target, false).await,
         Command::Promote(args) => promote::run(ctx, args).await,
+        Command::Set(target) => set::run(ctx, target).await,
         Command::Version => Ok(completion::version(ctx.format())),
         Command::Completion { shell } => Ok(completion::script(shell)),
     }

@@ -146,7 +146,8 @@ fn one(
     watch: &mut LeaderWatch,
     fault: Fault,
 ) -> anyhow::Result<Duration> {
-    let (leader, _) = block_on(|| c.leader("dca")).context("no leader before the fault")?;
+    let leader = block_on(|| c.wait_leader("dca", |l| l.is_some(), Duration::from_secs(30)))
+        .context("no leader before the fault")?;
     let name = leader.node;
     let t0 = Instant::now();
     {

@@ -50,7 +50,8 @@ pub fn measure(c: &mut TestCluster, runs: usize) -> anyhow::Result<Vec<Duration>
     let app = App::spawn(probe)?;
     let mut pauses = Vec::new();
     for i in 0..runs {
-        let (leader, _) = block_on(|| c.leader("dca")).context("no leader")?;
+        let leader = block_on(|| c.wait_leader("dca", |l| l.is_some(), Duration::from_secs(30)))
+            .context("no leader")?;
         let target = names
             .iter()
             .find(|n| **n != leader.node)

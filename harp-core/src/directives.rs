@@ -1,0 +1,251 @@
+//! Node directives set in etcd with `harpctl set node <n> key=value…` (`config/nodes/<n>`),
+//! merged over the node's config file. `priority` and `maximum_lag` apply live; the others
+//! need a restart of the manager, which reports them as pending until then.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeDirectives;
+use crate::records::RECORD_VERSION;
+
+/// When a directive takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takes {
+    Live,
+    Restart,
+}
+
+/// The directives `harpctl set node` accepts, and when each applies.
+pub const NODE_KEYS: &[(&str, Takes)] = &[
+    ("priority", Takes::Live),
+    ("maximum_lag", Takes::Live),
+    ("leader_lease_duration", Takes::Restart),
+    ("lease_refresh_interval", Takes::Restart),
+    ("health_check_interval", Takes::Restart),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectiveError {
+    #[error("unknown node directive `{key}`; valid keys: {}", valid_keys())]
+    UnknownKey { key: String },
+    #[error("{key}={value}: {why}")]
+    BadValue {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error("expected key=value, got `{0}`")]
+    NotAnAssignment(String),
+}
+
+fn valid_keys() -> String {
+    NODE_KEYS
+        .iter()
+        .map(|(k, _)| *k)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Value of `config/nodes/<n>`: only the directives an operator set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeOverrides {
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_lag: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_lease_duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_refresh_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval_ms: Option<u64>,
+}
+
+impl NodeOverrides {
+    pub fn new() -> Self {
+        Self {
+            version: RECORD_VERSION,
+            ..Self::default()
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::records::RecordError> {
+        let rec: Self =
+            serde_json::from_slice(bytes).map_err(|source| crate::records::RecordError::Json {
+                kind: "node directives",
+                source,
+            })?;
+        match rec.version {
+            RECORD_VERSION => Ok(rec),
+            found => Err(crate::records::RecordError::Version {
+                kind: "node directives",
+                found,
+            }),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("node directives serialize")
+    }
+
+    /// Sets one directive from `key=value` text, as `harpctl set` receives it. Durations take
+    /// a unit (`"6s"`, `"250ms"`) or a number in HARP's unit for the key (seconds for
+    /// `leader_lease_duration`, milliseconds otherwise).
+    pub fn set(&mut self, assignment: &str) -> Result<Takes, DirectiveError> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| DirectiveError::NotAnAssignment(assignment.to_owned()))?;
+        let (key, value) = (key.trim(), value.trim());
+        let bad = |why| DirectiveError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            why,
+        };
+        let takes = NODE_KEYS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| DirectiveError::UnknownKey {
+                key: key.to_owned(),
+            })?;
+        match key {
+            "priority" => {
+                let v: i32 = value
+                    .parse()
+                    .map_err(|_| bad("expected an integer >= -1"))?;
+                if v < -1 {
+                    return Err(bad("expected an integer >= -1"));
+                }
+                self.priority = Some(v);
+            }
+            "maximum_lag" => {
+                let v: i64 = value
+                    .parse()
+                    .map_err(|_| bad("expected bytes, an integer >= -1"))?;
+                if v < -1 {
+                    return Err(bad("expected bytes, an integer >= -1"));
+                }
+                self.maximum_lag = Some(v);
+            }
+            "leader_lease_duration" => {
+                let d = duration(value, Duration::from_secs(1)).ok_or(bad(
+                    "expected a duration of at least 1s, such as 6s or 6 (seconds)",
+                ))?;
+                self.leader_lease_duration_ms = Some(d.as_millis() as u64);
+            }
+            "lease_refresh_interval" | "health_check_interval" => {
+                let d = duration(value, Duration::from_millis(1))
+                    .ok_or(bad("expected a duration such as 2s or 2000 (milliseconds)"))?;
+                let ms = Some(d.as_millis() as u64);
+                match key {
+                    "lease_refresh_interval" => self.lease_refresh_interval_ms = ms,
+                    _ => self.health_check_interval_ms = ms,
+                }
+            }
+            _ => unreachable!("every key of NODE_KEYS is handled"),
+        }
+        Ok(takes)
+    }
+
+    /// `file` with these directives over it, and the restart-only keys whose value differs
+    /// from `running` (what the manager started with).
+    pub fn merge(
+        &self,
+        file: &NodeDirectives,
+        running: &NodeDirectives,
+    ) -> (NodeDirectives, Vec<&'static str>) {
+        let mut d = file.clone();
+        if let Some(v) = self.priority {
+            d.priority = v;
+        }
+        if let Some(v) = self.maximum_lag {
+            d.maximum_lag = v;
+        }
+        if let Some(ms) = self.leader_lease_duration_ms {
+            d.leader_lease_duration = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.lease_refresh_interval_ms {
+            d.lease_refresh_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.health_check_interval_ms {
+            d.health_check_interval = Duration::from_millis(ms);
+        }
+        let mut pending = Vec::new();
+        if d.leader_lease_duration != running.leader_lease_duration {
+            pending.push("leader_lease_duration");
+        }
+        if d.lease_refresh_interval != running.lease_refresh_interval {
+            pending.push("lease_refresh_interval");
+        }
+        if d.health_check_interval != running.health_check_interval {
+            pending.push("health_check_interval");
+        }
+        (d, pending)
+    }
+}
+
+/// A bare number is in the key's unit; text takes a humantime unit.
+fn duration(value: &str, min: Duration) -> Option<Duration> {
+    let d = match value.parse::<u64>() {
+        Ok(n) if min >= Duration::from_secs(1) => Duration::from_secs(n),
+        Ok(n) => Duration::from_millis(n),
+        Err(_) => humantime::parse_duration(value).ok()?,
+    };
+    (d >= min).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directives() -> NodeDirectives {
+        crate::config::parse_str(
+            "cluster: {name: c}\ndcs: {driver: etcd, endpoints: [e:1]}\nlocation: dca\n\
+             manager: {name: n1, dsn: host=h}\n",
+            "config.yml",
+        )
+        .unwrap()
+        .manager
+        .unwrap()
+        .node
+    }
+
+    #[test]
+    fn set_validates_and_says_when_it_applies() {
+        let mut o = NodeOverrides::new();
+        assert_eq!(o.set("priority=50"), Ok(Takes::Live));
+        assert_eq!(o.set("lease_refresh_interval = 1s"), Ok(Takes::Restart));
+        assert_eq!(o.set("leader_lease_duration=10"), Ok(Takes::Restart));
+        assert_eq!(o.leader_lease_duration_ms, Some(10_000));
+        let e = o.set("priorty=5").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown node directive `priorty`; valid keys: priority, maximum_lag, \
+             leader_lease_duration, lease_refresh_interval, health_check_interval"
+        );
+        assert_eq!(
+            o.set("priority=-2").unwrap_err().to_string(),
+            "priority=-2: expected an integer >= -1"
+        );
+        assert!(o.set("priority").is_err());
+        assert!(o.set("leader_lease_duration=0").is_err());
+        assert_eq!(NodeOverrides::decode(o.encode().as_bytes()).unwrap(), o);
+    }
+
+    #[test]
+    fn merge_applies_over_the_file_and_names_what_waits_for_a_restart() {
+        let file = directives();
+        let mut o = NodeOverrides::new();
+        o.set("priority=7").unwrap();
+        o.set("leader_lease_duration=9s").unwrap();
+        let (d, pending) = o.merge(&file, &file);
+        assert_eq!(d.priority, 7);
+        assert_eq!(d.leader_lease_duration, Duration::from_secs(9));
+        assert_eq!(pending, vec!["leader_lease_duration"]);
+        // After a restart with those values nothing is pending.
+        assert!(o.merge(&file, &d).1.is_empty());
+    }
+}

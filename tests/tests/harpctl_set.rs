@@ -1,0 +1,77 @@
+//! `harpctl set node`: directives in etcd reach the managers — live ones at once, the others
+//! after a restart (shown as pending until then) — and bad input writes nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use harp_tests::TestCluster;
+use harp_tests::harpctl::harpctl;
+
+#[test]
+fn set_node_priority_applies_live_and_lease_after_a_restart() {
+    let mut c = TestCluster::start("setnode", &[("n1", "dca", 100), ("n2", "dca", 100)]);
+    let first = wait_leader_not(&c, "dca", None);
+    // priority -1 never leads: the leader hands over at once.
+    let (code, out, err) = harpctl(&c, &["set", "node", &first.node, "priority=-1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("node {}: priority=-1 (applies now)", first.node)
+    );
+    let next = wait_leader_not(&c, "dca", Some(&first.node));
+    assert_ne!(next.node, first.node);
+    let name = first.node.clone();
+    assert!(eventually(LONG, || c
+        .node(&name)
+        .mgr
+        .status()
+        .is_some_and(|s| s["ineligible"] == "priority -1 never leads")));
+    // A restart-only directive is pending until the manager restarts, then applied.
+    let (code, out, err) = harpctl(&c, &["set", "node", &next.node, "leader_lease_duration=9s"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("applies after its manager restarts"), "{out}");
+    let pending = |c: &TestCluster| {
+        let (_, out, _) = harpctl(c, &["get", "node", &next.node, "-o", "json"]);
+        out
+    };
+    assert!(
+        eventually(LONG, || pending(&c).contains("leader_lease_duration")),
+        "{}",
+        pending(&c)
+    );
+    c.node(&next.node).mgr.restart();
+    assert!(
+        eventually(LONG, || !pending(&c).contains("leader_lease_duration")),
+        "{}",
+        pending(&c)
+    );
+    let log = c.node(&next.node).mgr.log_tail(200);
+    assert!(log.contains("leader_lease_duration_ms\":9000"), "{log}");
+}
+
+#[test]
+fn set_rejects_unknown_keys_and_bad_values_and_writes_nothing() {
+    let c = TestCluster::start("setbad", &[("n1", "dca", 100)]);
+    wait_leader_not(&c, "dca", None);
+    let (code, _, err) = harpctl(&c, &["set", "node", "n1", "priority=5", "priorty=7"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown node directive `priorty`; valid keys: priority, maximum_lag"),
+        "{err}"
+    );
+    let (code, _, err) = harpctl(&c, &["set", "node", "n1", "priority=high"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("priority=high: expected an integer >= -1"),
+        "{err}"
+    );
+    let (code, _, err) = harpctl(&c, &["set", "node", "nope", "priority=5"]);
+    assert_eq!(code, 4, "{err}");
+    // Nothing was written: n1 kept its priority.
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, out, _) = harpctl(&c, &["get", "node", "n1", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["priority"], 100, "{v}");
+}
