@@ -211,8 +211,7 @@ where
 mod tests {
     use super::*;
     use harp_core::pgwire::{
-        CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, PROTOCOL_3_0, SSL_REQUEST_CODE,
-        TOO_MANY_CONNECTIONS,
+        CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE, TOO_MANY_CONNECTIONS,
     };
     use tokio::io::{DuplexStream, duplex};
     use tokio::task::JoinHandle;
@@ -220,25 +219,7 @@ mod tests {
     const MESSAGE: &str = "too many clients: max_client_conn (2) reached on proxy p1";
     const HINT: &str = "retry later or raise max_client_conn";
 
-    fn packet(code: u32, body: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(8 + body.len()).unwrap();
-        let mut out = len.to_be_bytes().to_vec();
-        out.extend_from_slice(&code.to_be_bytes());
-        out.extend_from_slice(body);
-        out
-    }
-
-    fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = Vec::new();
-        for (name, value) in params {
-            body.extend_from_slice(name.as_bytes());
-            body.push(0);
-            body.extend_from_slice(value.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        packet(PROTOCOL_3_0, &body)
-    }
+    use harp_core::pgwire::{opening_packet as packet, startup_message as startup};
 
     fn expected_error() -> Vec<u8> {
         pgwire::error_response("FATAL", TOO_MANY_CONNECTIONS, MESSAGE, Some(HINT))

@@ -176,29 +176,33 @@ pub fn error_response(
     out
 }
 
+/// An opening packet: length, `code`, `body` (clients' first message).
+pub fn opening_packet(code: u32, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(8 + body.len()).unwrap_or(u32::MAX);
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A protocol 3.0 StartupMessage with `params` (e.g. `user`, `database`).
+pub fn startup_message(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in params {
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    opening_packet(PROTOCOL_3_0, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn packet(code: u32, body: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(8 + body.len()).unwrap();
-        let mut out = len.to_be_bytes().to_vec();
-        out.extend_from_slice(&code.to_be_bytes());
-        out.extend_from_slice(body);
-        out
-    }
-
-    fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-        let mut body = Vec::new();
-        for (name, value) in params {
-            body.extend_from_slice(name.as_bytes());
-            body.push(0);
-            body.extend_from_slice(value.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        packet(PROTOCOL_3_0, &body)
-    }
+    use super::{opening_packet as packet, startup_message as startup};
 
     fn invalid_reason(buf: &[u8]) -> &'static str {
         match parse_opening(buf) {

@@ -48,20 +48,17 @@ pub async fn try_acquire(dcs: &Dcs, lease: i64, record: &LeaderRecord) -> Result
 
 /// Deletes the leader key only if it is still ours, writing our status in the same txn so
 /// peers that see the key vanish already know why.
-pub async fn release(
-    dcs: &Dcs,
-    location: &str,
-    token: i64,
-    status: Option<(&NodeStatus, i64)>,
-) -> Result<bool> {
+pub async fn release(dcs: &Dcs, location: &str, token: i64, status: StatusOp) -> Result<bool> {
     let key = dcs.keys.leader(location);
     let mut ops = Vec::new();
-    if let Some((st, lease)) = status {
-        ops.push(TxnOp::put(
+    match status {
+        StatusOp::Put(st, lease) => ops.push(TxnOp::put(
             dcs.keys.node_status(&st.node),
             st.encode(),
             Some(PutOptions::new().with_lease(lease)),
-        ));
+        )),
+        StatusOp::Delete(node) => ops.push(TxnOp::delete(dcs.keys.node_status(&node), None)),
+        StatusOp::None => {}
     }
     ops.push(TxnOp::delete(key.as_str(), None));
     let txn = Txn::new()
@@ -73,6 +70,16 @@ pub async fn release(
         .and_then(ops);
     let mut c = dcs.client.clone();
     Ok(dcs.bounded(c.txn(txn)).await?.succeeded())
+}
+
+/// What the release txn does with our status, in the same revision as the key's delete.
+pub enum StatusOp {
+    /// Why we release (e.g. postgres down), so peers rank without us at once.
+    Put(NodeStatus, i64),
+    /// We leave (shutdown): no longer a candidate at all.
+    Delete(String),
+    /// No session: nothing to write.
+    None,
 }
 
 /// The leader as a key-value shows it; a record we cannot read still means "held".

@@ -15,7 +15,7 @@ use harp_core::records::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::dcs::{self, Acquire, Dcs, DcsError, holder};
+use crate::dcs::{self, Acquire, Dcs, DcsError, StatusOp, holder};
 use crate::http::StatusView;
 use harp_dcs::{KeyChange, MirrorEvent, SessionEvent};
 
@@ -276,14 +276,17 @@ impl Runner {
                 });
             }
             Action::Release { token, .. } => {
-                let status = self.lease.map(|l| (self.status(), l));
+                let status = match self.lease {
+                    _ if self.election.is_shutting_down() => StatusOp::Delete(self.me().to_owned()),
+                    Some(l) => StatusOp::Put(self.status(), l),
+                    None => StatusOp::None,
+                };
                 let (dcs, tx, loc) = (
                     self.dcs.clone(),
                     self.tx.clone(),
                     self.location().to_owned(),
                 );
                 tokio::spawn(async move {
-                    let status = status.as_ref().map(|(s, l)| (s, *l));
                     let r = dcs::release(&dcs, &loc, token, status).await;
                     let _ = tx.send(Input::ReleaseDone(r)).await;
                 });
@@ -325,6 +328,11 @@ impl Runner {
     }
 
     fn publish_status(&self) {
+        // Leaving: the release txn deleted our status; writing it again would make peers
+        // count us as a candidate until the lease is revoked.
+        if self.election.is_shutting_down() {
+            return;
+        }
         if let Some(lease) = self.lease {
             let st = self.status();
             let key = self.dcs.keys.node_status(&st.node);

@@ -120,7 +120,8 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         took.as_secs_f64() * 1000.0
     );
     std::thread::sleep(Duration::from_secs(1));
-    report_writes(&app.stop(), &c, kill_ns);
+    let acks: Vec<_> = app.acks().into_iter().collect();
+    report_writes(&acks, &c, kill_ns, writer::mono_ns(), "kill");
 
     println!(
         "\n== restarting {}'s Postgres: it rejoins as a follower (no flap back)",
@@ -141,6 +142,25 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     }
     print_status(&mut c);
     leaders(&c)?;
+
+    println!(
+        "\n== harpctl promote {}: planned switchover back, while the application writes",
+        first.node
+    );
+    let from = writer::mono_ns();
+    let out = std::process::Command::new(harp_tests::workspace_bin("harpctl"))
+        .args(["-c", "demo", "--dcs", &c.etcd.endpoints().join(",")])
+        .args(["promote", &first.node])
+        .output()?;
+    print!("   harpctl: {}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!(
+            "harpctl promote failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    report_writes(&app.stop(), &c, from, writer::mono_ns(), "promote");
 
     if keep {
         println!("\n== the cluster keeps running; Ctrl-C tears it down");
@@ -193,21 +213,29 @@ fn print_status(c: &mut TestCluster) {
     }
 }
 
-/// What the application saw: writes per server and the longest pause around the kill.
-fn report_writes(acks: &[writer::Ack], c: &TestCluster, kill_ns: u64) {
+/// What the application saw between `from_ns` and `to_ns`: writes before and after `event`
+/// and the longest pause.
+fn report_writes(acks: &[writer::Ack], c: &TestCluster, from_ns: u64, to_ns: u64, event: &str) {
+    let window_start = from_ns.saturating_sub(1_000_000_000);
+    let acks: Vec<_> = acks
+        .iter()
+        .filter(|a| a.at_ns >= window_start && a.at_ns <= to_ns)
+        .copied()
+        .collect();
     let name_of = |port: i32| {
         c.nodes
             .iter()
             .find(|n| i32::from(n.pg.port()) == port)
             .map_or("?".to_owned(), |n| n.name.clone())
     };
-    let before = acks.iter().filter(|a| a.at_ns < kill_ns).count();
+    let before = acks.iter().filter(|a| a.at_ns < from_ns).count();
     let after = acks.len() - before;
     println!(
-        "   application: {} writes acknowledged ({before} before the kill, {after} after)",
+        "   application: {} writes acknowledged ({before} in the second before the {event}, \
+         {after} after)",
         acks.len()
     );
-    if let Some((gap, from, to)) = writer::longest_gap(acks) {
+    if let Some((gap, from, to)) = writer::longest_gap(&acks) {
         println!(
             "   longest gap between acknowledged writes: {:.0} ms ({} -> {})",
             gap.as_secs_f64() * 1000.0,

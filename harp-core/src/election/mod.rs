@@ -178,8 +178,10 @@ pub struct Election {
     switchover: Option<Switchover>,
     managed: bool,
     /// Until then a freshly started manager does not compete: peers that started with it get
-    /// time to publish their status, so priority decides the first election too.
+    /// time to publish their status, so priority decides the first election too. Seeing a
+    /// leader proves the cluster was already running (statuses published): no settling then.
     settle_until: Option<Instant>,
+    seen_leader: bool,
 }
 
 impl Election {
@@ -202,6 +204,7 @@ impl Election {
             switchover: None,
             managed: true,
             settle_until: None,
+            seen_leader: false,
         }
     }
 
@@ -224,6 +227,11 @@ impl Election {
     pub fn holder(&self) -> Option<&Holder> {
         self.holder.as_ref()
     }
+    /// SIGTERM received: the manager hands over and leaves.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
     pub fn is_managed(&self) -> bool {
         self.managed
     }
@@ -310,8 +318,11 @@ impl Election {
             }
             Event::SessionUp => {
                 self.session = true;
-                self.settle_until
-                    .get_or_insert(now + self.params.candidate_step);
+                let settle = match self.seen_leader {
+                    true => now,
+                    false => now + self.params.candidate_step,
+                };
+                self.settle_until.get_or_insert(settle);
             }
             Event::SessionLost => {
                 self.session = false;
@@ -493,6 +504,10 @@ impl Election {
                 token,
                 reason: "the leader key is no longer ours".into(),
             });
+        }
+        if holder.is_some() {
+            self.seen_leader = true;
+            self.settle_until = self.settle_until.map(|s| s.min(now));
         }
         match (&self.holder, &holder) {
             (_, None) if self.vacant_since.is_none() || self.holder.is_some() => {

@@ -569,3 +569,17 @@ fn a_fresh_manager_settles_before_competing_so_priority_decides_the_first_electi
     assert!(e.step(Event::Tick, t0 + STEP).is_empty());
     assert_eq!(e.next_wake(), Some(t0 + STEP * 2));
 }
+
+#[test]
+fn a_manager_joining_a_running_cluster_does_not_settle() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = Instant::now();
+    e.step(healthy(), t0);
+    e.step(Event::LeaderObserved(holder("n2", 4)), t0);
+    e.step(Event::SessionUp, t0);
+    // The leader goes: we are the best candidate and try at once.
+    assert_eq!(
+        e.step(Event::LeaderObserved(None), t0),
+        vec![Action::TryAcquire]
+    );
+}

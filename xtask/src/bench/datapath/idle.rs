@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use harp_core::pgwire::PROTOCOL_3_0;
+use harp_core::pgwire::startup_message;
 use serde::Serialize;
 
 use super::client::psql;
@@ -95,20 +95,11 @@ pub fn agent_rss(pid: u32, port: u16, pg_port: u16) -> anyhow::Result<AgentRss> 
 fn open_session(port: u16) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut body = PROTOCOL_3_0.to_be_bytes().to_vec();
-    for (k, v) in [
+    let msg = startup_message(&[
         ("user", "postgres"),
         ("database", "postgres"),
         ("application_name", IDLE_APP),
-    ] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
+    ]);
     s.write_all(&msg)?;
     loop {
         let mut head = [0u8; 5];
