@@ -3,12 +3,14 @@
 
 mod dcs;
 mod http;
+mod pgctl;
 mod postgres;
 mod runner;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -85,6 +87,14 @@ fn load(path: &std::path::Path) -> Result<(Config, String, u16), ConfigError> {
         }
     };
     let port = pg.get_ports().first().copied().unwrap_or(5432);
+    if m.node.stop_database_when_fenced
+        && (m.node.db_data_dir.is_none() || m.node.db_bin_dir.is_none())
+    {
+        return Err(invalid(
+            "manager.stop_database_when_fenced",
+            "needs manager.db_data_dir and manager.db_bin_dir to stop and start Postgres".into(),
+        ));
+    }
     Ok((config, host, port))
 }
 
@@ -111,6 +121,7 @@ async fn run(
         candidate_step: std::time::Duration::from_millis(500),
         retry_min: std::time::Duration::from_millis(100),
         retry_max: std::time::Duration::from_secs(2),
+        stop_when_fenced: m.node.stop_database_when_fenced,
     };
     tracing::info!(
         node = %m.name,
@@ -166,6 +177,13 @@ async fn run(
         port,
         lease: None,
         leader: None,
+        pgctl: match (&m.node.db_bin_dir, &m.node.db_data_dir) {
+            (Some(bin_dir), Some(data_dir)) => Some(Arc::new(pgctl::PgCtl {
+                bin_dir: bin_dir.clone(),
+                data_dir: data_dir.clone(),
+            })),
+            _ => None,
+        },
         file_node,
         overrides,
         pending_restart: Vec::new(),

@@ -128,6 +128,21 @@ impl PgInstance {
         self.proc.kill9();
     }
 
+    /// The pid in `postmaster.pid` if a running postgres process has this data directory on
+    /// its command line and it is not the one this instance started.
+    pub fn foreign_postmaster(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        if pid as u32 == self.proc.pid() {
+            return None;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let dir = self.data_dir().to_string_lossy().into_owned();
+        String::from_utf8_lossy(&cmdline)
+            .contains(&dir)
+            .then_some(pid)
+    }
+
     /// SIGSTOP / SIGCONT the postmaster (a hung, not dead, Postgres).
     pub fn sigstop(&mut self) -> bool {
         self.proc.sigstop()
@@ -285,6 +300,11 @@ impl Drop for PgInstance {
         if self.proc.is_running() {
             self.proc.signal(Signal::SIGKILL);
             let _ = self.proc.wait_exit(Duration::from_secs(10));
+        }
+        // A postmaster someone else started on this data directory (a manager restarting a
+        // fenced node's Postgres): it is ours too; its pid is in postmaster.pid.
+        if let Some(pid) = self.foreign_postmaster() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
         reap_orphans("postgres", Duration::from_secs(5));
     }

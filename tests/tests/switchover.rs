@@ -147,3 +147,50 @@ fn unmanaged_cluster_keeps_its_leader_and_agents_keep_their_route() {
         s["leader"] == next.node.as_str()
     }));
 }
+
+#[test]
+fn stop_database_when_fenced_stops_postgres_and_unfence_starts_it() {
+    let mut c = TestCluster::start("fencestop", &[("n1", "dca", 100), ("n2", "dca", 100)]);
+    let first = wait_leader_not(&c, "dca", None);
+    let other = if first.node == "n1" { "n2" } else { "n1" };
+    // Give the follower the directive (its data dir is its own) and restart its manager.
+    let node = c.node(other);
+    let mut spec = node.mgr.spec().clone();
+    spec.extra_yaml = format!(
+        "stop_database_when_fenced: true\ndb_data_dir: {}\ndb_bin_dir: {}",
+        node.pg.data_dir().display(),
+        harp_tests::postgres::pg_bin_dir().display()
+    );
+    node.mgr.rewrite_config(spec);
+    node.mgr.restart();
+    let name = other.to_owned();
+    assert!(eventually(LONG, || c
+        .node(&name)
+        .mgr
+        .status()
+        .is_some_and(|s| s["postgres"] == "primary")));
+    let keys = Keys::new(c.name());
+    put(&c, keys.fenced(other), "{}".into());
+    let pg_up = |c: &mut TestCluster, n: &str| {
+        let pg = &c.node(n).pg;
+        block_on(|| async { pg.connect().await.is_ok() })
+    };
+    assert!(
+        eventually(LONG, || !pg_up(&mut c, &name)),
+        "fenced node's Postgres still runs\n{}",
+        c.manager_logs(20)
+    );
+    delete(&c, keys.fenced(other));
+    assert!(
+        eventually(LONG, || pg_up(&mut c, &name)),
+        "unfenced node's Postgres did not start\n{}",
+        c.manager_logs(20)
+    );
+    assert!(eventually(LONG, || c
+        .node(&name)
+        .mgr
+        .status()
+        .is_some_and(|s| s["postgres"] == "primary")));
+    // The leader was never disturbed.
+    assert_eq!(leader(&c, "dca").unwrap().0.node, first.node);
+}

@@ -32,6 +32,8 @@ pub struct Params {
     /// First retry delay after a failed etcd request; doubles up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// `stop_database_when_fenced`: stop Postgres when fenced, start it when unfenced.
+    pub stop_when_fenced: bool,
 }
 
 impl Params {
@@ -130,6 +132,10 @@ pub enum Action {
     PublishStatus,
     /// Shutdown may finish: revoke the lease and exit.
     Exit,
+    /// Fenced with `stop_database_when_fenced`: stop the local Postgres.
+    StopPostgres,
+    /// Unfenced again: start the local Postgres that fencing stopped.
+    StartPostgres,
 }
 
 impl fmt::Display for Action {
@@ -144,6 +150,8 @@ impl fmt::Display for Action {
             }
             Action::PublishStatus => write!(f, "publish node status"),
             Action::Exit => write!(f, "exit"),
+            Action::StopPostgres => write!(f, "stop postgres: the node is fenced"),
+            Action::StartPostgres => write!(f, "start postgres: the node is no longer fenced"),
         }
     }
 }
@@ -306,6 +314,7 @@ impl Election {
     pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let was_eligible = self.ineligible_reason().is_none();
+        let was_fenced = self.is_fenced();
         let before = (self.postgres, self.is_leader());
         match event {
             Event::Postgres { state, wal_lsn } => {
@@ -396,6 +405,12 @@ impl Election {
             Event::Shutdown => self.shutting_down = true,
         }
         self.enforce(now, &mut out);
+        if self.params.stop_when_fenced && self.managed && self.is_fenced() != was_fenced {
+            out.push(match self.is_fenced() {
+                true => Action::StopPostgres,
+                false => Action::StartPostgres,
+            });
+        }
         if self.shutting_down && !self.is_leader() && self.releasing.is_none() {
             out.push(Action::Exit);
         }

@@ -15,6 +15,7 @@ fn params(node: &str, priority: i32) -> Params {
         candidate_step: STEP,
         retry_min: Duration::from_millis(100),
         retry_max: Duration::from_secs(2),
+        stop_when_fenced: false,
     }
 }
 
@@ -582,4 +583,27 @@ fn a_manager_joining_a_running_cluster_does_not_settle() {
         e.step(Event::LeaderObserved(None), t0),
         vec![Action::TryAcquire]
     );
+}
+
+#[test]
+fn stop_database_when_fenced_stops_then_starts_postgres() {
+    let mut p = params("n1", 100);
+    p.stop_when_fenced = true;
+    let mut e = Election::new(p);
+    let t0 = leader(&mut e);
+    let fence = |fenced| Event::Fenced {
+        node: "n1".into(),
+        fenced,
+    };
+    let out = e.step(fence(true), t0);
+    assert!(has_release(&out, "fenced"), "{out:?}");
+    assert!(out.contains(&Action::StopPostgres), "{out:?}");
+    assert!(e.step(fence(true), t0).is_empty(), "no second stop");
+    assert!(e.step(fence(false), t0).contains(&Action::StartPostgres));
+    // A fence of another node concerns only that node.
+    let other = Event::Fenced {
+        node: "n2".into(),
+        fenced: true,
+    };
+    assert!(!e.step(other, t0).contains(&Action::StopPostgres));
 }
