@@ -72,6 +72,9 @@ pub enum Command {
     Unmanage(ManageTarget),
     /// Planned switchover: make NODE its location's lead master.
     Promote(PromoteArgs),
+    /// Write a bootstrap file (cluster, locations, nodes and their directives) to etcd;
+    /// idempotent, shows what changed.
+    Apply { file: std::path::PathBuf },
     /// Set directives in etcd, merged over the units' config files.
     #[command(subcommand)]
     Set(SetTarget),

@@ -75,3 +75,47 @@ fn set_rejects_unknown_keys_and_bad_values_and_writes_nothing() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["priority"], 100, "{v}");
 }
+
+#[test]
+fn apply_writes_a_bootstrap_file_idempotently() {
+    let c = TestCluster::start("apply", &[("n1", "dca", 100), ("n2", "dca", 100)]);
+    let first = wait_leader_not(&c, "dca", None);
+    let file = c.dir().join("bootstrap.yml");
+    let boot = format!(
+        "cluster:\n  name: apply\nlocations:\n  - location: dca\nnodes:\n  \
+         - node_name: {}\n    location: dca\n    priority: -1\n  \
+         - node_name: n9\n    location: dca\n    priority: 50\n    maximum_lag: 1048576\n",
+        first.node
+    );
+    std::fs::write(&file, &boot).unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let (code, out, err) = harpctl(&c, &["apply", &path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("changed   node {}", first.node)),
+        "{out}"
+    );
+    // The applied priority -1 makes the leader hand over.
+    let next = wait_leader_not(&c, "dca", Some(&first.node));
+    assert_ne!(next.node, first.node);
+    // Applying the same file again changes nothing.
+    let (code, out, _) = harpctl(&c, &["apply", &path]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("changed   "), "{out}");
+    assert!(
+        out.contains(&format!("unchanged node {}", first.node)),
+        "{out}"
+    );
+    // Bad files: nothing written, a clear error.
+    std::fs::write(&file, boot.replace("priority: 50", "priorty: 50")).unwrap();
+    let (code, _, err) = harpctl(&c, &["apply", &path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown node directive `priorty`"), "{err}");
+    std::fs::write(&file, boot.replace("name: apply", "name: other")).unwrap();
+    let (code, _, err) = harpctl(&c, &["apply", &path]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cluster.name is other but harpctl targets cluster apply"),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
 //! One module per verb. Each returns what to print on stdout; errors carry the exit status.
 
+mod apply;
 pub mod completion;
 pub mod fence;
 pub mod get;
@@ -24,6 +25,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<String, CtlError> {
         Command::Unmanage(target) => manage::run(ctx, target, false).await,
         Command::Promote(args) => promote::run(ctx, args).await,
         Command::Set(target) => set::run(ctx, target).await,
+        Command::Apply { file } => apply::run(ctx, &file).await,
         Command::Version => Ok(completion::version(ctx.format())),
         Command::Completion { shell } => Ok(completion::script(shell)),
     }
@@ -32,9 +34,13 @@ pub async fn run(ctx: &Context, command: Command) -> Result<String, CtlError> {
 /// The cluster's name and a connection to its etcd.
 pub async fn connect(ctx: &Context) -> Result<(String, Conn), CtlError> {
     let cluster = ctx.cluster()?;
-    let dcs = ctx.dcs()?;
-    let conn = Conn::open(&dcs, &Keys::new(&cluster)).await?;
+    let conn = connect_to(ctx, &cluster).await?;
     Ok((cluster, conn))
+}
+
+/// Connects for `cluster` (named by the caller, e.g. from a bootstrap file).
+pub async fn connect_to(ctx: &Context, cluster: &str) -> Result<Conn, CtlError> {
+    Conn::open(&ctx.dcs()?, &Keys::new(cluster)).await
 }
 
 /// One read of the whole cluster; undecodable records are reported on stderr and skipped.
