@@ -90,7 +90,12 @@ async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
             },
         })
     });
+    let live = s.live();
     axum::Json(json!({
+        "max_client_conn": live.max_client_conn,
+        "pause_timeout_ms": live.pause_timeout.as_millis() as u64,
+        "timeout_ms": live.timeout.as_millis() as u64,
+        "keepalive_ms": live.keepalive.as_millis() as u64,
         "kernel": kernel,
         "name": s.name,
         "location": s.location,

@@ -143,6 +143,7 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
         dcs.keys.leader(&config.location),
         dcs.keys.managed(),
         dcs.keys.proxy_unmanaged(&proxy.name),
+        format!("{}config/proxies/", dcs.keys.prefix()),
     ] {
         tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
     }

@@ -4,11 +4,12 @@
 //! that must be refused gets a Postgres error it can show.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harp_core::config::ProxyConfig;
+use harp_core::directives::ProxyLive;
 use harp_core::pgwire::{CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
 use harp_core::routing::Route;
 use socket2::{SockRef, TcpKeepalive};
@@ -36,13 +37,43 @@ pub struct Shared {
     /// Splice sessions in the kernel (`proxy.splice`, with kernel steering on).
     splice: bool,
     limit: Arc<Semaphore>,
-    max_client_conn: u32,
-    connect_timeout: Duration,
-    pause_timeout: Duration,
-    keepalive: Duration,
+    /// Settings `harpctl set proxy` may change while the agent runs.
+    live: Mutex<ProxyLive>,
+    /// Permits still to take out of circulation after max_client_conn was lowered while
+    /// sessions held them: each ending session pays one back instead of returning it.
+    permit_debt: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
+    pub fn live(&self) -> ProxyLive {
+        *self.live.lock().expect("live settings")
+    }
+
+    /// Applies new live settings; the client limit grows at once and shrinks as sessions end.
+    pub fn set_live(&self, new: ProxyLive) {
+        let mut live = self.live.lock().expect("live settings");
+        let (old, new_max) = (live.max_client_conn as usize, new.max_client_conn as usize);
+        if new_max > old {
+            self.limit.add_permits(new_max - old);
+        } else if new_max < old {
+            // Free permits go now; permits held by sessions go as those sessions end.
+            let forgotten = self.limit.forget_permits(old - new_max);
+            self.permit_debt
+                .fetch_add(old - new_max - forgotten, Ordering::Relaxed);
+        }
+        *live = new;
+    }
+
+    /// Ends a session's hold on a client slot, paying off any debt from a lowered limit.
+    fn release(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        let paid = self
+            .permit_debt
+            .try_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1));
+        if paid.is_ok() {
+            permit.forget();
+        }
+    }
+
     /// `ebpf` when kernel steering (and splicing) is on, else `userspace`.
     pub fn mode(&self) -> &'static str {
         if self.kernel.is_some() {
@@ -67,10 +98,13 @@ impl Shared {
             splice: p.splice && kernel.is_some(),
             kernel,
             limit: Arc::new(Semaphore::new(p.max_client_conn as usize)),
-            max_client_conn: p.max_client_conn,
-            connect_timeout: p.timeout,
-            pause_timeout: p.pause_timeout,
-            keepalive: p.keepalive,
+            permit_debt: std::sync::atomic::AtomicUsize::new(0),
+            live: Mutex::new(ProxyLive {
+                max_client_conn: p.max_client_conn,
+                pause_timeout: p.pause_timeout,
+                timeout: p.timeout,
+                keepalive: p.keepalive,
+            }),
         }
     }
 }
@@ -116,10 +150,11 @@ impl Drop for Count<'_> {
 }
 
 async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let Ok(_permit) = shared.limit.clone().try_acquire_owned() else {
+    let live = shared.live();
+    let Ok(permit) = shared.limit.clone().try_acquire_owned() else {
         let msg = format!(
             "too many clients: max_client_conn ({}) reached on proxy {}",
-            shared.max_client_conn, shared.name
+            live.max_client_conn, shared.name
         );
         let hint = "retry later, or raise proxy.max_client_conn";
         let _ = refuse(
@@ -132,7 +167,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         .await;
         return;
     };
-    tune(&client, shared.keepalive);
+    tune(&client, live.keepalive);
     let (server, token) = match connect_leader(&shared).await {
         Ok(pair) => pair,
         Err(msg) => {
@@ -149,7 +184,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             return;
         }
     };
-    tune(&server, shared.keepalive);
+    tune(&server, live.keepalive);
     let _session = Count::up(&shared.sessions);
     let mut route = shared.route.clone();
     // Ends the session as soon as the route no longer carries the token it was made under.
@@ -172,12 +207,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if spliced && let Some(k) = kernel {
         let _ = k.lock().expect("kernel lock").unpair(&client, &server);
     }
+    shared.release(permit);
 }
 
 /// Waits for a route and connects to it, retrying until `pause_timeout`; the route is checked
 /// again after connecting, so a client never starts a session with a replaced leader.
 async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
-    let deadline = Instant::now() + shared.pause_timeout;
+    let live = shared.live();
+    let deadline = Instant::now() + live.pause_timeout;
     let mut route = shared.route.clone();
     loop {
         let current = route.borrow_and_update().clone();
@@ -190,12 +227,12 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
                     return Err(format!(
                         "no lead master for location {} within pause_timeout ({})",
                         shared.location,
-                        humantime(shared.pause_timeout)
+                        humantime(live.pause_timeout)
                     ));
                 }
             }
         };
-        let attempt = tokio::time::timeout(shared.connect_timeout, connect(&r));
+        let attempt = tokio::time::timeout(live.timeout, connect(&r));
         let error = match attempt.await {
             Ok(Ok(server)) => {
                 if route
@@ -216,7 +253,7 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
                 r.node,
                 r.address,
                 r.port,
-                humantime(shared.connect_timeout)
+                humantime(live.timeout)
             ),
         };
         if Instant::now() + RETRY_DELAY >= deadline {

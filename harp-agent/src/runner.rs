@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use harp_core::config::{Config, ProxyConfig};
+use harp_core::directives::{ProxyLive, ProxyOverrides};
 use harp_core::keys::KeyKind;
 use harp_core::records::{LeaderRecord, ManagedRecord, ProxyStatus, RECORD_VERSION, unix_ms};
 use harp_core::routing::{Route, RouteAction, RouteEvent, Router};
@@ -63,6 +64,10 @@ pub struct Runner {
     /// `managed` (cluster) and `unmanaged/proxies/<me>` as last seen.
     cluster_managed: bool,
     proxy_unmanaged: bool,
+    /// Live settings: the file's, under `config/proxies/global`, under `config/proxies/<me>`.
+    base: ProxyLive,
+    global: ProxyOverrides,
+    own: ProxyOverrides,
     last_status: Option<ProxyStatus>,
 }
 
@@ -97,6 +102,14 @@ impl Runner {
             observed: None,
             cluster_managed: true,
             proxy_unmanaged: false,
+            base: ProxyLive {
+                max_client_conn: proxy.max_client_conn,
+                pause_timeout: proxy.pause_timeout,
+                timeout: proxy.timeout,
+                keepalive: proxy.keepalive,
+            },
+            global: ProxyOverrides::new(),
+            own: ProxyOverrides::new(),
             last_status: None,
         }
     }
@@ -199,6 +212,26 @@ impl Runner {
             }
             Some(KeyKind::ProxyUnmanaged(p)) if p == self.shared.name => {
                 self.proxy_unmanaged = ch.value.is_some();
+                return;
+            }
+            Some(KeyKind::ProxyConfig(p)) if p == "global" || p == self.shared.name => {
+                let o = match ch.value.map(|(v, _)| ProxyOverrides::decode(&v)) {
+                    None => ProxyOverrides::new(),
+                    Some(Ok(o)) => o,
+                    Some(Err(e)) => {
+                        tracing::error!("ignoring proxy directives in etcd: {e}");
+                        ProxyOverrides::new()
+                    }
+                };
+                match p {
+                    "global" => self.global = o,
+                    _ => self.own = o,
+                }
+                let live = self.own.merge(self.global.merge(self.base));
+                if live != self.shared.live() {
+                    tracing::info!(?live, "proxy directives applied");
+                    self.shared.set_live(live);
+                }
                 return;
             }
             _ => return,

@@ -35,6 +35,8 @@ pub enum DirectiveError {
         value: String,
         why: &'static str,
     },
+    #[error("unknown proxy directive `{key}`; valid keys: {}", PROXY_KEYS.join(", "))]
+    UnknownProxyKey { key: String },
     #[error("expected key=value, got `{0}`")]
     NotAnAssignment(String),
 }
@@ -247,5 +249,148 @@ mod tests {
         assert_eq!(pending, vec!["leader_lease_duration"]);
         // After a restart with those values nothing is pending.
         assert!(o.merge(&file, &d).1.is_empty());
+    }
+}
+
+/// The directives `harpctl set proxy <p|global>` accepts; all apply live.
+pub const PROXY_KEYS: &[&str] = &["max_client_conn", "pause_timeout", "timeout", "keepalive"];
+
+/// Value of `config/proxies/<p>` or `config/proxies/global`: only what an operator set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyOverrides {
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_client_conn: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_ms: Option<u64>,
+}
+
+/// The live settings of an agent after merging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyLive {
+    pub max_client_conn: u32,
+    pub pause_timeout: Duration,
+    pub timeout: Duration,
+    pub keepalive: Duration,
+}
+
+impl ProxyOverrides {
+    pub fn new() -> Self {
+        Self {
+            version: RECORD_VERSION,
+            ..Self::default()
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::records::RecordError> {
+        let rec: Self =
+            serde_json::from_slice(bytes).map_err(|source| crate::records::RecordError::Json {
+                kind: "proxy directives",
+                source,
+            })?;
+        match rec.version {
+            RECORD_VERSION => Ok(rec),
+            found => Err(crate::records::RecordError::Version {
+                kind: "proxy directives",
+                found,
+            }),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("proxy directives serialize")
+    }
+
+    /// Sets one directive from `key=value` text. Durations take a unit or milliseconds.
+    pub fn set(&mut self, assignment: &str) -> Result<(), DirectiveError> {
+        let (key, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| DirectiveError::NotAnAssignment(assignment.to_owned()))?;
+        let (key, value) = (key.trim(), value.trim());
+        let bad = |why| DirectiveError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            why,
+        };
+        let ms = |v: &str| duration(v, Duration::from_millis(1)).map(|d| d.as_millis() as u64);
+        match key {
+            "max_client_conn" => {
+                let n: u32 = value
+                    .parse()
+                    .map_err(|_| bad("expected a whole number >= 1"))?;
+                if n == 0 {
+                    return Err(bad("expected a whole number >= 1"));
+                }
+                self.max_client_conn = Some(n);
+            }
+            "pause_timeout" => {
+                self.pause_timeout_ms =
+                    Some(ms(value).ok_or(bad("expected a duration such as 10s"))?)
+            }
+            "timeout" => {
+                self.timeout_ms = Some(ms(value).ok_or(bad("expected a duration such as 1s"))?)
+            }
+            "keepalive" => {
+                self.keepalive_ms = Some(ms(value).ok_or(bad("expected a duration such as 5s"))?)
+            }
+            _ => {
+                return Err(DirectiveError::UnknownProxyKey {
+                    key: key.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `base` with these directives over it.
+    pub fn merge(&self, base: ProxyLive) -> ProxyLive {
+        ProxyLive {
+            max_client_conn: self.max_client_conn.unwrap_or(base.max_client_conn),
+            pause_timeout: self
+                .pause_timeout_ms
+                .map_or(base.pause_timeout, Duration::from_millis),
+            timeout: self.timeout_ms.map_or(base.timeout, Duration::from_millis),
+            keepalive: self
+                .keepalive_ms
+                .map_or(base.keepalive, Duration::from_millis),
+        }
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    #[test]
+    fn proxy_directives_validate_and_merge_global_then_own() {
+        let base = ProxyLive {
+            max_client_conn: 100,
+            pause_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            keepalive: Duration::from_secs(5),
+        };
+        let mut global = ProxyOverrides::new();
+        global.set("pause_timeout=30s").unwrap();
+        global.set("max_client_conn=500").unwrap();
+        let mut own = ProxyOverrides::new();
+        own.set("max_client_conn=50").unwrap();
+        let live = own.merge(global.merge(base));
+        assert_eq!(live.max_client_conn, 50);
+        assert_eq!(live.pause_timeout, Duration::from_secs(30));
+        assert_eq!(
+            own.set("listen_port=1").unwrap_err().to_string(),
+            "unknown proxy directive `listen_port`; valid keys: max_client_conn, pause_timeout, \
+             timeout, keepalive"
+        );
+        assert!(own.set("max_client_conn=0").is_err());
+        assert_eq!(
+            ProxyOverrides::decode(own.encode().as_bytes()).unwrap(),
+            own
+        );
     }
 }

@@ -65,6 +65,11 @@ impl Keys {
         format!("{}config/nodes/{node}", self.prefix)
     }
 
+    /// Directives an operator set for a proxy (`harpctl set proxy`); `global` for all.
+    pub fn proxy_config(&self, proxy: &str) -> String {
+        format!("{}config/proxies/{proxy}", self.prefix)
+    }
+
     /// Present while a node is unmanaged: its manager changes no leadership.
     pub fn node_unmanaged(&self, node: &str) -> String {
         format!("{}unmanaged/nodes/{node}", self.prefix)
@@ -92,6 +97,7 @@ impl Keys {
             ["managed"] => Some(KeyKind::Managed),
             ["unmanaged", "nodes", node] => Some(KeyKind::NodeUnmanaged(node)),
             ["config", "nodes", node] => Some(KeyKind::NodeConfig(node)),
+            ["config", "proxies", proxy] => Some(KeyKind::ProxyConfig(proxy)),
             ["unmanaged", "proxies", proxy] => Some(KeyKind::ProxyUnmanaged(proxy)),
             _ => None,
         }
@@ -108,6 +114,7 @@ pub enum KeyKind<'a> {
     Managed,
     NodeUnmanaged(&'a str),
     NodeConfig(&'a str),
+    ProxyConfig(&'a str),
     ProxyUnmanaged(&'a str),
 }
 

@@ -127,6 +127,14 @@ pub enum SetTarget {
         #[arg(required = true, value_name = "KEY=VALUE")]
         assignments: Vec<String>,
     },
+    /// A proxy's directives, or every proxy's with `global` (a proxy's own win): all apply
+    /// at once — `max_client_conn`, `pause_timeout`, `timeout`, `keepalive`.
+    Proxy {
+        /// A proxy name, or `global`.
+        name: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

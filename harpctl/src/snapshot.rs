@@ -88,7 +88,7 @@ impl Snapshot {
                     Err(e) => s.warnings.push(bad(&format!("{e}; counted as managed"))),
                 },
                 // Directives: the managers report what they apply in their status.
-                KeyKind::NodeConfig(_) => {}
+                KeyKind::NodeConfig(_) | KeyKind::ProxyConfig(_) => {}
                 KeyKind::NodeUnmanaged(node) => {
                     s.node_unmanaged.insert(node.into());
                 }

@@ -119,3 +119,56 @@ fn apply_writes_a_bootstrap_file_idempotently() {
         "{err}"
     );
 }
+
+#[test]
+fn set_proxy_changes_an_agents_limits_live() {
+    use harp_tests::agent::{AgentProc, AgentSpec};
+    use harp_tests::postgres::pg_bin_dir;
+    use std::process::{Command, Stdio};
+    let c = TestCluster::start("setproxy", &[("n1", "dca", 100)]);
+    let mut a = AgentProc::start(
+        c.dir(),
+        AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints()),
+    );
+    assert!(a.wait_ready(LONG), "{}", a.log_tail(20));
+    let status = |a: &AgentProc| -> serde_json::Value {
+        serde_json::from_str(&a.http("/status").unwrap().1).unwrap()
+    };
+    let (code, out, err) = harpctl(&c, &["set", "proxy", "global", "pause_timeout=2s"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "proxy global: pause_timeout=2s (applies now)");
+    let (code, _, err) = harpctl(&c, &["set", "proxy", "p1", "max_client_conn=1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(eventually(LONG, || {
+        let s = status(&a);
+        s["max_client_conn"] == 1 && s["pause_timeout_ms"] == 2000
+    }));
+    let dsn = a.dsn("postgres");
+    let mut held = Command::new(pg_bin_dir().join("psql"))
+        .args(["-X", "-d", &dsn, "-c", "SELECT pg_sleep(20)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(LONG, || status(&a)["sessions"] == 1));
+    let out = Command::new(pg_bin_dir().join("psql"))
+        .args(["-X", "-d", &dsn, "-c", "SELECT 1"])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let _ = held.kill();
+    let _ = held.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_client_conn (1) reached on proxy p1"),
+        "{err}"
+    );
+    let (code, _, err) = harpctl(&c, &["set", "proxy", "p1", "listen_port=1"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown proxy directive `listen_port`"),
+        "{err}"
+    );
+    let (code, _, _) = harpctl(&c, &["set", "proxy", "nope", "timeout=1s"]);
+    assert_eq!(code, 4);
+}

@@ -2,7 +2,7 @@
 //! set, merged over the node's file by its manager). Every assignment is checked before
 //! anything is written: one bad key or value and nothing changes.
 
-use harp_core::directives::{NodeOverrides, Takes};
+use harp_core::directives::{NodeOverrides, ProxyOverrides, Takes};
 use serde::Serialize;
 
 use crate::cli::SetTarget;
@@ -19,7 +19,10 @@ struct Applied {
 }
 
 pub async fn run(ctx: &Context, target: SetTarget) -> Result<String, CtlError> {
-    let SetTarget::Node { name, assignments } = target;
+    let (name, assignments) = match target {
+        SetTarget::Node { name, assignments } => (name, assignments),
+        SetTarget::Proxy { name, assignments } => return proxy(ctx, name, assignments).await,
+    };
     check_name("node", &name)?;
     let (cluster, conn) = super::connect(ctx).await?;
     let snap = super::read(&conn, &cluster).await?;
@@ -65,6 +68,43 @@ pub async fn run(ctx: &Context, target: SetTarget) -> Result<String, CtlError> {
             }
             out
         }
+        f => render_data(&applied, f),
+    })
+}
+
+/// `set proxy <p|global>`: writes `config/proxies/<p>`; agents apply it at once.
+async fn proxy(ctx: &Context, name: String, assignments: Vec<String>) -> Result<String, CtlError> {
+    check_name("proxy", &name)?;
+    let (cluster, conn) = super::connect(ctx).await?;
+    if name != "global" {
+        let snap = super::read(&conn, &cluster).await?;
+        if !snap.knows_proxy(&name) {
+            return Err(CtlError::not_found(
+                "proxy",
+                &name,
+                &cluster,
+                &snap.proxy_names(),
+            ));
+        }
+    }
+    let key = conn.keys().proxy_config(&name);
+    let mut overrides = match conn.get(&key).await? {
+        Some(v) => ProxyOverrides::decode(&v).map_err(|e| CtlError::Refused(e.to_string()))?,
+        None => ProxyOverrides::new(),
+    };
+    for a in &assignments {
+        overrides
+            .set(a)
+            .map_err(|e| CtlError::Usage(format!("set proxy {name}: {e}")))?;
+    }
+    conn.put(&key, overrides.encode()).await?;
+    let applied = Applied {
+        node: name.clone(),
+        live: assignments.clone(),
+        after_restart: Vec::new(),
+    };
+    Ok(match ctx.format() {
+        Format::Table => format!("proxy {name}: {} (applies now)\n", assignments.join(" ")),
         f => render_data(&applied, f),
     })
 }
