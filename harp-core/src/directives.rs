@@ -75,18 +75,7 @@ impl NodeOverrides {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::records::RecordError> {
-        let rec: Self =
-            serde_json::from_slice(bytes).map_err(|source| crate::records::RecordError::Json {
-                kind: "node directives",
-                source,
-            })?;
-        match rec.version {
-            RECORD_VERSION => Ok(rec),
-            found => Err(crate::records::RecordError::Version {
-                kind: "node directives",
-                found,
-            }),
-        }
+        crate::records::decode("node directives", bytes, |r: &Self| r.version)
     }
 
     pub fn encode(&self) -> String {
@@ -288,18 +277,7 @@ impl ProxyOverrides {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::records::RecordError> {
-        let rec: Self =
-            serde_json::from_slice(bytes).map_err(|source| crate::records::RecordError::Json {
-                kind: "proxy directives",
-                source,
-            })?;
-        match rec.version {
-            RECORD_VERSION => Ok(rec),
-            found => Err(crate::records::RecordError::Version {
-                kind: "proxy directives",
-                found,
-            }),
-        }
+        crate::records::decode("proxy directives", bytes, |r: &Self| r.version)
     }
 
     pub fn encode(&self) -> String {

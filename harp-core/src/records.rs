@@ -128,7 +128,8 @@ pub struct ProxyStatus {
     pub updated_ms: u64,
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(
+/// Decodes a versioned JSON record, rejecting versions this build does not read.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     kind: &'static str,
     bytes: &[u8],
     version: impl Fn(&T) -> u32,
