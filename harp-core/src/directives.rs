@@ -141,6 +141,47 @@ impl NodeOverrides {
         Ok(takes)
     }
 
+    /// These directives over `under` (a node's over its location's over the cluster's):
+    /// a key set here wins, a key unset here keeps `under`'s value.
+    pub fn over(&self, under: &NodeOverrides) -> NodeOverrides {
+        NodeOverrides {
+            version: RECORD_VERSION,
+            priority: self.priority.or(under.priority),
+            maximum_lag: self.maximum_lag.or(under.maximum_lag),
+            leader_lease_duration_ms: self
+                .leader_lease_duration_ms
+                .or(under.leader_lease_duration_ms),
+            lease_refresh_interval_ms: self
+                .lease_refresh_interval_ms
+                .or(under.lease_refresh_interval_ms),
+            health_check_interval_ms: self
+                .health_check_interval_ms
+                .or(under.health_check_interval_ms),
+        }
+    }
+
+    /// The directives set, as `harpctl set` takes them (`leader_lease_duration` → `6s`).
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let ms = |v: u64| humantime::format_duration(Duration::from_millis(v)).to_string();
+        let mut out = Vec::new();
+        if let Some(v) = self.priority {
+            out.push(("priority", v.to_string()));
+        }
+        if let Some(v) = self.maximum_lag {
+            out.push(("maximum_lag", v.to_string()));
+        }
+        if let Some(v) = self.leader_lease_duration_ms {
+            out.push(("leader_lease_duration", ms(v)));
+        }
+        if let Some(v) = self.lease_refresh_interval_ms {
+            out.push(("lease_refresh_interval", ms(v)));
+        }
+        if let Some(v) = self.health_check_interval_ms {
+            out.push(("health_check_interval", ms(v)));
+        }
+        out
+    }
+
     /// `file` with these directives over it, and the restart-only keys whose value differs
     /// from `running` (what the manager started with).
     pub fn merge(
@@ -175,6 +216,22 @@ impl NodeOverrides {
             pending.push("health_check_interval");
         }
         (d, pending)
+    }
+}
+
+/// Node directives from etcd: the cluster's (`config/cluster`), the location's
+/// (`config/locations/<l>`) and the node's own (`config/nodes/<n>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeLayers {
+    pub cluster: NodeOverrides,
+    pub location: NodeOverrides,
+    pub node: NodeOverrides,
+}
+
+impl NodeLayers {
+    /// The node's over the location's over the cluster's.
+    pub fn effective(&self) -> NodeOverrides {
+        self.node.over(&self.location.over(&self.cluster))
     }
 }
 
@@ -224,6 +281,31 @@ mod tests {
         assert!(o.set("priority").is_err());
         assert!(o.set("leader_lease_duration=0").is_err());
         assert_eq!(NodeOverrides::decode(o.encode().as_bytes()).unwrap(), o);
+    }
+
+    #[test]
+    fn a_nodes_directives_win_over_its_locations_over_the_clusters() {
+        let mut cluster = NodeOverrides::new();
+        cluster.set("priority=10").unwrap();
+        cluster.set("maximum_lag=100").unwrap();
+        cluster.set("leader_lease_duration=9").unwrap();
+        let mut location = NodeOverrides::new();
+        location.set("maximum_lag=200").unwrap();
+        let mut node = NodeOverrides::new();
+        node.set("priority=70").unwrap();
+        let eff = node.over(&location.over(&cluster));
+        assert_eq!(eff.priority, Some(70));
+        assert_eq!(eff.maximum_lag, Some(200));
+        assert_eq!(eff.leader_lease_duration_ms, Some(9000));
+        assert_eq!(eff.health_check_interval_ms, None);
+        assert_eq!(
+            eff.entries(),
+            vec![
+                ("priority", "70".to_owned()),
+                ("maximum_lag", "200".to_owned()),
+                ("leader_lease_duration", "9s".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -65,6 +65,17 @@ impl Keys {
         format!("{}config/nodes/{node}", self.prefix)
     }
 
+    /// Node directives for every node of the cluster (`harpctl set cluster`), under the
+    /// location's and the node's own.
+    pub fn cluster_config(&self) -> String {
+        format!("{}config/cluster", self.prefix)
+    }
+
+    /// Node directives for every node of a location (`harpctl set location`), under the node's.
+    pub fn location_config(&self, location: &str) -> String {
+        format!("{}config/locations/{location}", self.prefix)
+    }
+
     /// Directives an operator set for a proxy (`harpctl set proxy`); `global` for all.
     pub fn proxy_config(&self, proxy: &str) -> String {
         format!("{}config/proxies/{proxy}", self.prefix)
@@ -96,6 +107,8 @@ impl Keys {
             ["proxies", proxy, "status"] => Some(KeyKind::ProxyStatus(proxy)),
             ["managed"] => Some(KeyKind::Managed),
             ["unmanaged", "nodes", node] => Some(KeyKind::NodeUnmanaged(node)),
+            ["config", "cluster"] => Some(KeyKind::ClusterConfig),
+            ["config", "locations", loc] => Some(KeyKind::LocationConfig(loc)),
             ["config", "nodes", node] => Some(KeyKind::NodeConfig(node)),
             ["config", "proxies", proxy] => Some(KeyKind::ProxyConfig(proxy)),
             ["unmanaged", "proxies", proxy] => Some(KeyKind::ProxyUnmanaged(proxy)),
@@ -113,6 +126,8 @@ pub enum KeyKind<'a> {
     ProxyStatus(&'a str),
     Managed,
     NodeUnmanaged(&'a str),
+    ClusterConfig,
+    LocationConfig(&'a str),
     NodeConfig(&'a str),
     ProxyConfig(&'a str),
     ProxyUnmanaged(&'a str),
@@ -137,6 +152,11 @@ mod tests {
             Some(KeyKind::PromoteIntent("dcb"))
         );
         assert_eq!(k.parse(&k.managed()), Some(KeyKind::Managed));
+        assert_eq!(k.parse(&k.cluster_config()), Some(KeyKind::ClusterConfig));
+        assert_eq!(
+            k.parse(&k.location_config("dca")),
+            Some(KeyKind::LocationConfig("dca"))
+        );
         assert_eq!(
             k.parse(&k.node_unmanaged("n1")),
             Some(KeyKind::NodeUnmanaged("n1"))

@@ -107,9 +107,9 @@ async fn run(
     let dcs = harp_dcs::connect(&config.dcs, keys).await?;
     // Directives set in etcd apply from the start; the runner reports later changes to those
     // that only a restart can apply.
-    let overrides = startup_overrides(&dcs, &config).await;
+    let layers = startup_directives(&dcs, &config).await;
     if let Some(m) = config.manager.as_mut() {
-        m.node = overrides.merge(&file_node, &file_node).0;
+        m.node = layers.effective().merge(&file_node, &file_node).0;
     }
     let m = config.manager.clone().context("manager section")?;
     let params = Params {
@@ -185,7 +185,7 @@ async fn run(
             _ => None,
         },
         file_node,
-        overrides,
+        layers,
         pending_restart: Vec::new(),
         cluster_managed: true,
         node_unmanaged: false,
@@ -212,36 +212,45 @@ async fn forward_signals(tx: mpsc::Sender<runner::Input>) -> anyhow::Result<()> 
     }
 }
 
-/// `config/nodes/<me>` if etcd answers now; else none (the watch delivers them later).
-async fn startup_overrides(
+/// The cluster's, location's and node's directives if etcd answers now; else none (the watch
+/// delivers them later).
+async fn startup_directives(
     dcs: &harp_dcs::Dcs,
     config: &Config,
-) -> harp_core::directives::NodeOverrides {
-    use harp_core::directives::NodeOverrides;
+) -> harp_core::directives::NodeLayers {
+    use harp_core::directives::NodeLayers;
     let Some(m) = &config.manager else {
-        return NodeOverrides::new();
+        return NodeLayers::default();
     };
-    let mut c = dcs.client.clone();
-    let key = dcs.keys.node_config(&m.name);
-    match dcs.bounded(c.get(key, None)).await {
-        Ok(resp) => match resp
-            .kvs()
-            .first()
-            .map(|kv| NodeOverrides::decode(kv.value()))
-        {
-            Some(Ok(o)) => {
-                tracing::info!("node directives from etcd: {}", o.encode());
-                o
+    let keys = [
+        dcs.keys.cluster_config(),
+        dcs.keys.location_config(&config.location),
+        dcs.keys.node_config(&m.name),
+    ];
+    let mut found = Vec::new();
+    for key in keys {
+        let mut c = dcs.client.clone();
+        match dcs.bounded(c.get(key, None)).await {
+            Ok(resp) => found.push(runner::directives(
+                resp.kvs().first().map(|kv| kv.value().to_vec()),
+            )),
+            Err(e) => {
+                tracing::warn!(
+                    "etcd not reachable at start ({e}); using the config file's directives"
+                );
+                return NodeLayers::default();
             }
-            Some(Err(e)) => {
-                tracing::error!("ignoring the node directives in etcd: {e}");
-                NodeOverrides::new()
-            }
-            None => NodeOverrides::new(),
-        },
-        Err(e) => {
-            tracing::warn!("etcd not reachable at start ({e}); using the config file's directives");
-            NodeOverrides::new()
         }
     }
+    let [cluster, location, node] = <[_; 3]>::try_from(found).expect("three keys read");
+    let layers = NodeLayers {
+        cluster,
+        location,
+        node,
+    };
+    let eff = layers.effective();
+    if !eff.entries().is_empty() {
+        tracing::info!("node directives from etcd: {}", eff.encode());
+    }
+    layers
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use harp_core::config::{self, Config, NodeDirectives};
-use harp_core::directives::NodeOverrides;
+use harp_core::directives::{NodeLayers, NodeOverrides};
 use harp_core::election::{Action, Election, Event, Holder, Peer, Role, Switchover};
 use harp_core::keys::KeyKind;
 use harp_core::records::{
@@ -50,7 +50,7 @@ pub struct Runner {
     pub pgctl: Option<std::sync::Arc<crate::pgctl::PgCtl>>,
     /// The node directives of the config file as last read (SIGHUP), and those set in etcd.
     pub file_node: NodeDirectives,
-    pub overrides: NodeOverrides,
+    pub layers: NodeLayers,
     /// Directives that differ from what the manager runs with and wait for a restart.
     pub pending_restart: Vec<&'static str>,
     /// `managed` (cluster) and `unmanaged/nodes/<me>` as last seen.
@@ -223,15 +223,16 @@ impl Runner {
                         .is_none_or(|r| r.managed);
                     out.push_back(Event::Managed(self.managed()));
                 }
+                Some(KeyKind::ClusterConfig) => {
+                    self.layers.cluster = directives(ch.value.map(|(v, _)| v));
+                    self.apply_directives(out);
+                }
+                Some(KeyKind::LocationConfig(loc)) if loc == self.location() => {
+                    self.layers.location = directives(ch.value.map(|(v, _)| v));
+                    self.apply_directives(out);
+                }
                 Some(KeyKind::NodeConfig(node)) if node == self.me() => {
-                    self.overrides = match ch.value.map(|(v, _)| NodeOverrides::decode(&v)) {
-                        None => NodeOverrides::new(),
-                        Some(Ok(o)) => o,
-                        Some(Err(e)) => {
-                            tracing::error!("ignoring the node directives in etcd: {e}");
-                            NodeOverrides::new()
-                        }
-                    };
+                    self.layers.node = directives(ch.value.map(|(v, _)| v));
                     self.apply_directives(out);
                 }
                 Some(KeyKind::NodeUnmanaged(node)) if node == self.me() => {
@@ -426,7 +427,7 @@ impl Runner {
     /// the others are reported as pending a restart.
     fn apply_directives(&mut self, out: &mut VecDeque<Event>) {
         let running = &self.config.manager.as_ref().expect("manager section").node;
-        let (eff, pending) = self.overrides.merge(&self.file_node, running);
+        let (eff, pending) = self.layers.effective().merge(&self.file_node, running);
         let p = self.election.params();
         if (eff.priority, eff.maximum_lag) != (p.priority, p.maximum_lag) {
             tracing::info!(
@@ -465,5 +466,17 @@ impl From<SessionEvent> for Input {
 impl From<MirrorEvent> for Input {
     fn from(e: MirrorEvent) -> Self {
         Input::Mirror(e)
+    }
+}
+
+/// A directives record from etcd; absent or unreadable (logged) counts as none set.
+pub fn directives(value: Option<Vec<u8>>) -> NodeOverrides {
+    match value.map(|v| NodeOverrides::decode(&v)) {
+        None => NodeOverrides::new(),
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            tracing::error!("ignoring node directives in etcd: {e}");
+            NodeOverrides::new()
+        }
     }
 }

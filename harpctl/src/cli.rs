@@ -119,6 +119,17 @@ pub enum ManageTarget {
 
 #[derive(Debug, Subcommand)]
 pub enum SetTarget {
+    /// Node directives for every node of the cluster (a location's and a node's own win).
+    Cluster {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+    },
+    /// Node directives for every node of LOCATION (a node's own win).
+    Location {
+        location: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+    },
     /// A node's directives: `priority` and `maximum_lag` apply at once; `leader_lease_duration`,
     /// `lease_refresh_interval` and `health_check_interval` after its manager restarts.
     Node {

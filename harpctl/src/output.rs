@@ -122,6 +122,23 @@ pub fn render_cluster(view: &ClusterView, format: Format) -> String {
         out.push('\n');
         out.push_str(&render_list(&view.locations, format));
     }
+    let mut set = Table::new(&["SCOPE", "DIRECTIVE", "VALUE"]);
+    let scoped = std::iter::once(("cluster".to_owned(), &view.directives)).chain(
+        view.locations
+            .iter()
+            .map(|l| (format!("location {}", l.location), &l.directives)),
+    );
+    let mut any = false;
+    for (scope, directives) in scoped {
+        for (k, v) in directives {
+            set.row(vec![scope.clone(), k.clone(), v.clone()]);
+            any = true;
+        }
+    }
+    if any {
+        out.push('\n');
+        out.push_str(&set.render());
+    }
     out
 }
 

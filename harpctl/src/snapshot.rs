@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use harp_core::directives::NodeOverrides;
 use harp_core::keys::{KeyKind, Keys};
 use harp_core::records::{LeaderRecord, ManagedRecord, NodeStatus, PromoteIntent, ProxyStatus};
 
@@ -30,6 +31,9 @@ pub struct Snapshot {
     pub proxy_unmanaged: BTreeSet<String>,
     /// Pending switchovers (`harpctl promote` in progress) by location.
     pub intents: BTreeMap<String, PromoteIntent>,
+    /// Node directives set for the whole cluster and per location (`harpctl set`).
+    pub cluster_config: Option<NodeOverrides>,
+    pub location_config: BTreeMap<String, NodeOverrides>,
     /// Records that could not be decoded (printed on stderr, never fatal).
     pub warnings: Vec<String>,
 }
@@ -87,6 +91,16 @@ impl Snapshot {
                     // The managers read an unreadable switch as "managed"; say so.
                     Err(e) => s.warnings.push(bad(&format!("{e}; counted as managed"))),
                 },
+                KeyKind::ClusterConfig => match NodeOverrides::decode(value) {
+                    Ok(o) => s.cluster_config = Some(o),
+                    Err(e) => s.warnings.push(bad(&e)),
+                },
+                KeyKind::LocationConfig(loc) => match NodeOverrides::decode(value) {
+                    Ok(o) => {
+                        s.location_config.insert(loc.into(), o);
+                    }
+                    Err(e) => s.warnings.push(bad(&e)),
+                },
                 // Directives: the managers report what they apply in their status.
                 KeyKind::NodeConfig(_) | KeyKind::ProxyConfig(_) => {}
                 KeyKind::NodeUnmanaged(node) => {
@@ -106,6 +120,7 @@ impl Snapshot {
         locs.extend(self.nodes.values().map(|n| n.location.clone()));
         locs.extend(self.proxies.values().map(|p| p.location.clone()));
         locs.extend(self.intents.keys().cloned());
+        locs.extend(self.location_config.keys().cloned());
         locs
     }
 

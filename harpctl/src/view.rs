@@ -1,6 +1,8 @@
 //! What `get` prints: one serde struct per kind of object, built from a [`Snapshot`]. Field
 //! names are the JSON/YAML contract for scripts: snake_case, stable, `null` when unknown.
 
+use std::collections::BTreeMap;
+
 use harp_core::records::PgState;
 use serde::Serialize;
 
@@ -93,12 +95,16 @@ pub struct LocationView {
     pub proxies: usize,
     /// Target of a switchover in progress.
     pub switchover_to: Option<String>,
+    /// Node directives set for this location (`harpctl set location`).
+    pub directives: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterView {
     pub name: String,
     pub managed: bool,
+    /// Node directives set for every node (`harpctl set cluster`).
+    pub directives: BTreeMap<String, String>,
     pub locations: Vec<LocationView>,
 }
 
@@ -196,6 +202,7 @@ impl Snapshot {
                 .filter(|p| p.location == location)
                 .count(),
             switchover_to: self.intents.get(location).map(|i| i.target.clone()),
+            directives: entries(self.location_config.get(location)),
         }
     }
 
@@ -210,9 +217,18 @@ impl Snapshot {
         ClusterView {
             name: self.cluster.clone(),
             managed: self.cluster_managed,
+            directives: entries(self.cluster_config.as_ref()),
             locations: self.location_views(),
         }
     }
+}
+
+fn entries(o: Option<&harp_core::directives::NodeOverrides>) -> BTreeMap<String, String> {
+    o.map(|o| o.entries())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ fn set_node_priority_applies_live_and_lease_after_a_restart() {
         "{}",
         pending(&c)
     );
-    let log = c.node(&next.node).mgr.log_tail(200);
+    let log = c.node(&next.node).mgr.log_tail(100_000);
     assert!(log.contains("leader_lease_duration_ms\":9000"), "{log}");
 }
 
@@ -171,4 +171,105 @@ fn set_proxy_changes_an_agents_limits_live() {
     );
     let (code, _, _) = harpctl(&c, &["set", "proxy", "nope", "timeout=1s"]);
     assert_eq!(code, 4);
+}
+
+#[test]
+fn set_location_and_cluster_layer_under_a_nodes_own_directives() {
+    let c = TestCluster::start(
+        "setscope",
+        &[("n1", "dca", 100), ("n2", "dca", 100), ("n3", "dcb", 100)],
+    );
+    let first = wait_leader_not(&c, "dca", None);
+    let dcb = wait_leader_not(&c, "dcb", None);
+    // A location's priority -1: no node of dca may lead; dcb keeps its leader.
+    let (code, out, err) = harpctl(&c, &["set", "location", "dca", "priority=-1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "location dca: priority=-1 (applies now)");
+    assert!(
+        eventually(LONG, || leader(&c, "dca").is_none()),
+        "dca still has a leader"
+    );
+    // A node's own directive wins over its location's.
+    let (code, _, err) = harpctl(&c, &["set", "node", &first.node, "priority=100"]);
+    assert_eq!(code, 0, "{err}");
+    let back = wait_leader_not(&c, "dca", None);
+    assert_eq!(back.node, first.node);
+    // The cluster's layer is under both; `get cluster` shows each scope's directives.
+    let (code, _, err) = harpctl(&c, &["set", "cluster", "maximum_lag=1048576"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = harpctl(&c, &["get", "cluster", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["directives"]["maximum_lag"], "1048576", "{v}");
+    let dca = v["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["location"] == "dca")
+        .unwrap();
+    assert_eq!(dca["directives"]["priority"], "-1", "{v}");
+    let (_, table, _) = harpctl(&c, &["get", "cluster"]);
+    assert!(table.contains("location dca"), "{table}");
+    assert_eq!(leader(&c, "dcb").map(|l| l.0.node), Some(dcb.node));
+    // Bad input: unknown location, bad key; nothing written.
+    let (code, _, err) = harpctl(&c, &["set", "location", "nowhere", "priority=1"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("dca"), "{err}");
+    let (code, _, err) = harpctl(&c, &["set", "cluster", "lag=1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("valid keys: priority"), "{err}");
+}
+
+#[test]
+fn apply_writes_cluster_location_and_proxy_directives() {
+    use harp_tests::agent::{AgentProc, AgentSpec};
+    let c = TestCluster::start("applyall", &[("n1", "dca", 100), ("n2", "dca", 100)]);
+    wait_leader_not(&c, "dca", None);
+    let mut a = AgentProc::start(
+        c.dir(),
+        AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints()),
+    );
+    assert!(a.wait_ready(LONG), "{}", a.log_tail(20));
+    let file = c.dir().join("bootstrap.yml");
+    let boot = "cluster:\n  name: applyall\n  maximum_lag: 2097152\n\
+                locations:\n  - location: dca\n    priority: 90\n\
+                proxies:\n  pause_timeout: 3s\n  max_client_conn: 40\n  instances:\n    \
+                - name: p1\n      max_client_conn: 7\n";
+    std::fs::write(&file, boot).unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let (code, out, err) = harpctl(&c, &["apply", &path]);
+    assert_eq!(code, 0, "{err}");
+    for what in [
+        "changed   cluster",
+        "changed   location dca",
+        "changed   proxies (global)",
+        "changed   proxy p1",
+    ] {
+        assert!(out.contains(what), "{what}: {out}");
+    }
+    // The agent merges its own over global over its file, live.
+    assert!(
+        eventually(LONG, || {
+            let s: serde_json::Value = serde_json::from_str(&a.http("/status").unwrap().1).unwrap();
+            s["max_client_conn"] == 7 && s["pause_timeout_ms"] == 3000
+        }),
+        "{}",
+        a.http("/status").unwrap().1
+    );
+    // Managers apply the location's priority live.
+    assert!(eventually(LONG, || {
+        let (_, out, _) = harpctl(&c, &["get", "node", "n1", "-o", "json"]);
+        serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|v| v["priority"] == 90)
+    }));
+    let (code, out, _) = harpctl(&c, &["apply", &path]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("changed   "), "{out}");
+    assert!(out.contains("unchanged proxy p1"), "{out}");
+    // A bad proxy key is refused before anything is written.
+    std::fs::write(&file, boot.replace("max_client_conn: 7", "max_clients: 7")).unwrap();
+    let (code, _, err) = harpctl(&c, &["apply", &path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown proxy directive `max_clients`"),
+        "{err}"
+    );
 }

@@ -1,6 +1,7 @@
-//! `harpctl set node <N> key=value…`: writes `config/nodes/<N>` (the directives an operator
-//! set, merged over the node's file by its manager). Every assignment is checked before
-//! anything is written: one bad key or value and nothing changes.
+//! `harpctl set cluster | location <L> | node <N> | proxy <P|global> key=value…`: writes
+//! `config/cluster`, `config/locations/<L>`, `config/nodes/<N>` or `config/proxies/<P>`.
+//! Managers merge node directives node over location over cluster over their file. Every
+//! assignment is checked before anything is written: one bad key or value and nothing changes.
 
 use harp_core::directives::{NodeOverrides, ProxyOverrides, Takes};
 use serde::Serialize;
@@ -12,34 +13,78 @@ use crate::output::{Format, render_data};
 
 #[derive(Serialize)]
 struct Applied {
+    /// What was set: `cluster`, `location`, `node` or `proxy`.
+    scope: &'static str,
+    /// Its name (the cluster's for `cluster`); `node` is kept for scripts written before
+    /// `scope` existed.
+    name: String,
     node: String,
-    /// Keys that apply at once, and keys that apply after the manager restarts.
+    /// Keys that apply at once, and keys that apply after the managers restart.
     live: Vec<String>,
     after_restart: Vec<String>,
 }
 
 pub async fn run(ctx: &Context, target: SetTarget) -> Result<String, CtlError> {
-    let (name, assignments) = match target {
-        SetTarget::Node { name, assignments } => (name, assignments),
-        SetTarget::Proxy { name, assignments } => return proxy(ctx, name, assignments).await,
+    let (cluster, conn) = match &target {
+        SetTarget::Proxy { .. } => (String::new(), None),
+        _ => {
+            let (cluster, conn) = super::connect(ctx).await?;
+            (cluster, Some(conn))
+        }
     };
-    check_name("node", &name)?;
-    let (cluster, conn) = super::connect(ctx).await?;
-    let snap = super::read(&conn, &cluster).await?;
-    if !snap.knows_node(&name) {
-        return Err(CtlError::not_found(
-            "node",
-            &name,
-            &cluster,
-            &snap.node_names(),
-        ));
-    }
-    let key = conn.keys().node_config(&name);
+    let (kind, name, key, assignments) = match target {
+        SetTarget::Proxy { name, assignments } => return proxy(ctx, name, assignments).await,
+        SetTarget::Cluster { assignments } => {
+            let conn = conn.as_ref().expect("connected");
+            let key = conn.keys().cluster_config();
+            ("cluster", cluster.clone(), key, assignments)
+        }
+        SetTarget::Location {
+            location,
+            assignments,
+        } => {
+            check_name("location", &location)?;
+            let conn = conn.as_ref().expect("connected");
+            let snap = super::read(conn, &cluster).await?;
+            if !snap.locations().contains(&location) {
+                return Err(CtlError::not_found(
+                    "location",
+                    &location,
+                    &cluster,
+                    &snap.locations(),
+                ));
+            }
+            let key = conn.keys().location_config(&location);
+            ("location", location, key, assignments)
+        }
+        SetTarget::Node { name, assignments } => {
+            check_name("node", &name)?;
+            let conn = conn.as_ref().expect("connected");
+            let snap = super::read(conn, &cluster).await?;
+            if !snap.knows_node(&name) {
+                return Err(CtlError::not_found(
+                    "node",
+                    &name,
+                    &cluster,
+                    &snap.node_names(),
+                ));
+            }
+            let key = conn.keys().node_config(&name);
+            ("node", name, key, assignments)
+        }
+    };
+    let conn = conn.expect("connected");
+    let scope = match kind {
+        "cluster" => "cluster".to_owned(),
+        _ => format!("{kind} {name}"),
+    };
     let mut overrides = match conn.get(&key).await? {
         Some(v) => NodeOverrides::decode(&v).map_err(|e| CtlError::Refused(e.to_string()))?,
         None => NodeOverrides::new(),
     };
     let mut applied = Applied {
+        scope: kind,
+        name: name.clone(),
         node: name.clone(),
         live: Vec::new(),
         after_restart: Vec::new(),
@@ -47,7 +92,7 @@ pub async fn run(ctx: &Context, target: SetTarget) -> Result<String, CtlError> {
     for a in &assignments {
         let takes = overrides
             .set(a)
-            .map_err(|e| CtlError::Usage(format!("set node {name}: {e}")))?;
+            .map_err(|e| CtlError::Usage(format!("set {scope}: {e}")))?;
         match takes {
             Takes::Live => applied.live.push(a.clone()),
             Takes::Restart => applied.after_restart.push(a.clone()),
@@ -58,11 +103,16 @@ pub async fn run(ctx: &Context, target: SetTarget) -> Result<String, CtlError> {
         Format::Table => {
             let mut out = String::new();
             if !applied.live.is_empty() {
-                out += &format!("node {name}: {} (applies now)\n", applied.live.join(" "));
+                out += &format!("{scope}: {} (applies now)\n", applied.live.join(" "));
             }
             if !applied.after_restart.is_empty() {
+                let whose = if kind == "node" {
+                    "its manager restarts"
+                } else {
+                    "each manager restarts"
+                };
                 out += &format!(
-                    "node {name}: {} (applies after its manager restarts)\n",
+                    "{scope}: {} (applies after {whose})\n",
                     applied.after_restart.join(" ")
                 );
             }
@@ -99,6 +149,8 @@ async fn proxy(ctx: &Context, name: String, assignments: Vec<String>) -> Result<
     }
     conn.put(&key, overrides.encode()).await?;
     let applied = Applied {
+        scope: "proxy",
+        name: name.clone(),
         node: name.clone(),
         live: assignments.clone(),
         after_restart: Vec::new(),
