@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod harpctl;
 pub mod http;
+pub mod lab;
 pub mod leader;
 pub mod manager;
 mod pg_template;

@@ -1,8 +1,9 @@
-//! Developer and user tasks: `cargo xtask build-ebpf | test | demo | bench failover`.
+//! Developer and user tasks: `cargo xtask build-ebpf | test | demo | lab | bench …`.
 
 mod bench;
 mod build_ebpf;
 mod demo;
+mod lab;
 mod test;
 mod writer;
 
@@ -38,6 +39,12 @@ enum Task {
     /// The demo's application process (started by `demo`).
     #[command(hide = true)]
     DemoWriter { dsn: String },
+    /// The multi-host lab: scenarios of faults under load, checked for split brain and lost
+    /// writes (root; network namespaces on this machine).
+    Lab {
+        #[command(subcommand)]
+        cmd: lab::LabCmd,
+    },
     /// Benchmarks; results go to bench/results/.
     Bench {
         #[command(subcommand)]
@@ -61,5 +68,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Bench { bench } => bench::run(bench),
+        Task::Lab { cmd } => lab::run(cmd),
     }
 }

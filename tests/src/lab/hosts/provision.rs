@@ -1,0 +1,99 @@
+//! Runs the configure phase of `vagrant/provision/harp-host.sh`: the lab starts its processes
+//! with exactly the configs the VMs get.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::lab::net::{LabError, run};
+
+/// `vagrant/provision/harp-host.sh` of this repository.
+pub fn script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vagrant/provision/harp-host.sh")
+}
+
+/// `harp-host.sh <role> configure` with `vars` (`HARP_*`) as its only `HARP_*` environment.
+pub fn configure(role: &str, vars: &[(&str, String)]) -> Result<(), LabError> {
+    let script = script_path();
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).args([role, "configure"]);
+    // Inherited HARP_* variables (e.g. the harness's HARP_PG_BIN) must not leak into configs.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("HARP_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+    run(cmd, None).map(drop).map_err(|e| LabError::Provision {
+        script,
+        detail: e.to_string(),
+    })
+}
+
+/// `KEY=VALUE` lines (the etcd env file); blank lines and `#` comments skipped.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, LabError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LabError::io(format!("read {}", path.display()), e))?;
+    Ok(parse_env(&text))
+}
+
+fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_env_lines() {
+        let got = parse_env("# c\nA=1\n\nB=x=y\nnoise\n");
+        assert_eq!(got, [("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+    }
+
+    #[test]
+    fn the_script_renders_an_agent_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().to_string_lossy().into_owned();
+        configure(
+            "app",
+            &[
+                ("HARP_NAME", "a2".into()),
+                ("HARP_IP", "198.18.0.17".into()),
+                ("HARP_ETCD_MEMBERS", "e1=198.18.0.10,e2=198.18.0.11".into()),
+                ("HARP_CONF_DIR", conf),
+                ("HARP_LOCATION", "dcb".into()),
+                ("HARP_PROXY_MODE", "userspace".into()),
+            ],
+        )
+        .unwrap();
+        let yaml = std::fs::read_to_string(dir.path().join("config.yml")).unwrap();
+        assert!(yaml.contains("listen_address: 198.18.0.17"), "{yaml}");
+        assert!(
+            yaml.contains("endpoints: [\"198.18.0.10:2379\", \"198.18.0.11:2379\"]"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("location: dcb"), "{yaml}");
+    }
+
+    #[test]
+    fn ebpf_mode_without_a_cgroup_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = configure(
+            "app",
+            &[
+                ("HARP_NAME", "a1".into()),
+                ("HARP_IP", "198.18.0.16".into()),
+                ("HARP_ETCD_MEMBERS", "e1=198.18.0.10".into()),
+                ("HARP_CONF_DIR", dir.path().to_string_lossy().into_owned()),
+                ("HARP_PROXY_MODE", "ebpf".into()),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("HARP_CGROUP_PATH"), "{err}");
+    }
+}

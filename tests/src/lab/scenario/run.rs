@@ -1,0 +1,266 @@
+//! One scenario run: bring the lab back to health, clear the register, start the observer and
+//! the writers, inject the scenario's faults, heal, let it settle, then read every node's
+//! table and check the history. Writes `history.json`, `timeline.txt`, `writes.svg` and
+//! `verdict.json` into the run's directory.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::bins::workspace_bin;
+use crate::lab::checker::{Verdict, check, timeline};
+use crate::lab::history::{FaultMark, History, Row};
+use crate::lab::hosts::{APP_HOSTS, CTL, Kind, LOCATIONS, Lab, PG_NODES};
+use crate::lab::net::LabError;
+use crate::lab::plot::write_svg;
+use crate::lab::workload::{REGISTER_DDL, read_records, unix_ms};
+use crate::process::ChildGuard;
+use crate::rt::block_on;
+
+use super::observer::Observer;
+use super::rng::Rng;
+use super::{Ctx, Scenario};
+
+/// Writers per application host.
+const WRITERS_PER_APP: usize = 2;
+const WARMUP: Duration = Duration::from_secs(2);
+
+/// What a run found, and where its report is.
+#[derive(Debug)]
+pub struct RunResult {
+    pub scenario: &'static str,
+    pub seed: u64,
+    pub verdict: Verdict,
+    pub report_dir: PathBuf,
+}
+
+pub fn run(lab: &mut Lab, sc: &Scenario, seed: u64, out: &Path) -> Result<RunResult, LabError> {
+    let dir = out.join(sc.name).join(format!("seed-{seed}"));
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::io(format!("mkdir {dir:?}"), e))?;
+    restore(lab)?;
+    reset_register(lab)?;
+    let ctl = lab.net().host(CTL)?.ns_path();
+    let observer = Observer::start(ctl, lab.etcd_endpoints(), lab.cluster());
+    let started_ms = unix_ms();
+    let mut writers = start_writers(lab, &dir)?;
+    std::thread::sleep(WARMUP);
+    let mut ctx = Ctx {
+        lab,
+        rng: Rng::new(seed),
+        faults: Vec::new(),
+        converge_from: Vec::new(),
+    };
+    let outcome = (sc.run)(&mut ctx);
+    let Ctx {
+        faults,
+        converge_from,
+        ..
+    } = ctx;
+    // Whatever the scenario left behind (or a failed step) is undone before the settle.
+    restore(lab)?;
+    outcome?;
+    let settle = Duration::from_millis(lab.spec().lease_secs * 1000 + 3000);
+    std::thread::sleep(settle);
+    for (_, w) in &mut writers {
+        w.sigterm();
+    }
+    for (_, w) in &mut writers {
+        w.wait_exit(Duration::from_secs(10));
+    }
+    let leaders = observer.finish();
+    let ended_ms = unix_ms();
+    let mut writes = Vec::new();
+    for (file, _) in &writers {
+        writes.extend(read_records(file).map_err(|e| LabError::io(format!("{file:?}"), e))?);
+    }
+    let history = History {
+        scenario: sc.name.to_owned(),
+        seed,
+        lease_ms: lab.spec().lease_secs * 1000,
+        started_ms,
+        ended_ms,
+        writes,
+        leaders,
+        faults,
+        rows: read_rows(lab)?,
+        converge_from,
+    };
+    let verdict = check(&history);
+    let io = |what: &str, e: std::io::Error| LabError::io(format!("{what} in {dir:?}"), e);
+    history
+        .save(&dir.join("history.json"))
+        .map_err(|e| LabError::Unsupported(e.to_string()))?;
+    std::fs::write(dir.join("timeline.txt"), timeline(&history, &verdict))
+        .map_err(|e| io("timeline.txt", e))?;
+    let json = serde_json::to_string_pretty(&verdict).expect("verdict serializes");
+    std::fs::write(dir.join("verdict.json"), json).map_err(|e| io("verdict.json", e))?;
+    write_svg(&history, &dir.join("writes.svg"))
+        .map_err(|e| LabError::Unsupported(format!("plot: {e}")))?;
+    Ok(RunResult {
+        scenario: sc.name,
+        seed,
+        verdict,
+        report_dir: dir,
+    })
+}
+
+/// Heals the network, resumes stopped processes, restarts dead ones and waits until every
+/// location has a leader and every agent is ready.
+pub fn restore(lab: &mut Lab) -> Result<(), LabError> {
+    lab.net().heal()?;
+    let mut dead = Vec::new();
+    for p in lab.processes() {
+        if p.is_running() {
+            p.sigcont();
+        } else {
+            dead.push((p.kind(), p.host().to_owned()));
+        }
+    }
+    // Order matters: etcd before managers, Postgres before its manager.
+    dead.sort_by_key(|(k, _)| match k {
+        Kind::Etcd => 0,
+        Kind::Postgres => 1,
+        Kind::Manager => 2,
+        Kind::Agent => 3,
+    });
+    for (kind, host) in dead {
+        lab.restart(kind, &host)?;
+    }
+    let wait = Duration::from_secs(lab.spec().lease_secs * 3 + 10);
+    for loc in LOCATIONS {
+        lab.wait_leader(loc, wait)?;
+    }
+    for (h, _, _) in APP_HOSTS {
+        lab.wait_ready(Kind::Agent, h)?;
+    }
+    Ok(())
+}
+
+fn reset_register(lab: &Lab) -> Result<(), LabError> {
+    for (node, _, _) in PG_NODES {
+        let dsn = lab.node_dsn(node)?;
+        lab.on_ctl(|| {
+            block_on(|| async {
+                let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                c.batch_execute(&format!("{REGISTER_DDL}; TRUNCATE register"))
+                    .await
+            })
+        })?
+        .map_err(|e| LabError::Unsupported(format!("prepare register on {node}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn start_writers(lab: &Lab, dir: &Path) -> Result<Vec<(PathBuf, ChildGuard)>, LabError> {
+    let bin = workspace_bin("harp-lab-writer");
+    let mut out = Vec::new();
+    for (app, location, mode) in APP_HOSTS {
+        let path = match mode {
+            crate::lab::hosts::AgentMode::Kernel => "kernel",
+            crate::lab::hosts::AgentMode::Userspace => "userspace",
+        };
+        for i in 0..WRITERS_PER_APP {
+            let client = format!("{app}-w{i}");
+            let file = dir.join(format!("{client}.jsonl"));
+            let _ = std::fs::remove_file(&file);
+            let mut cmd = lab.client_command(app, &bin)?;
+            cmd.args(["--client", &client, "--location", location, "--path", path])
+                .args(["--dsn", &lab.agent_dsn(app)?])
+                .arg("--out")
+                .arg(&file);
+            let log = dir.join(format!("{client}.log"));
+            out.push((file, ChildGuard::spawn(cmd, &client, &log)));
+        }
+    }
+    Ok(out)
+}
+
+/// Every row of every node's register (restore has started every Postgres again).
+fn read_rows(lab: &Lab) -> Result<Vec<Row>, LabError> {
+    let mut rows = Vec::new();
+    for (node, _, _) in PG_NODES {
+        let dsn = lab.node_dsn(node)?;
+        let found = lab
+            .on_ctl(|| {
+                block_on(|| async {
+                    let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+                    tokio::spawn(conn);
+                    c.query("SELECT node, client, seq, server_ms FROM register", &[])
+                        .await
+                })
+            })?
+            .map_err(|e| LabError::Unsupported(format!("read register on {node}: {e}")))?;
+        rows.extend(found.iter().map(|r| Row {
+            node: r.get(0),
+            client: r.get(1),
+            seq: r.get::<_, i64>(2) as u64,
+            server_ms: r.get(3),
+        }));
+    }
+    Ok(rows)
+}
+
+impl Ctx<'_> {
+    /// Marks a fault as starting now; returns its index for [`Ctx::end`].
+    pub fn mark(&mut self, label: impl Into<String>) -> usize {
+        self.faults.push(FaultMark {
+            start_ms: unix_ms(),
+            end_ms: None,
+            label: label.into(),
+        });
+        self.faults.len() - 1
+    }
+
+    pub fn end(&mut self, fault: usize) {
+        self.faults[fault].end_ms = Some(unix_ms());
+    }
+
+    /// Every client must be writing again soon after now.
+    pub fn converge_from_now(&mut self, label: impl Into<String>) {
+        self.converge_from.push((label.into(), unix_ms()));
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lab.spec().lease_secs)
+    }
+
+    /// The leader of `location` now (waits for one).
+    pub fn leader_of(&self, location: &str) -> Result<String, LabError> {
+        let t = Duration::from_secs(self.lab.spec().lease_secs * 3 + 10);
+        Ok(self.lab.wait_leader(location, t)?.node)
+    }
+
+    /// Sleeps `base` plus up to `jitter_ms` chosen by the seed.
+    pub fn pause(&mut self, base: Duration, jitter_ms: u64) {
+        std::thread::sleep(base + Duration::from_millis(self.rng.range(0, jitter_ms + 1)));
+    }
+
+    /// Runs `harpctl <args>` from the ctl host against the lab's etcd.
+    pub fn harpctl(&self, args: &[&str]) -> Result<(bool, String), LabError> {
+        let mut cmd = self.lab.net().command(CTL, workspace_bin("harpctl"))?;
+        cmd.args(["-c", &self.lab.cluster(), "--dcs"])
+            .arg(self.lab.etcd_endpoints().join(","))
+            .args(args);
+        let out = cmd
+            .output()
+            .map_err(|e| LabError::io(format!("harpctl {args:?}"), e))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
+    /// Waits until `f` holds or `timeout` passes.
+    pub fn wait_for(&self, timeout: Duration, mut f: impl FnMut(&Lab) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if f(self.lab) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}

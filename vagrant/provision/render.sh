@@ -1,0 +1,119 @@
+# shellcheck shell=bash
+# The configure phase of harp-host.sh: renders config files from HARP_* variables. Sourced.
+
+require() {
+  local v
+  for v in "$@"; do [ -n "${!v:-}" ] || die "$v is required"; done
+}
+
+# "e1=198.18.0.10,e2=..." -> "e1=http://198.18.0.10:2380,..."
+etcd_initial_cluster() {
+  local out="" m
+  IFS=, read -ra members <<<"$HARP_ETCD_MEMBERS"
+  for m in "${members[@]}"; do out+="${out:+,}${m%%=*}=http://${m#*=}:2380"; done
+  echo "$out"
+}
+
+# "e1=198.18.0.10,e2=..." -> "\"198.18.0.10:2379\", ..."
+etcd_endpoints_yaml() {
+  local out="" m
+  IFS=, read -ra members <<<"$HARP_ETCD_MEMBERS"
+  for m in "${members[@]}"; do out+="${out:+, }\"${m#*=}:2379\""; done
+  echo "$out"
+}
+
+# etcd reads ETCD_* variables (the Debian unit from /etc/default/etcd).
+render_etcd() {
+  cat >"$HARP_CONF_DIR/etcd.env" <<CONF
+ETCD_NAME=$HARP_NAME
+ETCD_DATA_DIR=$HARP_DATA_DIR/etcd
+ETCD_LISTEN_CLIENT_URLS=http://$HARP_IP:2379,http://127.0.0.1:2379
+ETCD_ADVERTISE_CLIENT_URLS=http://$HARP_IP:2379
+ETCD_LISTEN_PEER_URLS=http://$HARP_IP:2380
+ETCD_INITIAL_ADVERTISE_PEER_URLS=http://$HARP_IP:2380
+ETCD_INITIAL_CLUSTER=$(etcd_initial_cluster)
+ETCD_INITIAL_CLUSTER_STATE=new
+ETCD_INITIAL_CLUSTER_TOKEN=$HARP_ETCD_TOKEN
+ETCD_HEARTBEAT_INTERVAL=$HARP_ETCD_HEARTBEAT_MS
+ETCD_ELECTION_TIMEOUT=$HARP_ETCD_ELECTION_MS
+CONF
+}
+
+# Postgres settings (Debian includes conf.d/*.conf) and the client rule for the private net.
+render_postgres() {
+  cat >"$HARP_CONF_DIR/postgresql.harp.conf" <<CONF
+listen_addresses = '$HARP_IP,127.0.0.1'
+port = $HARP_PG_PORT
+# The workload reads current_setting('cluster_name') to learn which node took a write.
+cluster_name = '$HARP_NAME'
+# Sessions HARP cuts at a failover stop at once on the old leader too.
+client_connection_check_interval = '1s'
+CONF
+  local net="${HARP_IP%.*}.0/24"
+  cat >"$HARP_CONF_DIR/pg_hba.harp.conf" <<CONF
+host all all $net trust
+CONF
+}
+
+render_manager() {
+  cat >"$HARP_CONF_DIR/config.yml" <<CONF
+cluster:
+  name: $HARP_CLUSTER
+dcs:
+  driver: etcd
+  endpoints: [$(etcd_endpoints_yaml)]
+  request_timeout: 1000ms
+location: $HARP_LOCATION
+manager:
+  name: $HARP_NAME
+  dsn: "host=$HARP_IP port=$HARP_PG_PORT user=postgres dbname=postgres connect_timeout=2"
+  priority: $HARP_PRIORITY
+  leader_lease_duration: $HARP_LEASE_SECS
+  lease_refresh_interval: $HARP_REFRESH_MS
+  db_data_dir: $HARP_PG_DATA
+  db_bin_dir: $HARP_PG_BIN
+http:
+  enable: true
+  host: $HARP_IP
+  port: $HARP_HTTP_PORT
+CONF
+}
+
+render_agent() {
+  local cgroup=""
+  [ -z "$HARP_CGROUP_PATH" ] || cgroup="  cgroup_path: $HARP_CGROUP_PATH"
+  [ "$HARP_PROXY_MODE" != ebpf ] || [ -n "$cgroup" ] || die "HARP_PROXY_MODE=ebpf needs HARP_CGROUP_PATH"
+  cat >"$HARP_CONF_DIR/config.yml" <<CONF
+cluster:
+  name: $HARP_CLUSTER
+dcs:
+  driver: etcd
+  endpoints: [$(etcd_endpoints_yaml)]
+  request_timeout: 1000ms
+location: $HARP_LOCATION
+proxy:
+  name: $HARP_NAME
+  listen_address: $HARP_IP
+  listen_port: $HARP_LISTEN_PORT
+  pause_timeout: ${HARP_PAUSE_TIMEOUT_MS}ms
+  leader_lease_duration: $HARP_LEASE_SECS
+  lease_refresh_interval: $HARP_REFRESH_MS
+  mode: $HARP_PROXY_MODE
+$cgroup
+http:
+  enable: true
+  host: $HARP_IP
+  port: $HARP_HTTP_PORT
+CONF
+}
+
+configure() {
+  require HARP_NAME HARP_IP HARP_ETCD_MEMBERS
+  mkdir -p "$HARP_CONF_DIR"
+  case $1 in
+    etcd) render_etcd ;;
+    postgres) render_postgres; render_manager ;;
+    app) render_agent ;;
+  esac
+  echo "harp-host: $1 $HARP_NAME configured in $HARP_CONF_DIR"
+}

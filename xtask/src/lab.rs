@@ -1,0 +1,260 @@
+//! `cargo xtask lab …`: the multi-host lab (network namespaces on this machine; needs root).
+//! `run <scenario> --seed N` runs one scenario, `all` every scenario for several seeds and
+//! writes bench/results/lab.json; reports go to bench/lab/ (timeline + SVG) and target/lab/
+//! (full histories).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use harp_tests::lab::hosts::{Lab, LabSpec};
+use harp_tests::lab::net::Net;
+use harp_tests::lab::scenario::{self, ALL, run::RunResult};
+use serde::Serialize;
+
+use crate::bench::{machine, results_dir, workspace_root};
+
+const LAB: &str = "xlab";
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// The scenarios and what each does.
+    List,
+    /// One scenario.
+    Run {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Leader lease (seconds) of the lab's managers.
+        #[arg(long, default_value_t = 6)]
+        lease: u64,
+    },
+    /// Every scenario for seeds 1..=SEEDS; writes bench/results/lab.json.
+    All {
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        #[arg(long, default_value_t = 6)]
+        lease: u64,
+        /// Only these scenarios, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Removes what a crashed lab run left behind (namespaces).
+    Clean,
+}
+
+#[derive(Serialize)]
+struct ScenarioResult {
+    name: String,
+    seed: u64,
+    ok: bool,
+    split_brain: usize,
+    lost_writes: usize,
+    stale_writes: usize,
+    max_stale_ms: f64,
+    max_converge_ms: Option<f64>,
+    acked: usize,
+    failed: usize,
+    unknown: usize,
+    error: Option<String>,
+    report: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LabReport {
+    bench: &'static str,
+    runs: usize,
+    split_brain: usize,
+    lost_writes: usize,
+    max_converge_ms: Option<f64>,
+    target_converge_ms: f64,
+    met: bool,
+    lease_ms: u64,
+    scenarios: Vec<ScenarioResult>,
+    machine: String,
+}
+
+pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
+    match cmd {
+        LabCmd::List => {
+            for s in ALL {
+                println!("{:<20} {}", s.name, s.about);
+            }
+            Ok(())
+        }
+        LabCmd::Clean => {
+            Net::cleanup_stale(LAB)?;
+            println!("lab {LAB}: nothing left behind");
+            Ok(())
+        }
+        LabCmd::Run { name, seed, lease } => {
+            let sc = scenario::find(&name)?;
+            let (mut lab, out) = start(lease)?;
+            let r = scenario::run::run(&mut lab, sc, seed, &out)
+                .with_context(|| format!("scenario {name} seed {seed}"))?;
+            let row = summarize(&r, None);
+            publish(&r)?;
+            print_row(&row);
+            println!("report: {}", r.report_dir.display());
+            if !row.ok {
+                bail!("scenario {name} seed {seed}: violations (see the timeline)");
+            }
+            Ok(())
+        }
+        LabCmd::All { seeds, lease, only } => all(seeds, lease, &only),
+    }
+}
+
+fn start(lease: u64) -> anyhow::Result<(Lab, PathBuf)> {
+    crate::test::cargo(&["build", "--workspace", "--bins"])?;
+    let mut spec = LabSpec::new(LAB);
+    spec.lease_secs = lease;
+    spec.refresh_ms = (lease * 1000 / 3).max(500);
+    println!("lab: starting 3 etcd, 3 Postgres + managers, 2 agents in network namespaces…");
+    let lab = Lab::start(spec).context("start the lab (needs root, nft, ip)")?;
+    let out = workspace_root().join("target/lab");
+    Ok((lab, out))
+}
+
+fn all(seeds: u64, lease: u64, only: &[String]) -> anyhow::Result<()> {
+    let chosen: Vec<_> = ALL
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+        .collect();
+    if chosen.is_empty() {
+        bail!("--only matches no scenario; see `cargo xtask lab list`");
+    }
+    let (mut lab, out) = start(lease)?;
+    let mut rows = Vec::new();
+    for seed in 1..=seeds {
+        for sc in &chosen {
+            println!("lab: {} seed {seed} …", sc.name);
+            let row = match scenario::run::run(&mut lab, sc, seed, &out) {
+                Ok(r) => {
+                    publish(&r)?;
+                    summarize(&r, None)
+                }
+                Err(e) => {
+                    // A lab that could not be restored is rebuilt for the next run.
+                    let err = format!("{e}");
+                    drop(lab);
+                    lab = start(lease)?.0;
+                    failed_row(sc.name, seed, err)
+                }
+            };
+            print_row(&row);
+            rows.push(row);
+        }
+    }
+    let max_converge_ms = rows
+        .iter()
+        .filter_map(|r| r.max_converge_ms)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let target = (lease * 1000 + 1000) as f64;
+    let report = LabReport {
+        bench: "lab",
+        runs: rows.len(),
+        split_brain: rows.iter().map(|r| r.split_brain).sum(),
+        lost_writes: rows.iter().map(|r| r.lost_writes).sum(),
+        max_converge_ms,
+        target_converge_ms: target,
+        met: rows.iter().all(|r| r.ok && r.error.is_none())
+            && max_converge_ms.is_some_and(|m| m <= target),
+        lease_ms: lease * 1000,
+        scenarios: rows,
+        machine: machine(),
+    };
+    let path = results_dir()?.join("lab.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!(
+        "lab: {} runs, split brain {}, lost writes {}, max converge {:?} ms (target {target}) → {}",
+        report.runs,
+        report.split_brain,
+        report.lost_writes,
+        report.max_converge_ms,
+        path.display()
+    );
+    if !report.met {
+        bail!("lab: target missed (see bench/results/lab.json and bench/lab/)");
+    }
+    Ok(())
+}
+
+/// Copies a run's timeline and plot to bench/lab/ (small, committed).
+fn publish(r: &RunResult) -> anyhow::Result<()> {
+    let dir = workspace_root().join("bench/lab");
+    std::fs::create_dir_all(&dir)?;
+    let stem = format!("{}-seed-{}", r.scenario, r.seed);
+    copy(
+        &r.report_dir.join("timeline.txt"),
+        &dir.join(format!("{stem}.txt")),
+    )?;
+    copy(
+        &r.report_dir.join("writes.svg"),
+        &dir.join(format!("{stem}.svg")),
+    )
+}
+
+fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(from, to)
+        .with_context(|| format!("copy {} → {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn summarize(r: &RunResult, error: Option<String>) -> ScenarioResult {
+    let v = &r.verdict;
+    ScenarioResult {
+        name: r.scenario.to_owned(),
+        seed: r.seed,
+        ok: v.ok() && error.is_none(),
+        split_brain: v.split_brain,
+        lost_writes: v.lost_writes,
+        stale_writes: v.stale_writes,
+        max_stale_ms: v.max_stale_ms,
+        max_converge_ms: v.max_converge_ms,
+        acked: v.acked,
+        failed: v.failed,
+        unknown: v.unknown,
+        error,
+        report: Some(format!("bench/lab/{}-seed-{}.txt", r.scenario, r.seed)),
+    }
+}
+
+fn failed_row(name: &str, seed: u64, error: String) -> ScenarioResult {
+    ScenarioResult {
+        name: name.to_owned(),
+        seed,
+        ok: false,
+        split_brain: 0,
+        lost_writes: 0,
+        stale_writes: 0,
+        max_stale_ms: 0.0,
+        max_converge_ms: None,
+        acked: 0,
+        failed: 0,
+        unknown: 0,
+        error: Some(error),
+        report: None,
+    }
+}
+
+fn print_row(r: &ScenarioResult) {
+    println!(
+        "  {:<20} seed {:<2} {} split_brain={} lost={} stale={} (max {:.0} ms) converge={} ms acked={} failed={} unknown={}{}",
+        r.name,
+        r.seed,
+        if r.ok { "OK  " } else { "FAIL" },
+        r.split_brain,
+        r.lost_writes,
+        r.stale_writes,
+        r.max_stale_ms,
+        r.max_converge_ms
+            .map_or("-".to_owned(), |m| format!("{m:.0}")),
+        r.acked,
+        r.failed,
+        r.unknown,
+        r.error
+            .as_deref()
+            .map_or(String::new(), |e| format!(" error: {e}")),
+    );
+}
