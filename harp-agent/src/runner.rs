@@ -177,26 +177,35 @@ impl Runner {
             Input::Session(SessionEvent::KeepAliveOk { sent }) => {
                 vec![RouteEvent::Contact { sent }]
             }
-            Input::Mirror(MirrorEvent::Synced(changes) | MirrorEvent::Changed(changes)) => {
-                let managed = self.managed();
-                for ch in changes {
-                    self.apply(ch);
-                }
-                let seen = RouteEvent::LeaderObserved(self.observed.clone());
-                match (managed, self.managed()) {
-                    // Freeze before the new observation, thaw after it: either way the route
-                    // changes only while managed.
-                    (true, false) => vec![RouteEvent::Managed(false), seen],
-                    (false, true) => vec![seen, RouteEvent::Managed(true)],
-                    _ => vec![seen],
-                }
+            Input::Mirror(MirrorEvent::Interrupted) => vec![RouteEvent::WatchLost],
+            Input::Mirror(MirrorEvent::Synced(changes)) => {
+                let mut out = self.observe(changes);
+                out.push(RouteEvent::WatchSynced);
+                out
             }
+            Input::Mirror(MirrorEvent::Changed(changes)) => self.observe(changes),
             Input::Shutdown => vec![],
         }
     }
 
     fn managed(&self) -> bool {
         self.cluster_managed && !self.proxy_unmanaged
+    }
+
+    /// Applies key changes; the route events they make.
+    fn observe(&mut self, changes: Vec<KeyChange>) -> Vec<RouteEvent> {
+        let managed = self.managed();
+        for ch in changes {
+            self.apply(ch);
+        }
+        let seen = RouteEvent::LeaderObserved(self.observed.clone());
+        match (managed, self.managed()) {
+            // Freeze before the new observation, thaw after it: either way the route
+            // changes only while managed.
+            (true, false) => vec![RouteEvent::Managed(false), seen],
+            (false, true) => vec![seen, RouteEvent::Managed(true)],
+            _ => vec![seen],
+        }
     }
 
     fn apply(&mut self, ch: KeyChange) {

@@ -5,6 +5,11 @@
 //! its last acknowledged keep-alive + TTL − margin. Past that it routes nowhere (clients are
 //! held) and cuts what it routed: a partitioned agent fails closed rather than feed a leader
 //! that may already have been replaced.
+//!
+//! Contact alone is not enough: the view must be current too. When the watch breaks, a
+//! leader may give up its lease unseen (and another take it), so the agent keeps its route
+//! only for a short grace while the view is read again, and never (re)establishes one from a
+//! view that is not in sync — contact regained after an outage does not revive a stale leader.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -31,6 +36,10 @@ pub enum RouteEvent {
     },
     /// Our lease expired: whatever we saw may be stale.
     SessionLost,
+    /// The watch broke: changes from now on go unseen until [`RouteEvent::WatchSynced`].
+    WatchLost,
+    /// A fresh read brought the view up to date (its changes were observed before this).
+    WatchSynced,
     /// Whether HARP may change this agent's route (`harpctl manage|unmanage`); unmanaged, the
     /// current route stays as it is, whatever etcd shows.
     Managed(bool),
@@ -69,6 +78,8 @@ pub struct Router {
     /// What the data path currently does.
     effective: Option<Route>,
     managed: bool,
+    /// `None` while the view is in sync; else when the watch broke.
+    unsynced_since: Option<Instant>,
 }
 
 impl Router {
@@ -79,7 +90,21 @@ impl Router {
             trusted_until: None,
             effective: None,
             managed: true,
+            unsynced_since: None,
         }
+    }
+
+    /// How long a route may outlive a broken watch while the view is read again: a third of
+    /// the lease (2 s of the default 6 s) — a re-read takes milliseconds when etcd has a
+    /// quorum, and without one the contact deadline cuts anyway.
+    fn grace(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// Whether the current route may stand on the view we have.
+    fn view_current(&self, now: Instant) -> bool {
+        self.unsynced_since
+            .is_none_or(|since| now < since + self.grace())
     }
 
     /// The route new clients take now.
@@ -99,9 +124,13 @@ impl Router {
 
     /// When trust runs out, if it is what keeps a route up.
     pub fn next_wake(&self) -> Option<Instant> {
-        match self.managed {
-            true => self.effective.as_ref().and(self.trusted_until),
-            false => None,
+        if !self.managed || self.effective.is_none() {
+            return None;
+        }
+        let grace_end = self.unsynced_since.map(|s| s + self.grace());
+        match (self.trusted_until, grace_end) {
+            (Some(t), Some(g)) => Some(t.min(g)),
+            (t, g) => t.or(g),
         }
     }
 
@@ -117,16 +146,22 @@ impl Router {
                 self.trusted_until = Some(self.trusted_until.map_or(until, |t| t.max(until)));
             }
             RouteEvent::SessionLost => self.trusted_until = None,
+            RouteEvent::WatchLost => {
+                self.unsynced_since.get_or_insert(now);
+            }
+            RouteEvent::WatchSynced => self.unsynced_since = None,
             RouteEvent::Managed(m) => self.managed = m,
             RouteEvent::Tick => {}
         }
         if !self.managed {
             return Vec::new();
         }
-        let want = if self.in_contact(now) {
-            self.observed.clone()
-        } else {
-            None
+        let want = match (self.in_contact(now), self.unsynced_since) {
+            (false, _) => None,
+            (true, None) => self.observed.clone(),
+            // Out of sync: keep what we route during the grace, start nothing new.
+            (true, Some(_)) if self.view_current(now) => self.effective.clone(),
+            (true, Some(_)) => None,
         };
         if want == self.effective {
             return Vec::new();
@@ -137,6 +172,9 @@ impl Router {
         {
             let reason = match (&want, self.in_contact(now)) {
                 (_, false) => "etcd unreachable past the lease deadline (fail closed)",
+                (None, true) if !self.view_current(now) => {
+                    "etcd watch lost past its grace (fail closed)"
+                }
                 (None, true) => "the leader gave up its lease",
                 (Some(_), true) => "a new leader took over",
             };
@@ -278,6 +316,65 @@ mod tests {
         );
         let out = r.step(RouteEvent::Managed(true), t0);
         assert_eq!(out[1], RouteAction::Set(route("n2", 9)));
+    }
+
+    #[test]
+    fn a_broken_watch_keeps_the_route_for_a_grace_and_contact_alone_never_revives_it() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        assert!(
+            r.step(RouteEvent::WatchLost, t0).is_empty(),
+            "kept in grace"
+        );
+        let grace_end = t0 + TTL / 3;
+        assert_eq!(r.next_wake(), Some(grace_end));
+        // Re-read in time: nothing happens to clients.
+        let mut quick = r.clone();
+        assert!(
+            quick
+                .step(RouteEvent::WatchSynced, t0 + Duration::from_millis(150))
+                .is_empty()
+        );
+        assert_eq!(quick.route().unwrap().node, "n1");
+        // No re-read within the grace: fail closed even though etcd still answers keep-alives.
+        let out = r.step(RouteEvent::Contact { sent: grace_end }, grace_end);
+        assert!(
+            matches!(out[0], RouteAction::Cut { token: 5, reason } if reason.contains("watch lost")),
+            "{out:?}"
+        );
+        assert_eq!(r.route(), None);
+        // Contact goes on, the view is still stale: no route.
+        let later = grace_end + Duration::from_secs(1);
+        assert!(
+            r.step(RouteEvent::Contact { sent: later }, later)
+                .is_empty()
+        );
+        // The re-read shows the leader gave up: still nothing; then the new one: routed.
+        r.step(RouteEvent::LeaderObserved(None), later);
+        assert!(r.step(RouteEvent::WatchSynced, later).is_empty());
+        let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), later);
+        assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
+    }
+
+    #[test]
+    fn after_an_outage_a_stale_view_is_not_routed_until_read_again() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        r.step(RouteEvent::WatchLost, t0);
+        let deadline = t0 + TTL / 3;
+        r.step(RouteEvent::Tick, deadline);
+        assert_eq!(r.route(), None);
+        // etcd is back: keep-alives answer before the watch is read again.
+        let back = t0 + Duration::from_secs(10);
+        assert!(r.step(RouteEvent::Contact { sent: back }, back).is_empty());
+        assert_eq!(r.route(), None, "n1 may have lost its lease meanwhile");
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), back);
+        let out = r.step(RouteEvent::WatchSynced, back);
+        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
     }
 
     #[test]

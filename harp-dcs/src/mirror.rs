@@ -16,6 +16,8 @@ pub enum MirrorEvent {
     Synced(Vec<KeyChange>),
     /// Watch events.
     Changed(Vec<KeyChange>),
+    /// The watch broke: changes go unseen until the next `Synced`.
+    Interrupted,
 }
 
 /// One key's state: its value and create_revision, or absent.
@@ -36,6 +38,9 @@ pub async fn run<I: From<MirrorEvent>>(dcs: Dcs, prefix: String, tx: mpsc::Sende
             Ok(()) => return, // the receiver is gone: shutting down
             Err(e) => {
                 tracing::warn!("etcd watch interrupted: {e}; reading again");
+                if tx.send(MirrorEvent::Interrupted.into()).await.is_err() {
+                    return;
+                }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }

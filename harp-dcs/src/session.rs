@@ -66,16 +66,22 @@ async fn keep_alive<I: From<SessionEvent>>(
         let mut c = dcs.client.clone();
         let (mut keeper, mut stream) = match timeout(dcs.timeout, c.lease_keep_alive(lease)).await {
             Ok(Ok(pair)) => pair,
+            // The lease expired while etcd could not be reached: the owner needs a new one.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e.contains("not found") => {
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::debug!("keep-alive stream: {e}");
                 sleep(retry).await;
                 continue;
             }
             Err(_) => {
+                tracing::debug!("keep-alive stream: no answer within {:?}", dcs.timeout);
                 sleep(retry).await;
                 continue;
             }
         };
+        tracing::debug!("keep-alive stream open");
         let mut in_flight: VecDeque<Instant> = VecDeque::new();
         let mut next = Instant::now();
         loop {
@@ -83,7 +89,11 @@ async fn keep_alive<I: From<SessionEvent>>(
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {
                     let sent = Instant::now();
-                    if keeper.keep_alive().await.is_err() {
+                    // The send itself can hang on a connection that silently died (a
+                    // partition): bound it, or the session would wait forever.
+                    if !matches!(timeout(dcs.timeout, keeper.keep_alive()).await, Ok(Ok(()))) {
+                        tracing::warn!("could not send a keep-alive within {:?}", dcs.timeout);
+                        next = Instant::now() + retry;
                         break;
                     }
                     in_flight.push_back(sent);

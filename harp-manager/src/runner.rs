@@ -131,6 +131,8 @@ impl Runner {
                 out.push_back(Event::LeaderObserved(self.leader.clone()));
             }
             Input::Mirror(MirrorEvent::Changed(changes)) => self.apply_changes(changes, out),
+            // Acquiring is a compare-and-swap in etcd: a stale view costs no safety here.
+            Input::Mirror(MirrorEvent::Interrupted) => {}
             Input::AcquireDone(r, sent) => out.push_back(match r {
                 Ok(Acquire::Won { token }) => {
                     tracing::info!(token, "acquired the leader lease of {}", self.location());

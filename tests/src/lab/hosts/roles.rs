@@ -60,7 +60,10 @@ type Vars = Vec<(&'static str, String)>;
 
 fn harp_env() -> Vec<(String, String)> {
     vec![
-        ("RUST_LOG".into(), "info".into()),
+        (
+            "RUST_LOG".into(),
+            std::env::var("HARP_LAB_LOG").unwrap_or_else(|_| "info".into()),
+        ),
         ("NO_COLOR".into(), "1".into()),
     ]
 }

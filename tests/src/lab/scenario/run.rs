@@ -132,7 +132,48 @@ pub fn restore(lab: &mut Lab) -> Result<(), LabError> {
     for (h, _, _) in APP_HOSTS {
         lab.wait_ready(Kind::Agent, h)?;
     }
-    Ok(())
+    wait_sessions(lab, wait)
+}
+
+/// Waits until every manager and agent publishes its status — on its own etcd lease, so
+/// each has a live session again (a unit that lost its lease must get a new one).
+fn wait_sessions(lab: &Lab, timeout: Duration) -> Result<(), LabError> {
+    let keys = harp_core::keys::Keys::new(&lab.cluster());
+    let mut want: Vec<String> = PG_NODES.iter().map(|n| keys.node_status(n.0)).collect();
+    want.extend(APP_HOSTS.iter().map(|a| keys.proxy_status(a.0)));
+    let eps = lab.etcd_endpoints();
+    let end = Instant::now() + timeout;
+    loop {
+        let missing: Vec<String> = lab.on_ctl(|| {
+            block_on(|| async {
+                let opts = crate::etcd::etcd_connect_options();
+                let Ok(mut c) = etcd_client::Client::connect(&eps, Some(opts)).await else {
+                    return want.clone();
+                };
+                let mut missing = Vec::new();
+                for k in &want {
+                    let found = c
+                        .get(k.as_str(), None)
+                        .await
+                        .is_ok_and(|r| !r.kvs().is_empty());
+                    if !found {
+                        missing.push(k.clone());
+                    }
+                }
+                missing
+            })
+        })?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(LabError::Unsupported(format!(
+                "no status (no etcd session) within {timeout:?}: {}",
+                missing.join(", ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn reset_register(lab: &Lab) -> Result<(), LabError> {
