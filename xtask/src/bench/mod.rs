@@ -1,9 +1,12 @@
 //! `cargo xtask bench …`: measurements written as JSON + a markdown table to bench/results/.
 
+mod all;
 mod datapath;
 mod failover;
+mod scale;
 mod stats;
 mod switchover;
+mod unavailability;
 
 use std::path::PathBuf;
 
@@ -39,9 +42,78 @@ pub enum Bench {
         #[arg(long, value_enum, value_delimiter = ',', default_value = datapath::Workload::ALL)]
         workloads: Vec<datapath::Workload>,
     },
+    /// The pause a client writing every 10 ms sees at a Postgres crash, a whole node lost and
+    /// a switchover: HARP (userspace proxy, kernel steering; default and tight lease) against
+    /// Patroni 4.1 + HAProxy (defaults and tightest accepted), side by side.
+    Unavailability {
+        /// Runs per (system, fault).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Faults to make, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = unavailability::Fault::ALL)]
+        only: Vec<unavailability::Fault>,
+        /// Systems to measure, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = unavailability::System::ALL)]
+        systems: Vec<unavailability::System>,
+    },
+    /// 1 to 5000 concurrent clients through each path, idle and active: sessions open, qps, the
+    /// path's CPU and RSS, and its memory per connection.
+    Scale {
+        /// Client counts, comma-separated, grown in this order.
+        #[arg(long, value_delimiter = ',', default_value = scale::DEFAULT_COUNTS)]
+        counts: Vec<u32>,
+        /// Seconds per window (each count: one idle, one active).
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Paths to measure, comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = scale::DEFAULT_PATHS)]
+        paths: Vec<datapath::PathKind>,
+        /// Active: each client runs `SELECT 1` this often (ms) …
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// … but all clients together offer at most this many queries per second.
+        #[arg(long, default_value_t = 5000)]
+        max_qps: u32,
+    },
+    /// Every bench in one go (datapath, failover, scale, unavailability), then bench/REPORT.md
+    /// with plots in bench/plots/.
+    All {
+        #[arg(long, default_value_t = 10)]
+        datapath_secs: u64,
+        /// Datapath rounds (median and spread over them).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 20)]
+        failover_runs: usize,
+        #[arg(long, value_delimiter = ',', default_value = scale::DEFAULT_COUNTS)]
+        scale_counts: Vec<u32>,
+        #[arg(long, default_value_t = 10)]
+        scale_secs: u64,
+        /// Runs per case of the unavailability bench (default: its own).
+        #[arg(long)]
+        unavailability_runs: Option<usize>,
+        /// Benches to leave out (their existing results go into the report), comma-separated.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        skip: Vec<all::Section>,
+    },
+    /// bench/REPORT.md and its plots from the results already in bench/results/, measuring
+    /// nothing.
+    Report,
+    /// The scale bench's client process (started by `bench scale`).
+    #[command(hide = true)]
+    ScaleClient {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 pub fn run(bench: Bench) -> anyhow::Result<()> {
+    // These measure nothing: no release build.
+    match bench {
+        Bench::ScaleClient { port } => return scale::client_main(port),
+        Bench::Report => return all::report_only(),
+        _ => {}
+    }
     // Measure release builds: what users run.
     crate::test::cargo(&["build", "--release", "--workspace", "--bins"])?;
     harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
@@ -53,6 +125,43 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
             paths,
             workloads,
         } => datapath::run(secs, rounds, paths, workloads),
+        Bench::Unavailability {
+            runs,
+            only,
+            systems,
+        } => unavailability::run(runs, only, systems),
+        Bench::Scale {
+            counts,
+            secs,
+            paths,
+            interval_ms,
+            max_qps,
+        } => scale::run(scale::Params {
+            counts,
+            secs,
+            paths,
+            interval_ms,
+            max_qps,
+        }),
+        Bench::All {
+            datapath_secs,
+            rounds,
+            failover_runs,
+            scale_counts,
+            scale_secs,
+            unavailability_runs,
+            skip,
+        } => all::run_all(all::Params {
+            datapath_secs,
+            rounds,
+            failover_runs,
+            scale_counts,
+            scale_secs,
+            unavailability_runs,
+            skip,
+        }),
+        // Handled above.
+        Bench::Report | Bench::ScaleClient { .. } => Ok(()),
     }
 }
 

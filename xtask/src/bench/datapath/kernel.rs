@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::client::{output_text, psql_command};
-use super::peers::{AgentStart, start_agent};
+use super::peers::{AgentStart, Limits, start_agent};
 
 /// What the agent logs when its binary has no kernel programs embedded.
 const NOT_BUILT: &str = "built without its kernel programs";
@@ -28,13 +28,13 @@ const CHECK_SQL: &str = "SELECT pg_sleep(0.5)";
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Counters {
     /// Connects connect4 steered.
-    steered: u64,
+    pub(crate) steered: u64,
     /// Socket buffers the verdict program redirected to the partner socket.
     spliced: u64,
     /// Socket buffers it found no partner for (passed to userspace).
     splice_miss: u64,
     #[serde(skip)]
-    sessions: u64,
+    pub(crate) sessions: u64,
 }
 
 /// An ebpf-mode harp-agent with its pins and cgroup. Field order = drop order: the agent, then
@@ -79,6 +79,7 @@ impl KernelAgent {
             location,
             ebpf: Some(&cgroup),
             routing,
+            max_client_conn: Limits::DATAPATH.agent_max_client_conn,
         };
         let agent = match start_agent(cluster, &how) {
             Ok(a) => a,

@@ -13,12 +13,12 @@
 //! real lead master to route to, and every path reaches that same server.
 
 mod bulk;
-mod client;
-mod host;
+pub(crate) mod client;
+pub(crate) mod host;
 mod idle;
-mod kernel;
+pub(crate) mod kernel;
 mod map_latency;
-mod peers;
+pub(crate) mod peers;
 mod pgbench;
 mod report;
 mod workload;
@@ -42,10 +42,10 @@ pub use workload::Workload;
 const SCALE: u32 = 10;
 /// Postgres's `max_connections`: the idle sessions, the clients and the manager must fit.
 const MAX_CONNECTIONS: u32 = 1200;
-const LOCATION: &str = "dca";
-const NODE: &str = "n1";
+pub(crate) const LOCATION: &str = "dca";
+pub(crate) const NODE: &str = "n1";
 /// The ebpf-mode agent's proxy name (its pins: /sys/fs/bpf/harp/datapath-agent-kernel).
-const KERNEL_PROXY: &str = "agent-kernel";
+pub(crate) const KERNEL_PROXY: &str = "agent-kernel";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -70,7 +70,7 @@ impl PathKind {
     pub const ALL: &str =
         "direct,agent-userspace,agent-kernel,agent-sockmap,haproxy,pgbouncer,socat";
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             PathKind::Direct => "direct",
             PathKind::AgentUserspace => "agent-userspace",
@@ -83,7 +83,7 @@ impl PathKind {
     }
 
     /// The external program this path needs, if any.
-    fn program(self) -> Option<&'static str> {
+    pub(crate) fn program(self) -> Option<&'static str> {
         match self {
             PathKind::Direct
             | PathKind::AgentUserspace
@@ -96,7 +96,7 @@ impl PathKind {
     }
 
     /// Whether the path needs harp-agent in mode ebpf.
-    fn is_kernel(self) -> bool {
+    pub(crate) fn is_kernel(self) -> bool {
         matches!(self, PathKind::AgentKernel | PathKind::AgentSockmap)
     }
 
@@ -218,8 +218,14 @@ pub fn run(
     let mut peers: Vec<(PathKind, Peer)> = Vec::new();
     for &p in &paths {
         println!("starting path {}", p.name());
-        let peer = peers::start(p, &cluster, pg_port, kernel.as_ref())
-            .with_context(|| format!("start path {}", p.name()))?;
+        let peer = peers::start(
+            p,
+            &cluster,
+            pg_port,
+            kernel.as_ref(),
+            &peers::Limits::DATAPATH,
+        )
+        .with_context(|| format!("start path {}", p.name()))?;
         peers.push((p, peer));
     }
     if let Some(k) = kernel
@@ -265,7 +271,7 @@ pub fn run(
 
 /// Waits until the node's manager reports its Postgres as primary and it is the location's
 /// leader in etcd.
-fn wait_primary(cluster: &mut TestCluster) -> anyhow::Result<()> {
+pub(crate) fn wait_primary(cluster: &mut TestCluster) -> anyhow::Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let primary = cluster
@@ -340,7 +346,7 @@ fn names<T: Copy>(items: &[T], name: fn(T) -> &'static str) -> String {
 }
 
 /// Rounds `x` to `digits` decimals, for the report.
-fn round_to(x: f64, digits: i32) -> f64 {
+pub(crate) fn round_to(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }

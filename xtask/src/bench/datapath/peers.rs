@@ -16,8 +16,38 @@ use super::client::psql;
 use super::kernel::{Counters, KernelAgent};
 use super::{LOCATION, PathKind, READY_TIMEOUT, host};
 
-/// The agent's `max_client_conn` (the idle sessions plus headroom).
-const AGENT_MAX_CLIENT_CONN: u32 = 1100;
+/// How many client sessions each path's process admits at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub agent_max_client_conn: u32,
+    pub haproxy_maxconn: u32,
+    pub pgbouncer_max_client_conn: u32,
+    /// pgbouncer's `default_pool_size`: in session mode, one server connection per active client.
+    pub pgbouncer_pool_size: u32,
+}
+
+impl Limits {
+    /// The datapath bench's: the idle sessions plus headroom.
+    pub const DATAPATH: Limits = Limits {
+        agent_max_client_conn: 1100,
+        haproxy_maxconn: 4096,
+        pgbouncer_max_client_conn: 2000,
+        pgbouncer_pool_size: 50,
+    };
+
+    /// Room for `clients` sessions at once, each holding its own server connection (never
+    /// below the datapath bench's limits).
+    pub fn for_clients(clients: u32) -> Limits {
+        let d = Limits::DATAPATH;
+        let n = clients + 100;
+        Limits {
+            agent_max_client_conn: d.agent_max_client_conn.max(n),
+            haproxy_maxconn: d.haproxy_maxconn.max(n),
+            pgbouncer_max_client_conn: d.pgbouncer_max_client_conn.max(n),
+            pgbouncer_pool_size: d.pgbouncer_pool_size.max(n),
+        }
+    }
+}
 
 /// What a path's clients connect to, and the process serving it (none for `direct`).
 pub enum Peer {
@@ -42,12 +72,14 @@ pub fn start(
     cluster: &TestCluster,
     pg_port: u16,
     kernel: Option<&Rc<KernelAgent>>,
+    limits: &Limits,
 ) -> anyhow::Result<Peer> {
     let dir = cluster.dir();
     let mut peer = match path {
         PathKind::Direct => return Ok(Peer::Direct(pg_port)),
         PathKind::AgentUserspace => {
-            let how = AgentStart::userspace("agent-dca", LOCATION);
+            let mut how = AgentStart::userspace("agent-dca", LOCATION);
+            how.max_client_conn = limits.agent_max_client_conn;
             Peer::Agent(Box::new(start_agent(cluster, &how)?))
         }
         PathKind::AgentKernel | PathKind::AgentSockmap => Peer::Kernel {
@@ -59,7 +91,7 @@ pub fn start(
         PathKind::Haproxy | PathKind::Pgbouncer | PathKind::Socat => {
             let prog = path.program().expect("an external path has a program");
             let port = free_port();
-            let cmd = command(path, dir, port, pg_port)?;
+            let cmd = command(path, dir, port, pg_port, limits)?;
             let guard = ChildGuard::spawn(cmd, prog, &dir.join(format!("{prog}.log")));
             Peer::Child { port, guard }
         }
@@ -70,7 +102,13 @@ pub fn start(
 }
 
 /// The command line (and config file) of an external path listening on `port`.
-fn command(path: PathKind, dir: &WorkDir, port: u16, pg_port: u16) -> anyhow::Result<Command> {
+fn command(
+    path: PathKind,
+    dir: &WorkDir,
+    port: u16,
+    pg_port: u16,
+    limits: &Limits,
+) -> anyhow::Result<Command> {
     let mut cmd;
     match path {
         PathKind::Haproxy => {
@@ -78,10 +116,11 @@ fn command(path: PathKind, dir: &WorkDir, port: u16, pg_port: u16) -> anyhow::Re
             std::fs::write(
                 &cfg,
                 format!(
-                    "global\n  maxconn 4096\n\n\
+                    "global\n  maxconn {maxconn}\n\n\
                      defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  \
                      timeout server 1h\n\n\
-                     listen postgres\n  bind 127.0.0.1:{port}\n  server pg 127.0.0.1:{pg_port}\n"
+                     listen postgres\n  bind 127.0.0.1:{port}\n  server pg 127.0.0.1:{pg_port}\n",
+                    maxconn = limits.haproxy_maxconn,
                 ),
             )?;
             cmd = Command::new("haproxy");
@@ -97,9 +136,11 @@ fn command(path: PathKind, dir: &WorkDir, port: u16, pg_port: u16) -> anyhow::Re
                     "[databases]\n* = host=127.0.0.1 port={pg_port} user=postgres\n\n\
                      [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
                      unix_socket_dir =\nauth_type = any\npool_mode = session\n\
-                     max_client_conn = 2000\ndefault_pool_size = 50\n\
+                     max_client_conn = {max_client}\ndefault_pool_size = {pool}\n\
                      ignore_startup_parameters = extra_float_digits\n\
-                     log_connections = 0\nlog_disconnections = 0\nlogfile =\npidfile =\n"
+                     log_connections = 0\nlog_disconnections = 0\nlogfile =\npidfile =\n",
+                    max_client = limits.pgbouncer_max_client_conn,
+                    pool = limits.pgbouncer_pool_size,
                 ),
             )?;
             let (uid, gid) = postgres_user();
@@ -131,6 +172,7 @@ pub struct AgentStart<'a> {
     /// `GET /health/is-ready` (a leader is routed and accepts TCP); else only `/health/is-live`,
     /// for an agent whose leaders are fake addresses nothing may connect to.
     pub routing: bool,
+    pub max_client_conn: u32,
 }
 
 impl<'a> AgentStart<'a> {
@@ -140,6 +182,7 @@ impl<'a> AgentStart<'a> {
             location,
             ebpf: None,
             routing: true,
+            max_client_conn: Limits::DATAPATH.agent_max_client_conn,
         }
     }
 }
@@ -158,7 +201,7 @@ pub fn start_agent(cluster: &TestCluster, how: &AgentStart) -> anyhow::Result<Ag
         spec = spec.ebpf(cg.path());
         spec.extra_yaml = "splice: true".into();
     }
-    spec.max_client_conn = AGENT_MAX_CLIENT_CONN;
+    spec.max_client_conn = how.max_client_conn;
     let mut agent = AgentProc::start(cluster.dir(), spec);
     let (up, probe) = if how.routing {
         (agent.wait_ready(READY_TIMEOUT), "/health/is-ready")
@@ -240,7 +283,7 @@ impl Peer {
         }
     }
 
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             Peer::Direct(_) => None,
             Peer::Child { guard, .. } => Some(guard.pid()),

@@ -53,6 +53,12 @@ struct Case {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     mb_per_s_runs: Vec<f64>,
     latency_ms_runs: Vec<f64>,
+    /// Spread over rounds of what `ratio_to_direct` compares (tps; bulk: MB/s): (max − min) /
+    /// median, in %.
+    spread_pct: Option<f64>,
+    /// Per round, the ratio to direct's run of the same round (the rounds interleave paths).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ratio_runs: Vec<f64>,
     /// Minimum `ratio_to_direct` (agent rows with a target only).
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<f64>,
@@ -245,6 +251,15 @@ fn median(v: &[f64]) -> Option<f64> {
     })
 }
 
+/// (max − min) / median of `v`, in %; `None` if empty or the median is 0.
+fn spread_pct(v: &[f64]) -> Option<f64> {
+    let m = median(v).filter(|m| *m > 0.0)?;
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    Some(round_to((hi - lo) / m * 100.0, 1))
+}
+
 fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> {
     let mut cases = Vec::new();
     for &w in workloads {
@@ -262,7 +277,8 @@ fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> 
             };
             median(&v)
         };
-        let direct = compared(&of(PathKind::Direct));
+        let direct_runs = of(PathKind::Direct);
+        let direct = compared(&direct_runs);
         for &p in paths {
             let rs = of(p);
             if rs.is_empty() {
@@ -279,6 +295,22 @@ fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> 
                 .filter(|(d, _)| *d > 0.0)
                 .map(|(d, v)| round_to(v / d, 3));
             let target = p.target(w);
+            let value = |r: &Run| {
+                if w.is_pgbench() {
+                    Some(r.tps)
+                } else {
+                    r.mb_per_s
+                }
+            };
+            let values: Vec<f64> = rs.iter().filter_map(|r| value(r)).collect();
+            let ratio_runs = rs
+                .iter()
+                .filter_map(|r| {
+                    let d = direct_runs.iter().find(|d| d.round == r.round)?;
+                    let (v, d) = (value(r)?, value(d)?);
+                    (d > 0.0).then(|| round_to(v / d, 3))
+                })
+                .collect();
             cases.push(Case {
                 path: p.name(),
                 workload: w.name(),
@@ -294,6 +326,8 @@ fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> 
                 tps_runs,
                 mb_per_s_runs,
                 latency_ms_runs,
+                spread_pct: spread_pct(&values),
+                ratio_runs,
                 target,
                 met: target.and_then(|t| ratio.map(|r| r >= t)),
             });
@@ -360,5 +394,12 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn spread_is_range_over_median() {
+        assert_eq!(spread_pct(&[90.0, 100.0, 110.0]), Some(20.0));
+        assert_eq!(spread_pct(&[5.0]), Some(0.0));
+        assert_eq!(spread_pct(&[]), None);
     }
 }

@@ -93,7 +93,10 @@ fn cells(w: Workload, x: &Case) -> String {
     let cpu = cpu.map_or(String::new(), |c| {
         format!("{c} ({:.2} s)", x.proxy_cpu_s.unwrap_or_default())
     });
-    format!(" {value:.0} | {ratio}{target} | {cpu} |")
+    let spread = x
+        .spread_pct
+        .map_or(String::new(), |s| format!(" ±{:.0}%", s / 2.0));
+    format!(" {value:.0}{spread} | {ratio}{target} | {cpu} |")
 }
 
 /// How the table was measured.
@@ -115,7 +118,8 @@ fn notes(report: &Report) -> String {
         ""
     };
     format!(
-        "\nMedian tps (bulk: MB/s) of {} interleaved round(s) of {} s per run; {}{scale}. \
+        "\nMedian tps (bulk: MB/s) of {} interleaved round(s) of {} s per run (± half the range \
+         over rounds); {}{scale}. \
          Proxy CPU: user + system time of the path's process (with its reaped children) during a \
          run, per transaction (bulk: per GB) and in total.{kernel} Machine: {}. Command: `{}`.\n",
         report.rounds,
