@@ -84,6 +84,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
         }
         LabCmd::Clean => {
             Net::cleanup_stale(LAB)?;
+            clean_kernel_leftovers()?;
             println!("lab {LAB}: nothing left behind");
             Ok(())
         }
@@ -103,6 +104,38 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
         }
         LabCmd::All { seeds, lease, only } => all(seeds, lease, &only),
     }
+}
+
+/// The kernel agent's pins of this lab, and empty test cgroups whose creator is gone.
+fn clean_kernel_leftovers() -> anyhow::Result<()> {
+    let pins = std::path::Path::new("/sys/fs/bpf/harp");
+    if let Ok(dir) = std::fs::read_dir(pins) {
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("hl-{LAB}-"))
+            {
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+    }
+    let root = harp_tests::cgroup::cgroup2_root();
+    for e in std::fs::read_dir(&root)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("harp-test-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        let empty = std::fs::read_to_string(e.path().join("cgroup.procs"))
+            .is_ok_and(|p| p.trim().is_empty());
+        if empty && !std::path::Path::new("/proc").join(pid).exists() {
+            // rmdir of an empty cgroup also detaches what was attached to it.
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+    Ok(())
 }
 
 fn start(lease: u64) -> anyhow::Result<(Lab, PathBuf)> {

@@ -190,6 +190,12 @@ pub struct Election {
     /// leader proves the cluster was already running (statuses published): no settling then.
     settle_until: Option<Instant>,
     seen_leader: bool,
+    /// The token we stepped down from at the lease deadline while our key (on our still
+    /// current lease) may live on: if etcd then acknowledges a keep-alive of that lease, the
+    /// key is provably still ours and nobody else led meanwhile, so we lead on under it rather
+    /// than delete it — a delete would hand the lead to another node while agents that have
+    /// not yet seen the delete still route to ours.
+    lapsed: Option<i64>,
 }
 
 impl Election {
@@ -213,6 +219,7 @@ impl Election {
             managed: true,
             settle_until: None,
             seen_leader: false,
+            lapsed: None,
         }
     }
 
@@ -336,6 +343,7 @@ impl Election {
             Event::SessionLost => {
                 self.session = false;
                 self.acquiring = false;
+                self.lapsed = None;
                 if let Role::Leader { token, .. } = self.role {
                     self.role = Role::Follower;
                     out.push(Action::StepDown {
@@ -345,11 +353,19 @@ impl Election {
                 }
             }
             Event::KeepAliveOk { sent } => {
+                let renewed = sent + self.params.lease_ttl - self.params.safety_margin();
                 if let Role::Leader { token, deadline } = self.role {
-                    let renewed = sent + self.params.lease_ttl - self.params.safety_margin();
                     self.role = Role::Leader {
                         token,
                         deadline: deadline.max(renewed),
+                    };
+                } else if let Some(token) = self.lapsed.take()
+                    && self.may_resume(token)
+                    && now < renewed
+                {
+                    self.role = Role::Leader {
+                        token,
+                        deadline: renewed,
                     };
                 }
             }
@@ -440,12 +456,9 @@ impl Election {
                     token,
                     reason: "no etcd keep-alive acknowledged before the lease deadline".into(),
                 });
-                // If etcd answers again, drop the key at once instead of waiting for expiry.
-                self.releasing = Some(token);
-                out.push(Action::Release {
-                    token,
-                    reason: "stepped down at the lease deadline".into(),
-                });
+                // If etcd acknowledges our lease again, the key is still ours: lead on under it
+                // (see `lapsed`); if the lease expired, the key went with it.
+                self.lapsed = Some(token);
             }
             return;
         }
@@ -504,12 +517,34 @@ impl Election {
     /// Nobody else may lead while it exists, so it is deleted — by its token, never blindly.
     fn stale_key(&self, now: Instant) -> Option<i64> {
         let h = self.holder.as_ref()?;
+        if self.lapsed == Some(h.token) && self.may_resume(h.token) {
+            return None;
+        }
         let idle = !self.is_leader() && !self.acquiring && self.releasing.is_none();
         let due = self.retry_at.is_none_or(|r| now >= r);
         (idle && due && self.session && h.node == self.params.node).then_some(h.token)
     }
 
+    /// Whether we may lead on under `token` once etcd confirms our lease: the key we saw is
+    /// still that one, we may lead, and nothing asks us to hand over or stop.
+    fn may_resume(&self, token: i64) -> bool {
+        let ours = self
+            .holder
+            .as_ref()
+            .is_some_and(|h| h.node == self.params.node && h.token == token);
+        ours && self.managed
+            && !self.shutting_down
+            && self.ineligible_reason().is_none()
+            && self.handover(token).is_none()
+    }
+
     fn observe(&mut self, holder: Option<Holder>, now: Instant, out: &mut Vec<Action>) {
+        if self
+            .lapsed
+            .is_some_and(|t| holder.as_ref().is_none_or(|h| h.token != t))
+        {
+            self.lapsed = None;
+        }
         if let Role::Leader { token, .. } = self.role
             && holder.as_ref().is_none_or(|h| h.token != token)
         {

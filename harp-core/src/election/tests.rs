@@ -108,7 +108,64 @@ fn keep_alives_renew_and_silence_steps_down_by_the_local_deadline() {
     assert!(
         matches!(&out[0], Action::StepDown { token: 7, reason } if reason.contains("deadline"))
     );
-    assert!(has_release(&out, "deadline"));
+    // The key stays: it is on our lease, which etcd may still hold (see the resume tests).
+    assert!(!out.iter().any(|a| matches!(a, Action::Release { .. })));
+}
+
+#[test]
+fn a_lease_that_outlived_the_deadline_is_led_on_under_the_same_token() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(Event::LeaderObserved(holder("n1", 7)), t0);
+    let deadline = e.next_wake().unwrap();
+    e.step(Event::Tick, deadline);
+    assert!(!e.is_leader());
+    // etcd lost its quorum and kept our lease (it extends leases across its elections): the
+    // first acknowledged keep-alive proves the key is still ours.
+    let back = deadline + Duration::from_secs(5);
+    let out = e.step(Event::KeepAliveOk { sent: back }, back);
+    assert!(e.is_leader(), "{out:?}");
+    assert_eq!(
+        e.role(),
+        Role::Leader {
+            token: 7,
+            deadline: back + TTL - e.params().safety_margin()
+        }
+    );
+    assert!(out.contains(&Action::PublishStatus));
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Release { .. } | Action::TryAcquire))
+    );
+}
+
+#[test]
+fn a_lapsed_key_is_released_when_we_may_not_lead_and_forgotten_with_the_lease() {
+    // Postgres went down meanwhile: the key is released as soon as etcd answers.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(Event::LeaderObserved(holder("n1", 7)), t0);
+    let deadline = e.next_wake().unwrap();
+    e.step(Event::Tick, deadline);
+    let out = e.step(
+        Event::Postgres {
+            state: PgState::Down,
+            wal_lsn: None,
+        },
+        deadline,
+    );
+    assert!(has_release(&out, "stale key"), "{out:?}");
+    // The lease expired instead: nothing to resume, the key went with it.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(Event::LeaderObserved(holder("n1", 7)), t0);
+    let deadline = e.next_wake().unwrap();
+    e.step(Event::Tick, deadline);
+    e.step(Event::SessionLost, deadline);
+    e.step(Event::SessionUp, deadline);
+    let later = deadline + Duration::from_secs(1);
+    e.step(Event::KeepAliveOk { sent: later }, later);
+    assert!(!e.is_leader());
 }
 
 #[test]
@@ -439,16 +496,32 @@ fn a_failed_release_is_retried_once_etcd_answers() {
     let mut e = Election::new(params("n1", 100));
     let t0 = leader(&mut e);
     let deadline = e.next_wake().unwrap();
-    let out = e.step(Event::Tick, deadline);
-    assert!(has_release(&out, "deadline"));
-    // etcd is unreachable: the delete fails; it is retried after the backoff.
+    e.step(Event::Tick, deadline);
+    // Fenced meanwhile: the key must go, but etcd is unreachable: the delete fails; it is
+    // retried after the backoff.
+    let out = e.step(
+        Event::Fenced {
+            node: "n1".into(),
+            fenced: true,
+        },
+        deadline,
+    );
+    assert!(has_release(&out, "stale key"), "{out:?}");
     assert!(e.step(Event::ReleaseFailed, deadline).is_empty());
     let retry = e.next_wake().unwrap();
     assert_eq!(retry - deadline, Duration::from_millis(100));
     assert!(has_release(&e.step(Event::Tick, retry), "stale key"));
-    // Deleted: the key is vacant again and the node competes afresh.
-    let out = e.step(Event::Released, retry);
-    assert_eq!(out, vec![Action::TryAcquire]);
+    // Deleted: the key is vacant again; unfenced, the node competes afresh.
+    assert!(e.step(Event::Released, retry).is_empty(), "fenced: no try");
+    assert_eq!(e.holder(), None);
+    let out = e.step(
+        Event::Fenced {
+            node: "n1".into(),
+            fenced: false,
+        },
+        retry,
+    );
+    assert!(out.contains(&Action::TryAcquire), "{out:?}");
     let _ = t0;
 }
 
