@@ -252,7 +252,16 @@ pub fn backends(pg_port: u16) -> anyhow::Result<u64> {
 pub fn wait_drained(pg_port: u16, idle: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = backends(pg_port)?;
+        // While thousands of backends exit, the postmaster may not answer within psql's
+        // connect timeout: that is "not drained yet", not a failure, until the deadline.
+        let n = match backends(pg_port) {
+            Ok(n) => n,
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if n <= idle + 2 {
             return Ok(());
         }
