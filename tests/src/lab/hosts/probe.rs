@@ -1,6 +1,5 @@
 //! Probes the lab's services from inside a namespace (call them within `Net::run_in`).
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -14,26 +13,8 @@ pub fn tcp_open(addr: SocketAddr, timeout: Duration) -> bool {
     TcpStream::connect_timeout(&addr, timeout).is_ok()
 }
 
-/// `GET http://<addr><path>` (HTTP/1.0): `(status, body)`, `None` if unreachable or garbled.
-pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head
-        .lines()
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((code, body.to_string()))
-}
+/// `GET http://<addr><path>` (HTTP/1.0): the harness's, from inside a namespace.
+pub use crate::http::http_get_at as http_get;
 
 /// The first column of the first row of `sql` over a fresh connection to `dsn`.
 pub async fn pg_query_one(dsn: &str, sql: &str) -> Result<String, String> {
