@@ -30,10 +30,11 @@ pub enum Bench {
     /// the etcd → BPF map update latency.
     Datapath {
         /// Seconds per pgbench run.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 5)]
         secs: u64,
-        /// Rounds; each runs every workload through every path once.
-        #[arg(long, default_value_t = 3)]
+        /// Rounds; each runs every workload through every path once. Many short rounds beat a
+        /// few long ones: this machine's speed swings between runs, not within one.
+        #[arg(long, default_value_t = 9)]
         rounds: usize,
         /// Paths to measure, comma-separated.
         #[arg(long, value_enum, value_delimiter = ',', default_value = datapath::PathKind::ALL)]
@@ -78,10 +79,10 @@ pub enum Bench {
     /// Every bench in one go (datapath, failover, scale, unavailability), then bench/REPORT.md
     /// with plots in bench/plots/.
     All {
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 5)]
         datapath_secs: u64,
         /// Datapath rounds (median and spread over them).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 9)]
         rounds: usize,
         #[arg(long, default_value_t = 20)]
         failover_runs: usize,

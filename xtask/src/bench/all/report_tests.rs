@@ -39,6 +39,31 @@ fn datapath_ratios_pair_each_round_with_direct() {
 }
 
 #[test]
+fn datapath_shows_same_instant_pairs_and_the_userspace_head_to_head() {
+    let d = json!({
+        "rounds": 3, "secs": 4, "cases": [],
+        "same_instant": [{"workload": "connect", "ratio": 0.991, "low": 0.95, "high": 1.04,
+                          "target": 0.98, "met": true}],
+        "head_to_head": [{"workload": "select", "peer": "pgbouncer", "ratio": 0.97, "wins": 1,
+                          "rounds": 3, "target": 1.0, "met": false}],
+    });
+    let md = tables::datapath(&d);
+    assert!(
+        md.contains("| connect | 0.991 | 0.95–1.04 | ≥ 0.98: met |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| select | pgbouncer | 0.970 | 1/3 | ≥ 1: **missed** |"),
+        "{md}"
+    );
+    let old = tables::datapath(&json!({"rounds": 3, "secs": 4, "cases": []}));
+    assert!(
+        !old.contains("same instant") && !old.contains("rounds won"),
+        "{old}"
+    );
+}
+
+#[test]
 fn unavailability_and_scale_render_with_plots() {
     let u = json!({
         "cases": [

@@ -92,8 +92,9 @@ pub fn datapath(d: &Value) -> String {
     let workloads = distinct(cases, "workload");
     let paths = distinct(cases, "path");
     let mut md = format!(
-        "Median over {} interleaved round(s) of {} s; in brackets the lowest and highest round \
-         (each round's run ÷ direct's run of that round).\n\n| path |",
+        "Median over {} interleaved round(s) of {} s (each round's run ÷ direct's run of that \
+         round; each round rotates the order of the paths); in brackets the lowest and highest \
+         round.\n\n| path |",
         d["rounds"], d["secs"]
     );
     let mut rule = String::from("| --- |");
@@ -120,6 +121,8 @@ pub fn datapath(d: &Value) -> String {
         }
         md += "\n";
     }
+    md += &same_instant(d);
+    md += &head_to_head(d);
     md += "\nAbsolute medians (± half the range over rounds) and the path's CPU:\n\n| path |";
     let mut rule = String::from("| --- |");
     for w in &workloads {
@@ -170,6 +173,65 @@ pub fn datapath(d: &Value) -> String {
             fmt(num(m, "p99"), 3),
             fmt(num(m, "target_p99"), 0),
             met(m)
+        );
+    }
+    md
+}
+
+/// `target` and `met` of a JSON object as "≥ t: met".
+fn judged(v: &Value) -> String {
+    num(v, "target").map_or(String::new(), |t| format!("≥ {t}: {}", met(v)))
+}
+
+/// The kernel path and direct measured at the same instant (absent in older files).
+fn same_instant(d: &Value) -> String {
+    let pairs = list(d, "same_instant");
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nThe kernel path's only cost is one map lookup per connect(), far below how much this \
+         machine's speed swings between runs, so agent-kernel and direct also ran at the same \
+         instant: two pgbench at once, half the clients each, one steered and one not. Its \
+         target is judged on these pairs:\n\n\
+         | workload | agent-kernel ÷ direct, same instant | lowest–highest round | target |\n\
+         | --- | ---: | ---: | --- |\n",
+    );
+    for p in pairs {
+        md += &format!(
+            "| {} | {} | {}–{} | {} |\n",
+            text(p, "workload"),
+            fmt(num(p, "ratio"), 3),
+            fmt(num(p, "low"), 2),
+            fmt(num(p, "high"), 2),
+            judged(p)
+        );
+    }
+    md
+}
+
+/// harp-agent's userspace proxy against each other proxy, round by round (absent in older
+/// files).
+fn head_to_head(d: &Value) -> String {
+    let rows = list(d, "head_to_head");
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nHARP userspace against each proxy: median over rounds of agent-userspace's run ÷ the \
+         proxy's run of the same round, and the rounds it was at least as fast:\n\n\
+         | workload | proxy | agent-userspace ÷ proxy | rounds won | target |\n\
+         | --- | --- | ---: | ---: | --- |\n",
+    );
+    for h in rows {
+        md += &format!(
+            "| {} | {} | {} | {}/{} | {} |\n",
+            text(h, "workload"),
+            text(h, "peer"),
+            fmt(num(h, "ratio"), 3),
+            h["wins"],
+            h["rounds"],
+            judged(h)
         );
     }
     md

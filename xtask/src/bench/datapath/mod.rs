@@ -21,6 +21,7 @@ mod map_latency;
 pub(crate) mod peers;
 mod pgbench;
 mod report;
+mod same_instant;
 mod workload;
 
 use std::rc::Rc;
@@ -236,7 +237,7 @@ pub fn run(
             .context("agent-kernel: steering check")?;
     }
 
-    let run_log = measure(&mut peers, &workloads, secs, rounds)?;
+    let measured = measure(&mut peers, &workloads, secs, rounds)?;
 
     let mut rss = None;
     if let Some(agent) = peers.iter().find_map(|(_, peer)| peer.agent()) {
@@ -266,7 +267,7 @@ pub fn run(
         command,
         started,
     };
-    report::write(&report::build(&setup, run_log, rss, map_update, skipped))
+    report::write(&report::build(&setup, measured, rss, map_update, skipped))
 }
 
 /// Waits until the node's manager reports its Postgres as primary and it is the location's
@@ -293,17 +294,28 @@ pub(crate) fn wait_primary(cluster: &mut TestCluster) -> anyhow::Result<()> {
     }
 }
 
-/// Every round runs every workload through every path once; the runs in the order they ran.
+/// What [`measure`] ran: the runs in the order they ran, and the same-instant pairs.
+struct Measured {
+    runs: Vec<Run>,
+    pairs: Vec<same_instant::PairRun>,
+}
+
+/// Every round runs every workload through every path once, the paths in an order rotated by
+/// one each round (no path always runs first, or right after another); with `direct` and
+/// `agent-kernel` both present, each pgbench workload then runs once more through the two at the
+/// same instant.
 fn measure(
     peers: &mut [(PathKind, Peer)],
     workloads: &[Workload],
     secs: u64,
     rounds: usize,
-) -> anyhow::Result<Vec<Run>> {
+) -> anyhow::Result<Measured> {
     let mut run_log = Vec::new();
+    let mut pairs = Vec::new();
     for round in 1..=rounds {
         for &w in workloads {
-            for (p, peer) in peers.iter_mut() {
+            for i in rotation(peers.len(), round) {
+                let (p, peer) = &mut peers[i];
                 let what = || format!("{} {} round {round}", p.name(), w.name());
                 let counters = peer.kernel_counters().with_context(what)?;
                 let cpu_before = peer.cpu_s().with_context(what)?;
@@ -324,9 +336,27 @@ fn measure(
                 println!("round {round}/{rounds} {}", run.summary());
                 run_log.push(run);
             }
+            let peer_of = |k: PathKind| peers.iter().find(|(p, _)| *p == k).map(|(_, x)| x);
+            if let (true, Some(direct), Some(kernel)) = (
+                w.is_pgbench(),
+                peer_of(PathKind::Direct),
+                peer_of(PathKind::AgentKernel),
+            ) {
+                let pair = same_instant::run(round, w, secs, direct, kernel)?;
+                println!("round {round}/{rounds} {}", same_instant::summary(&pair));
+                pairs.push(pair);
+            }
         }
     }
-    Ok(run_log)
+    Ok(Measured {
+        runs: run_log,
+        pairs,
+    })
+}
+
+/// The order of `n` paths in round `round` (from 1): 0..n rotated left by `round - 1`.
+fn rotation(n: usize, round: usize) -> Vec<usize> {
+    (0..n).map(|i| (i + round - 1) % n.max(1)).collect()
 }
 
 /// `items` in their first order, without duplicates.
@@ -354,6 +384,14 @@ pub(crate) fn round_to(x: f64, digits: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_round_starts_one_path_later() {
+        assert_eq!(rotation(3, 1), [0, 1, 2]);
+        assert_eq!(rotation(3, 2), [1, 2, 0]);
+        assert_eq!(rotation(3, 4), [0, 1, 2]);
+        assert_eq!(rotation(1, 5), [0]);
+    }
 
     #[test]
     fn every_path_parses_and_the_agent_paths_have_their_targets() {

@@ -1,5 +1,7 @@
 //! The pgbench workloads (`select`, `connect`): running pgbench and reading its output.
 
+use std::process::{Child, Stdio};
+
 use anyhow::{Context, bail};
 use harp_tests::cgroup::ChildCgroup;
 use harp_tests::postgres::pg_bin_dir;
@@ -58,18 +60,72 @@ pub fn run(
     parse(&text).with_context(|| format!("no tps in pgbench's output:\n{text}"))
 }
 
-/// `pgbench <args> <conn_args(port)>` (inside `cgroup` if given); its output, `Err` if it fails.
-fn pgbench(args: &[String], port: u16, cgroup: Option<&ChildCgroup>) -> anyhow::Result<String> {
-    let out = command(pg_bin_dir().join("pgbench"), cgroup)
+/// The workload's flags with half its clients (and threads): for two pgbench sharing the machine
+/// at the same time, together as many clients as one run alone.
+fn half_args(w: Workload, secs: u64) -> Vec<String> {
+    let mut v = args(w, secs);
+    for (flag, full) in [("-c", 8u32), ("-j", 2)] {
+        if let Some(i) = v.iter().position(|a| a == flag)
+            && let Some(n) = v.get_mut(i + 1)
+        {
+            let half = n.parse::<u32>().unwrap_or(full).div_ceil(2);
+            *n = half.to_string();
+        }
+    }
+    v
+}
+
+/// [`half_args`]' command line, for the report.
+pub fn half_command_line(w: Workload, secs: u64) -> String {
+    format!(
+        "pgbench {} {}",
+        half_args(w, secs).join(" "),
+        conn_args("<port>").join(" ")
+    )
+}
+
+/// Two runs of `w` at the same instant, each with half the clients: `a` and `b` are (port,
+/// cgroup the client runs in). Whatever the machine does meanwhile hits both alike.
+pub fn run_side_by_side(
+    w: Workload,
+    secs: u64,
+    a: (u16, Option<&ChildCgroup>),
+    b: (u16, Option<&ChildCgroup>),
+) -> anyhow::Result<(Outcome, Outcome)> {
+    let args = half_args(w, secs);
+    let first = spawn(&args, a.0, a.1)?;
+    let second = spawn(&args, b.0, b.1);
+    // Reap the first even when the second could not start.
+    let first = finish(first);
+    let (first, second) = (first?, finish(second?)?);
+    let outcome =
+        |text: String| parse(&text).with_context(|| format!("no tps in pgbench's output:\n{text}"));
+    Ok((outcome(first)?, outcome(second)?))
+}
+
+fn spawn(args: &[String], port: u16, cgroup: Option<&ChildCgroup>) -> anyhow::Result<Child> {
+    command(pg_bin_dir().join("pgbench"), cgroup)
         .args(args)
         .args(conn_args(port))
-        .output()
-        .context("run pgbench")?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run pgbench")
+}
+
+/// Waits for a pgbench; its output, `Err` if it failed.
+fn finish(child: Child) -> anyhow::Result<String> {
+    let out = child.wait_with_output().context("wait for pgbench")?;
     let text = output_text(&out);
     if !out.status.success() {
         bail!("pgbench failed ({}):\n{text}", out.status);
     }
     Ok(text)
+}
+
+/// `pgbench <args> <conn_args(port)>` (inside `cgroup` if given); its output, `Err` if it fails.
+fn pgbench(args: &[String], port: u16, cgroup: Option<&ChildCgroup>) -> anyhow::Result<String> {
+    finish(spawn(args, port, cgroup)?)
 }
 
 /// tps from "tps = N (without initial connection time)" (or, for `-C`, "tps = N (including
@@ -113,6 +169,13 @@ fn first_word_after(line: &str, sep: char) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn side_by_side_runs_halve_the_clients() {
+        let a = |w| half_args(w, 4).join(" ");
+        assert_eq!(a(Workload::Select), "-S -c 4 -j 1 -T 4");
+        assert_eq!(a(Workload::Connect), "-S -C -c 2 -T 4");
+    }
 
     #[test]
     fn parses_pgbench_15_output() {

@@ -1,5 +1,6 @@
 //! The report: per-run records, the per-case medians, and bench/results/datapath.{json,md}.
 
+mod head_to_head;
 mod markdown;
 
 use std::collections::BTreeMap;
@@ -15,8 +16,10 @@ use super::client::output_text;
 use super::idle::AgentRss;
 use super::kernel::Counters;
 use super::map_latency::MapLatency;
+use super::same_instant::{self, PairCase, PairRun};
 use super::workload::{Outcome, Workload};
-use super::{MAX_CONNECTIONS, PathKind, SCALE, Setup, round_to};
+use super::{MAX_CONNECTIONS, Measured, PathKind, SCALE, Setup, round_to};
+use head_to_head::HeadToHead;
 
 const RSS_TARGET_MB: f64 = 30.0;
 
@@ -29,9 +32,16 @@ struct Case {
     /// Bulk: median over rounds of the MB (10⁶ bytes) per second the client received.
     #[serde(skip_serializing_if = "Option::is_none")]
     mb_per_s: Option<f64>,
-    /// `tps` (bulk: `mb_per_s`) / direct's for the same workload; `null` if direct was not
-    /// measured.
+    /// Median over rounds of this path's run ÷ direct's run of the same round (tps; bulk: MB/s);
+    /// `null` if direct was not measured.
     ratio_to_direct: Option<f64>,
+    /// The median run ÷ direct's median run (what `ratio_to_direct` was before it paired rounds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_of_medians: Option<f64>,
+    /// agent-kernel: the median ratio of the same-instant pairs (`same_instant`), on which its
+    /// target is judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    same_instant_ratio: Option<f64>,
     /// Median of pgbench's "latency average" (bulk: wall time per transfer).
     latency_ms_avg: Option<f64>,
     /// Median of pgbench's "average connection time" (printed for `-C`).
@@ -59,7 +69,8 @@ struct Case {
     /// Per round, the ratio to direct's run of the same round (the rounds interleave paths).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ratio_runs: Vec<f64>,
-    /// Minimum `ratio_to_direct` (agent rows with a target only).
+    /// Minimum ratio to direct (agent rows with a target only): of `same_instant_ratio` where
+    /// measured, else of `ratio_to_direct`.
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,6 +181,17 @@ pub struct Report {
     agent_rss: Option<AgentRss>,
     /// etcd leader change → BPF map updated, in ms; `null` without the kernel paths.
     map_update_ms: Option<MapLatency>,
+    /// agent-kernel and direct run at the same instant, per pgbench workload.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    same_instant: Vec<PairCase>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    same_instant_runs: Vec<PairRun>,
+    /// agent-userspace against each other proxy, round by round.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    head_to_head: Vec<HeadToHead>,
+    /// Whether agent-userspace's select is at least every other proxy's (median of the rounds'
+    /// ratios ≥ 1 against each); `null` without the proxies.
+    userspace_select_vs_peers_met: Option<bool>,
     skipped: Vec<Skipped>,
     secs: u64,
     rounds: usize,
@@ -193,7 +215,7 @@ pub struct Report {
 
 pub fn build(
     setup: &Setup,
-    run_log: Vec<Run>,
+    measured: Measured,
     rss: Option<AgentRss>,
     map_update_ms: Option<MapLatency>,
     skipped: Vec<Skipped>,
@@ -206,9 +228,26 @@ pub fn build(
         )
     });
     let bulk = setup.workloads.contains(&Workload::Bulk);
+    let run_log = measured.runs;
+    let same_instant = same_instant::summarize(&measured.pairs, &setup.workloads, setup.secs);
+    let mut cases = cases(&setup.paths, &setup.workloads, &run_log);
+    for c in cases
+        .iter_mut()
+        .filter(|c| c.path == PathKind::AgentKernel.name())
+    {
+        if let Some(pair) = same_instant.iter().find(|p| p.workload == c.workload) {
+            c.same_instant_ratio = Some(pair.ratio);
+            c.met = c.target.map(|t| pair.ratio >= t);
+        }
+    }
+    let head_to_head = head_to_head::build(&setup.paths, &setup.workloads, &run_log);
     Report {
         bench: "datapath",
-        cases: cases(&setup.paths, &setup.workloads, &run_log),
+        userspace_select_vs_peers_met: head_to_head::select_met(&head_to_head),
+        head_to_head,
+        same_instant,
+        same_instant_runs: measured.pairs,
+        cases,
         agent_rss_mb_1000_idle: rss_mb,
         agent_rss_kb_per_idle_conn: kb_per_conn,
         agent_rss_target_mb: RSS_TARGET_MB,
@@ -237,7 +276,7 @@ pub fn build(
     }
 }
 
-fn median(v: &[f64]) -> Option<f64> {
+pub(super) fn median(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
@@ -290,7 +329,7 @@ fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> 
             let tps_runs: Vec<f64> = rs.iter().map(|r| r.tps).collect();
             let mb_per_s_runs: Vec<f64> = rs.iter().filter_map(|r| r.mb_per_s).collect();
             let latency_ms_runs: Vec<f64> = rs.iter().filter_map(|r| r.latency_ms_avg).collect();
-            let ratio = direct
+            let ratio_of_medians = direct
                 .zip(compared(&rs))
                 .filter(|(d, _)| *d > 0.0)
                 .map(|(d, v)| round_to(v / d, 3));
@@ -303,7 +342,7 @@ fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> 
                 }
             };
             let values: Vec<f64> = rs.iter().filter_map(|r| value(r)).collect();
-            let ratio_runs = rs
+            let ratio_runs: Vec<f64> = rs
                 .iter()
                 .filter_map(|r| {
                     let d = direct_runs.iter().find(|d| d.round == r.round)?;
@@ -311,12 +350,18 @@ fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> 
                     (d > 0.0).then(|| round_to(v / d, 3))
                 })
                 .collect();
+            // Paired by round: a round's drift hits both runs of the ratio.
+            let ratio = median(&ratio_runs)
+                .map(|r| round_to(r, 3))
+                .or(ratio_of_medians);
             cases.push(Case {
                 path: p.name(),
                 workload: w.name(),
                 tps: round_to(median(&tps_runs).unwrap_or(0.0), w.tps_digits()),
                 mb_per_s: median(&mb_per_s_runs).map(|m| round_to(m, 1)),
                 ratio_to_direct: ratio,
+                ratio_of_medians,
+                same_instant_ratio: None,
                 latency_ms_avg: median(&latency_ms_runs).map(|l| round_to(l, 3)),
                 connection_ms_avg: median_of(|r| r.connection_ms_avg).map(|l| round_to(l, 3)),
                 proxy_cpu_s: median_of(|r| r.proxy_cpu_s).map(|s| round_to(s, 2)),

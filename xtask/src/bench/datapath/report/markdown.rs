@@ -37,6 +37,8 @@ pub(super) fn render(report: &Report) -> String {
         md += "\n";
     }
     md += "\n";
+    md += &same_instant(report);
+    md += &head_to_head(report);
     match (
         report.agent_rss_mb_1000_idle,
         report.agent_rss_kb_per_idle_conn,
@@ -65,6 +67,52 @@ pub(super) fn render(report: &Report) -> String {
     md
 }
 
+/// agent-kernel and direct at the same instant.
+fn same_instant(report: &Report) -> String {
+    if report.same_instant.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "agent-kernel and direct at the same instant (two pgbench at once, half the clients \
+         each; median [lowest–highest] of the rounds' agent-kernel ÷ direct):\n\n\
+         | workload | agent-kernel ÷ direct | target |\n| --- | ---: | --- |\n",
+    );
+    for p in &report.same_instant {
+        let target = match (p.target, p.met) {
+            (Some(t), Some(m)) => format!("≥ {t}: {}", if m { "yes" } else { "**no**" }),
+            _ => String::new(),
+        };
+        md += &format!(
+            "| {} | {:.3} [{:.2}–{:.2}] | {target} |\n",
+            p.workload, p.ratio, p.low, p.high
+        );
+    }
+    md + "\n"
+}
+
+/// agent-userspace against each other proxy.
+fn head_to_head(report: &Report) -> String {
+    if report.head_to_head.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "agent-userspace ÷ each proxy, round by round (median, rounds it was at least as fast):\n\n\
+         | workload | peer | agent-userspace ÷ peer | rounds won | target |\n\
+         | --- | --- | ---: | ---: | --- |\n",
+    );
+    for h in &report.head_to_head {
+        let target = match (h.target, h.met) {
+            (Some(t), Some(m)) => format!("≥ {t}: {}", if m { "yes" } else { "**no**" }),
+            _ => String::new(),
+        };
+        md += &format!(
+            "| {} | {} | {:.3} | {}/{} | {target} |\n",
+            h.workload, h.peer, h.ratio, h.wins, h.rounds
+        );
+    }
+    md + "\n"
+}
+
 /// The units of a workload's value and proxy CPU columns.
 fn units(w: Workload) -> (&'static str, &'static str) {
     if w.is_pgbench() {
@@ -77,8 +125,12 @@ fn units(w: Workload) -> (&'static str, &'static str) {
 /// A case's three cells: its value, its ratio to direct (with the target), its proxy CPU.
 fn cells(w: Workload, x: &Case) -> String {
     let ratio = x.ratio_to_direct.map_or("-".into(), |r| format!("{r:.2}"));
+    // A target judged on the same-instant pairs says so.
+    let judged = x
+        .same_instant_ratio
+        .map_or(String::new(), |r| format!("same instant {r:.2}, "));
     let target = match (x.target, x.met) {
-        (Some(t), Some(met)) => format!(" (≥ {t}: {})", if met { "yes" } else { "**no**" }),
+        (Some(t), Some(met)) => format!(" ({judged}≥ {t}: {})", if met { "yes" } else { "**no**" }),
         (Some(t), None) => format!(" (≥ {t})"),
         _ => String::new(),
     };
@@ -119,7 +171,8 @@ fn notes(report: &Report) -> String {
     };
     format!(
         "\nMedian tps (bulk: MB/s) of {} interleaved round(s) of {} s per run (± half the range \
-         over rounds); {}{scale}. \
+         over rounds; each round runs the paths in an order rotated by one); × direct: median \
+         over rounds of the path's run ÷ direct's run of that round; {}{scale}. \
          Proxy CPU: user + system time of the path's process (with its reaped children) during a \
          run, per transaction (bulk: per GB) and in total.{kernel} Machine: {}. Command: `{}`.\n",
         report.rounds,
