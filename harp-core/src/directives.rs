@@ -23,6 +23,7 @@ pub const NODE_KEYS: &[(&str, Takes)] = &[
     ("leader_lease_duration", Takes::Restart),
     ("lease_refresh_interval", Takes::Restart),
     ("health_check_interval", Takes::Restart),
+    ("health_check_timeout", Takes::Restart),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +65,8 @@ pub struct NodeOverrides {
     pub lease_refresh_interval_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_timeout_ms: Option<u64>,
 }
 
 impl NodeOverrides {
@@ -127,13 +130,14 @@ impl NodeOverrides {
                 ))?;
                 self.leader_lease_duration_ms = Some(d.as_millis() as u64);
             }
-            "lease_refresh_interval" | "health_check_interval" => {
+            "lease_refresh_interval" | "health_check_interval" | "health_check_timeout" => {
                 let d = duration(value, Duration::from_millis(1))
                     .ok_or(bad("expected a duration such as 2s or 2000 (milliseconds)"))?;
                 let ms = Some(d.as_millis() as u64);
                 match key {
                     "lease_refresh_interval" => self.lease_refresh_interval_ms = ms,
-                    _ => self.health_check_interval_ms = ms,
+                    "health_check_interval" => self.health_check_interval_ms = ms,
+                    _ => self.health_check_timeout_ms = ms,
                 }
             }
             _ => unreachable!("every key of NODE_KEYS is handled"),
@@ -157,6 +161,9 @@ impl NodeOverrides {
             health_check_interval_ms: self
                 .health_check_interval_ms
                 .or(under.health_check_interval_ms),
+            health_check_timeout_ms: self
+                .health_check_timeout_ms
+                .or(under.health_check_timeout_ms),
         }
     }
 
@@ -178,6 +185,9 @@ impl NodeOverrides {
         }
         if let Some(v) = self.health_check_interval_ms {
             out.push(("health_check_interval", ms(v)));
+        }
+        if let Some(v) = self.health_check_timeout_ms {
+            out.push(("health_check_timeout", ms(v)));
         }
         out
     }
@@ -205,6 +215,9 @@ impl NodeOverrides {
         if let Some(ms) = self.health_check_interval_ms {
             d.health_check_interval = Duration::from_millis(ms);
         }
+        if let Some(ms) = self.health_check_timeout_ms {
+            d.health_check_timeout = Duration::from_millis(ms);
+        }
         let mut pending = Vec::new();
         if d.leader_lease_duration != running.leader_lease_duration {
             pending.push("leader_lease_duration");
@@ -214,6 +227,9 @@ impl NodeOverrides {
         }
         if d.health_check_interval != running.health_check_interval {
             pending.push("health_check_interval");
+        }
+        if d.health_check_timeout != running.health_check_timeout {
+            pending.push("health_check_timeout");
         }
         (d, pending)
     }
@@ -268,11 +284,14 @@ mod tests {
         assert_eq!(o.set("lease_refresh_interval = 1s"), Ok(Takes::Restart));
         assert_eq!(o.set("leader_lease_duration=10"), Ok(Takes::Restart));
         assert_eq!(o.leader_lease_duration_ms, Some(10_000));
+        assert_eq!(o.set("health_check_timeout=3s"), Ok(Takes::Restart));
+        assert_eq!(o.health_check_timeout_ms, Some(3000));
+        assert!(o.set("health_check_timeout=0").is_err());
         let e = o.set("priorty=5").unwrap_err().to_string();
         assert_eq!(
             e,
             "unknown node directive `priorty`; valid keys: priority, maximum_lag, \
-             leader_lease_duration, lease_refresh_interval, health_check_interval"
+             leader_lease_duration, lease_refresh_interval, health_check_interval, health_check_timeout"
         );
         assert_eq!(
             o.set("priority=-2").unwrap_err().to_string(),

@@ -164,6 +164,7 @@ async fn run(
     tokio::spawn(postgres::run(
         m.node.dsn.clone(),
         m.node.health_check_interval,
+        m.node.health_check_timeout,
         tx.clone(),
     ));
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));

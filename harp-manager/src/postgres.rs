@@ -1,12 +1,15 @@
 //! Checks the local Postgres. The connection stays open: when the postmaster dies its backend
 //! exits and the socket closes within milliseconds, so a crash is reported at once rather than
-//! at the next poll. The poll refreshes recovery state and WAL position.
+//! at the next poll. The poll refreshes recovery state and WAL position. A slow answer is not a
+//! failure: on a busy host a healthy Postgres can take seconds, and calling it down would hand
+//! the lease over and cut every session; only a check unanswered for `timeout` is.
 
 use std::time::Duration;
 
 use harp_core::records::PgState;
 use tokio::sync::mpsc;
-use tokio_postgres::NoTls;
+use tokio::time::Instant;
+use tokio_postgres::{Client, NoTls, Row};
 
 use crate::runner::Input;
 
@@ -14,12 +17,18 @@ const CHECK: &str = "SELECT pg_is_in_recovery(), \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END \
       - '0/0'::pg_lsn)::bigint";
 
-pub async fn run(dsn: String, interval: Duration, tx: mpsc::Sender<Input>) {
-    let limit = interval.max(Duration::from_secs(1));
+/// How long a check may take before it is logged as slow (never longer than `timeout`).
+fn slow_after(interval: Duration, timeout: Duration) -> Duration {
+    interval.max(Duration::from_secs(1)).min(timeout)
+}
+
+pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::Sender<Input>) {
+    let slow = slow_after(interval, timeout);
     let mut reported_down = false;
     loop {
-        let reason = match tokio::time::timeout(limit, tokio_postgres::connect(&dsn, NoTls)).await {
-            Err(_) => format!("no connection within {limit:?}"),
+        let reason = match tokio::time::timeout(timeout, tokio_postgres::connect(&dsn, NoTls)).await
+        {
+            Err(_) => format!("no connection within {timeout:?}"),
             Ok(Err(e)) => format!("cannot connect: {e}"),
             Ok(Ok((client, conn))) => {
                 let mut conn = tokio::spawn(conn);
@@ -33,8 +42,8 @@ pub async fn run(dsn: String, interval: Duration, tx: mpsc::Sender<Input>) {
                             };
                         }
                         _ = tick.tick() => {
-                            match tokio::time::timeout(limit, client.query_one(CHECK, &[])).await {
-                                Ok(Ok(row)) => {
+                            match check(&client, slow, timeout).await {
+                                Ok(row) => {
                                     let state = if row.get::<_, bool>(0) { PgState::Standby } else { PgState::Primary };
                                     let lsn = row.get::<_, Option<i64>>(1).map(|l| l as u64);
                                     reported_down = false;
@@ -42,8 +51,7 @@ pub async fn run(dsn: String, interval: Duration, tx: mpsc::Sender<Input>) {
                                         return;
                                     }
                                 }
-                                Ok(Err(e)) => break format!("check failed: {e}"),
-                                Err(_) => break format!("check took longer than {limit:?}"),
+                                Err(reason) => break reason,
                             }
                         }
                     }
@@ -62,5 +70,44 @@ pub async fn run(dsn: String, interval: Duration, tx: mpsc::Sender<Input>) {
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Runs the check query. An error (a lost connection included) fails it at once; an answer
+/// later than `slow` is logged and waited for until `timeout`, which fails it.
+async fn check(client: &Client, slow: Duration, timeout: Duration) -> Result<Row, String> {
+    let started = Instant::now();
+    let query = client.query_one(CHECK, &[]);
+    tokio::pin!(query);
+    if let Ok(answer) = tokio::time::timeout(slow, &mut query).await {
+        return answer.map_err(|e| format!("check failed: {e}"));
+    }
+    tracing::warn!(
+        "postgres is slow: no answer to the health check within {slow:?}; \
+         it is called down if none comes within {timeout:?}"
+    );
+    match tokio::time::timeout_at(started + timeout, &mut query).await {
+        Ok(Ok(row)) => {
+            tracing::info!(
+                "postgres answered the health check after {:?}",
+                started.elapsed()
+            );
+            Ok(row)
+        }
+        Ok(Err(e)) => Err(format!("check failed: {e}")),
+        Err(_) => Err(format!("no answer to the health check within {timeout:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_is_slow_after_a_second_or_the_interval_but_never_after_the_timeout() {
+        let ms = Duration::from_millis;
+        assert_eq!(slow_after(ms(200), ms(5000)), ms(1000));
+        assert_eq!(slow_after(ms(2000), ms(5000)), ms(2000));
+        assert_eq!(slow_after(ms(200), ms(300)), ms(300));
     }
 }

@@ -131,7 +131,8 @@ pub enum SetTarget {
         assignments: Vec<String>,
     },
     /// A node's directives: `priority` and `maximum_lag` apply at once; `leader_lease_duration`,
-    /// `lease_refresh_interval` and `health_check_interval` after its manager restarts.
+    /// `lease_refresh_interval`, `health_check_interval` and `health_check_timeout` after its
+    /// manager restarts.
     Node {
         name: String,
         /// `key=value` pairs, e.g. `priority=50 maximum_lag=1048576`.

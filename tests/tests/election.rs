@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use harp_tests::TestCluster;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 #[test]
 fn one_leader_per_location() {
@@ -221,6 +223,86 @@ fn health_is_live_answers_true() {
 }
 
 /// True if dca's leader key goes away (within 10 s) and then stays away for `window`.
+/// The backend serving harp-manager's health check (its query is the only one that reads
+/// `pg_is_in_recovery()` and the WAL position).
+fn check_backend(c: &mut TestCluster, node: &str) -> Pid {
+    let pg = &c.node(node).pg;
+    let pid = harp_tests::rt::block_on(|| async {
+        let client = pg.connect().await.expect("connect to Postgres");
+        let row = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE query LIKE 'SELECT pg_is_in_recovery()%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity");
+        row.map(|r| r.get::<_, i32>(0))
+    });
+    Pid::from_raw(pid.expect("harp-manager's health-check session is open"))
+}
+
+/// SIGCONTs a stopped backend when dropped, also when the test fails.
+struct Resume(Pid);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+fn manager_log(c: &mut TestCluster, node: &str) -> String {
+    std::fs::read_to_string(c.node(node).mgr.log_path()).unwrap_or_default()
+}
+
+#[test]
+fn a_slow_postgres_keeps_the_lease_and_a_hung_one_loses_it() {
+    let mut c = TestCluster::builder("slowpg")
+        .node("n1", "dca", 100)
+        .extra_yaml("health_check_interval: 200\nhealth_check_timeout: 3000")
+        .start();
+    wait_leader_not(&c, "dca", None);
+    let (_, token) = leader(&c, "dca").unwrap();
+    let backend = check_backend(&mut c, "n1");
+    let resume = Resume(backend);
+
+    // 1.5 s without an answer (a busy host): slow, not down — the lease stays.
+    kill(backend, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(backend, Signal::SIGCONT).unwrap();
+    assert!(
+        eventually(LONG, || manager_log(&mut c, "n1")
+            .contains("postgres answered the health check after")),
+        "{}",
+        c.manager_logs(20)
+    );
+    let log = manager_log(&mut c, "n1");
+    assert!(log.contains("postgres is slow"), "{log}");
+    assert!(!log.contains("release the leader lease"), "{log}");
+    assert_eq!(leader(&c, "dca").map(|(_, t)| t), Some(token), "{log}");
+    assert_eq!(role(&mut c, "n1").as_deref(), Some("leader"));
+
+    // Past health_check_timeout (3 s) without an answer: down, the lease is released.
+    kill(backend, Signal::SIGSTOP).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || leader(&c, "dca").is_none()),
+        "a hung Postgres must lose the lease\n{}",
+        c.manager_logs(20)
+    );
+    assert!(
+        manager_log(&mut c, "n1").contains("no answer to the health check within 3s"),
+        "{}",
+        c.manager_logs(20)
+    );
+    drop(resume);
+    // Answering again, it leads again under a new fencing token.
+    assert!(
+        eventually(LONG, || leader(&c, "dca").is_some_and(|(_, t)| t > token)),
+        "{}",
+        c.manager_logs(20)
+    );
+}
+
 fn block_on_no_leader(c: &TestCluster, window: Duration) -> bool {
     if !eventually(Duration::from_secs(10), || leader(c, "dca").is_none()) {
         return false;

@@ -30,6 +30,7 @@ const MANAGER_KEYS: &[&str] = &[
     "db_bin_dir",
     "stop_database_when_fenced",
     "health_check_interval",
+    "health_check_timeout",
 ];
 const PROXY_KEYS: &[&str] = &[
     "name",
@@ -216,6 +217,12 @@ fn read_manager<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Man
         DEFAULT_HEALTH_CHECK_INTERVAL,
         duration(Unit::Milliseconds, Duration::ZERO),
     );
+    let health_check_timeout = r.optional(
+        &s,
+        "health_check_timeout",
+        DEFAULT_HEALTH_CHECK_TIMEOUT,
+        duration(Unit::Milliseconds, Duration::ZERO),
+    );
     Some(Some(ManagerConfig {
         name: name?,
         node: NodeDirectives {
@@ -228,6 +235,7 @@ fn read_manager<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Man
             db_bin_dir: db_bin_dir?,
             stop_database_when_fenced: stop_database_when_fenced?,
             health_check_interval: health_check_interval?,
+            health_check_timeout: health_check_timeout?,
         },
     }))
 }

@@ -18,6 +18,9 @@ pub const DEFAULT_MAXIMUM_LAG: i64 = -1;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The open connection reports a crash at once; the poll only refreshes recovery state and LSN.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(1000);
+/// A busy host can stall a healthy Postgres for a second or more; releasing the lease then would
+/// cut every session for nothing. A crash is seen at once through the open connection instead.
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(5000);
 /// HARP's health port.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_HTTP_HOST: &str = "0.0.0.0";
@@ -89,6 +92,9 @@ pub struct NodeDirectives {
     pub db_bin_dir: Option<PathBuf>,
     pub stop_database_when_fenced: bool,
     pub health_check_interval: Duration,
+    /// A check (connect or query) unanswered this long calls Postgres down. A lost connection
+    /// calls it down at once; a slow answer does not.
+    pub health_check_timeout: Duration,
 }
 
 /// The agent's directives (HARP's proxy names and defaults).

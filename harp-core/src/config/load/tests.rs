@@ -21,6 +21,7 @@ manager:
   db_bin_dir: /usr/pgsql/bin
   stop_database_when_fenced: true
   health_check_interval: 500
+  health_check_timeout: 3s
 proxy:
   name: proxy1
   listen_address: 127.0.0.1
@@ -78,6 +79,7 @@ fn full_file_reads_every_key() {
                 db_bin_dir: Some("/usr/pgsql/bin".into()),
                 stop_database_when_fenced: true,
                 health_check_interval: Duration::from_millis(500),
+                health_check_timeout: Duration::from_secs(3),
             },
         }),
         proxy: Some(ProxyConfig {
@@ -122,6 +124,7 @@ fn minimal_file_gets_the_defaults() {
             db_bin_dir: None,
             stop_database_when_fenced: false,
             health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
+            health_check_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
         }
     );
     assert_eq!(
@@ -177,7 +180,7 @@ fn bad_files_report_file_line_key_and_message() {
             manager("  priorty: 5\n"),
             "config.yml:10: manager.priorty: unknown key; valid keys here: name, dsn, priority, \
              leader_lease_duration, lease_refresh_interval, maximum_lag, db_data_dir, db_bin_dir, \
-             stop_database_when_fenced, health_check_interval (did you mean `priority`?)",
+             stop_database_when_fenced, health_check_interval, health_check_timeout (did you mean `priority`?)",
         ),
         (
             "typo'd section",
@@ -363,7 +366,7 @@ fn bad_files_report_file_line_key_and_message() {
                 .into(),
             "config.yml:9: manager.priorty: unknown key; valid keys here: name, dsn, priority, \
              leader_lease_duration, lease_refresh_interval, maximum_lag, db_data_dir, db_bin_dir, \
-             stop_database_when_fenced, health_check_interval (did you mean `priority`?)\n\
+             stop_database_when_fenced, health_check_interval, health_check_timeout (did you mean `priority`?)\n\
              config.yml:11: http.port: expected a port number 1..=65535, got 0\n\
              config.yml: location: missing required value",
         ),
