@@ -111,8 +111,11 @@ pub fn datapath(d: &Value) -> String {
                 .find(|c| text(c, "path") == *p && text(c, "workload") == *w);
             let cell = match (ratio_spread(d, p, w), case) {
                 (Some((m, lo, hi)), Some(c)) => {
-                    let target =
-                        num(c, "target").map_or(String::new(), |t| format!(" (≥ {t}: {})", met(c)));
+                    // A target judged on the same-instant pairs says so.
+                    let judged = num(c, "same_instant_ratio")
+                        .map_or(String::new(), |r| format!("same instant {r:.2}, "));
+                    let target = num(c, "target")
+                        .map_or(String::new(), |t| format!(" ({judged}≥ {t}: {})", met(c)));
                     format!("{m:.2} [{lo:.2}–{hi:.2}]{target}")
                 }
                 _ => String::new(),
