@@ -55,7 +55,8 @@ host all all $net trust
 CONF
 }
 
-render_manager() {
+# A HARP unit's config.yml: the cluster and etcd it belongs to, its own section ($1), its HTTP API.
+render_unit() {
   cat >"$HARP_CONF_DIR/config.yml" <<CONF
 cluster:
   name: $HARP_CLUSTER
@@ -64,14 +65,7 @@ dcs:
   endpoints: [$(etcd_endpoints_yaml)]
   request_timeout: 1000ms
 location: $HARP_LOCATION
-manager:
-  name: $HARP_NAME
-  dsn: "host=$HARP_IP port=$HARP_PG_PORT user=postgres dbname=postgres connect_timeout=2"
-  priority: $HARP_PRIORITY
-  leader_lease_duration: $HARP_LEASE_SECS
-  lease_refresh_interval: $HARP_REFRESH_MS
-  db_data_dir: $HARP_PG_DATA
-  db_bin_dir: $HARP_PG_BIN
+$1
 http:
   enable: true
   host: $HARP_IP
@@ -79,19 +73,22 @@ http:
 CONF
 }
 
+render_manager() {
+  render_unit "manager:
+  name: $HARP_NAME
+  dsn: \"host=$HARP_IP port=$HARP_PG_PORT user=postgres dbname=postgres connect_timeout=2\"
+  priority: $HARP_PRIORITY
+  leader_lease_duration: $HARP_LEASE_SECS
+  lease_refresh_interval: $HARP_REFRESH_MS
+  db_data_dir: $HARP_PG_DATA
+  db_bin_dir: $HARP_PG_BIN"
+}
+
 render_agent() {
   local cgroup=""
   [ -z "$HARP_CGROUP_PATH" ] || cgroup="  cgroup_path: $HARP_CGROUP_PATH"
   [ "$HARP_PROXY_MODE" != ebpf ] || [ -n "$cgroup" ] || die "HARP_PROXY_MODE=ebpf needs HARP_CGROUP_PATH"
-  cat >"$HARP_CONF_DIR/config.yml" <<CONF
-cluster:
-  name: $HARP_CLUSTER
-dcs:
-  driver: etcd
-  endpoints: [$(etcd_endpoints_yaml)]
-  request_timeout: 1000ms
-location: $HARP_LOCATION
-proxy:
+  render_unit "proxy:
   name: $HARP_NAME
   listen_address: $HARP_IP
   listen_port: $HARP_LISTEN_PORT
@@ -99,12 +96,7 @@ proxy:
   leader_lease_duration: $HARP_LEASE_SECS
   lease_refresh_interval: $HARP_REFRESH_MS
   mode: $HARP_PROXY_MODE
-$cgroup
-http:
-  enable: true
-  host: $HARP_IP
-  port: $HARP_HTTP_PORT
-CONF
+$cgroup"
 }
 
 configure() {

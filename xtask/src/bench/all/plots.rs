@@ -8,24 +8,23 @@ use anyhow::{Context, anyhow};
 use plotters::prelude::*;
 use serde_json::Value;
 
-use super::tables::ratio_spread;
+use super::tables::{distinct, list as items, ratio_spread};
 
 const SIZE: (u32, u32) = (900, 480);
 const FONT: &str = "sans-serif";
 
-fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v[key].as_array().map_or(&[], Vec::as_slice)
-}
-
-fn distinct<'a>(items: &'a [Value], key: &str) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    for i in items {
-        let k = i[key].as_str().unwrap_or("?");
-        if !out.contains(&k) {
-            out.push(k);
-        }
-    }
-    out
+/// Draws the chart's legend at `pos`.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    pos: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(pos)
+        .draw()?;
+    Ok(())
 }
 
 /// Bars per workload, one per path (direct is the 1.0 line), with the range over rounds.
@@ -113,12 +112,7 @@ pub fn throughput(d: &Value, dir: &Path) -> anyhow::Result<String> {
                 }),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present()?;
     Ok(file.to_string())
 }
@@ -210,12 +204,7 @@ fn lines(
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present()?;
     Ok(())
 }
@@ -271,12 +260,7 @@ pub fn scale_rss(s: &Value, dir: &Path) -> anyhow::Result<String> {
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(file.to_string())
 }

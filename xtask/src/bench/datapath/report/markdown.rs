@@ -78,10 +78,7 @@ fn same_instant(report: &Report) -> String {
          | workload | agent-kernel ÷ direct | target |\n| --- | ---: | --- |\n",
     );
     for p in &report.same_instant {
-        let target = match (p.target, p.met) {
-            (Some(t), Some(m)) => format!("≥ {t}: {}", if m { "yes" } else { "**no**" }),
-            _ => String::new(),
-        };
+        let target = judged(p.target, p.met);
         md += &format!(
             "| {} | {:.3} [{:.2}–{:.2}] | {target} |\n",
             p.workload, p.ratio, p.low, p.high
@@ -101,16 +98,22 @@ fn head_to_head(report: &Report) -> String {
          | --- | --- | ---: | ---: | --- |\n",
     );
     for h in &report.head_to_head {
-        let target = match (h.target, h.met) {
-            (Some(t), Some(m)) => format!("≥ {t}: {}", if m { "yes" } else { "**no**" }),
-            _ => String::new(),
-        };
+        let target = judged(h.target, h.met);
         md += &format!(
             "| {} | {} | {:.3} | {}/{} | {target} |\n",
             h.workload, h.peer, h.ratio, h.wins, h.rounds
         );
     }
     md + "\n"
+}
+
+/// "≥ target: yes/**no**" ("≥ target" before it is judged); empty without a target.
+fn judged(target: Option<f64>, met: Option<bool>) -> String {
+    match (target, met) {
+        (Some(t), Some(m)) => format!("≥ {t}: {}", if m { "yes" } else { "**no**" }),
+        (Some(t), None) => format!("≥ {t}"),
+        (None, _) => String::new(),
+    }
 }
 
 /// The units of a workload's value and proxy CPU columns.
@@ -126,13 +129,12 @@ fn units(w: Workload) -> (&'static str, &'static str) {
 fn cells(w: Workload, x: &Case) -> String {
     let ratio = x.ratio_to_direct.map_or("-".into(), |r| format!("{r:.2}"));
     // A target judged on the same-instant pairs says so.
-    let judged = x
+    let same_instant = x
         .same_instant_ratio
         .map_or(String::new(), |r| format!("same instant {r:.2}, "));
-    let target = match (x.target, x.met) {
-        (Some(t), Some(met)) => format!(" ({judged}≥ {t}: {})", if met { "yes" } else { "**no**" }),
-        (Some(t), None) => format!(" (≥ {t})"),
-        _ => String::new(),
+    let target = match x.target {
+        Some(_) => format!(" ({same_instant}{})", judged(x.target, x.met)),
+        None => String::new(),
     };
     let (value, cpu) = if w.is_pgbench() {
         (x.tps, x.proxy_cpu_us_per_tx.map(|u| format!("{u:.1}")))
