@@ -20,6 +20,20 @@ fn reach(net: &Net, from: &str, to: SocketAddr) -> bool {
     net.run_in(from, || tcp_open(to, PROBE)).unwrap()
 }
 
+/// Whether `from` can open a TCP connection to `to` within `timeout` (a link that just came
+/// back may lose the first SYN while the bridge port and neighbour entries settle).
+fn reach_within(net: &Net, from: &str, to: SocketAddr, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if reach(net, from, to) {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+    }
+}
+
 #[test]
 fn namespaces_faults_and_teardown() {
     if !require_root("lab_net::namespaces_faults_and_teardown") {
@@ -76,7 +90,7 @@ fn namespaces_faults_and_teardown() {
     net.link_down("h2").unwrap();
     assert!(!reach(&net, "h1", svc), "link down still carried traffic");
     net.link_up("h2").unwrap();
-    assert!(reach(&net, "h1", svc));
+    assert!(reach_within(&net, "h1", svc, Duration::from_secs(10)));
 
     net.slow("h1", 2000, 1, None).unwrap();
     assert!(reach(&net, "h1", svc), "a slow link is still a link");
@@ -96,7 +110,10 @@ fn namespaces_faults_and_teardown() {
         .join()
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(550));
-    assert!(reach(&net, "h1", svc), "the link is up after flapping");
+    assert!(
+        reach_within(&net, "h1", svc, Duration::from_secs(10)),
+        "the link is up after flapping"
+    );
 
     drop(net);
     assert!(
