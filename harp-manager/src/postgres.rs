@@ -2,13 +2,16 @@
 //! exits and the socket closes within milliseconds, so a crash is reported at once rather than
 //! at the next poll. The poll refreshes recovery state and WAL position. A slow answer is not a
 //! failure: on a busy host a healthy Postgres can take seconds, and calling it down would hand
-//! the lease over and cut every session; only a check unanswered for `timeout` is.
+//! the lease over and cut every session; only a check unanswered for `timeout` is. Now and then a
+//! new connection is opened too, which a hung postmaster cannot answer.
 
 use std::time::Duration;
 
 use harp_core::records::PgState;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
 
 use crate::runner::Input;
@@ -16,6 +19,71 @@ use crate::runner::Input;
 const CHECK: &str = "SELECT pg_is_in_recovery(), \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END \
       - '0/0'::pg_lsn)::bigint";
+
+/// How often a new connection is opened besides the checks on the open one: a postmaster that
+/// hangs while its backends run accepts no client, yet the open connection still answers.
+fn probe_every(interval: Duration) -> Duration {
+    (interval * 5).max(Duration::from_secs(1))
+}
+
+/// The fresh-connection probe, run beside the checks so that it never delays them.
+struct FreshProbe {
+    every: Duration,
+    last: Instant,
+    running: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl FreshProbe {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Instant::now(),
+            running: None,
+        }
+    }
+
+    fn start_if_due(&mut self, dsn: &str, timeout: Duration) {
+        if self.running.is_none() && self.last.elapsed() >= self.every {
+            self.last = Instant::now();
+            self.running = Some(tokio::spawn(fresh_connection(dsn.to_owned(), timeout)));
+        }
+    }
+
+    /// The running probe's outcome; pending while none runs.
+    async fn done(&mut self) -> Result<(), String> {
+        let Some(task) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = task.await.unwrap_or(Ok(()));
+        self.running = None;
+        outcome
+    }
+}
+
+impl Drop for FreshProbe {
+    fn drop(&mut self) {
+        if let Some(task) = &self.running {
+            task.abort();
+        }
+    }
+}
+
+/// Opens and closes one new connection. Postgres refusing it for being full still answered.
+async fn fresh_connection(dsn: String, timeout: Duration) -> Result<(), String> {
+    let attempt = async {
+        let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await?;
+        drop(client); // sends Terminate: the connection then ends
+        conn.await
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Err(format!(
+            "a new connection got no answer within {timeout:?} (postmaster hung?)"
+        )),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS) => Ok(()),
+        Ok(Err(e)) => Err(format!("a new connection failed: {e}")),
+    }
+}
 
 /// How long a check may take before it is logged as slow (never longer than `timeout`).
 fn slow_after(interval: Duration, timeout: Duration) -> Duration {
@@ -33,6 +101,7 @@ pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::S
             Ok(Ok((client, conn))) => {
                 let mut conn = tokio::spawn(conn);
                 let mut tick = tokio::time::interval(interval);
+                let mut fresh = FreshProbe::new(probe_every(interval));
                 loop {
                     tokio::select! {
                         r = &mut conn => {
@@ -41,7 +110,9 @@ pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::S
                                 _ => "connection closed by the server".to_owned(),
                             };
                         }
+                        Err(reason) = fresh.done() => break reason,
                         _ = tick.tick() => {
+                            fresh.start_if_due(&dsn, timeout);
                             match check(&client, slow, timeout).await {
                                 Ok(row) => {
                                     let state = if row.get::<_, bool>(0) { PgState::Standby } else { PgState::Primary };
@@ -109,5 +180,12 @@ mod tests {
         assert_eq!(slow_after(ms(200), ms(5000)), ms(1000));
         assert_eq!(slow_after(ms(2000), ms(5000)), ms(2000));
         assert_eq!(slow_after(ms(200), ms(300)), ms(300));
+    }
+
+    #[test]
+    fn a_new_connection_is_tried_every_five_checks_but_not_more_than_once_a_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(probe_every(ms(1000)), ms(5000));
+        assert_eq!(probe_every(ms(100)), ms(1000));
     }
 }

@@ -303,6 +303,35 @@ fn a_slow_postgres_keeps_the_lease_and_a_hung_one_loses_it() {
     );
 }
 
+#[test]
+fn a_hung_postmaster_loses_the_lease_though_its_backends_still_answer() {
+    let mut c = TestCluster::builder("hungpm")
+        .node("n1", "dca", 100)
+        .extra_yaml("health_check_interval: 200\nhealth_check_timeout: 2000")
+        .start();
+    wait_leader_not(&c, "dca", None);
+    let (_, token) = leader(&c, "dca").unwrap();
+    // The manager's open connection keeps answering; only a new connection finds the hang.
+    // (The cluster's drop SIGCONTs the postmaster before stopping it, also on failure.)
+    assert!(c.node("n1").pg.sigstop());
+    assert!(
+        eventually(Duration::from_secs(15), || leader(&c, "dca").is_none()),
+        "a hung postmaster must lose the lease\n{}",
+        c.manager_logs(20)
+    );
+    assert!(
+        manager_log(&mut c, "n1").contains("a new connection got no answer within 2s"),
+        "{}",
+        c.manager_logs(20)
+    );
+    assert!(c.node("n1").pg.sigcont());
+    assert!(
+        eventually(LONG, || leader(&c, "dca").is_some_and(|(_, t)| t > token)),
+        "{}",
+        c.manager_logs(20)
+    );
+}
+
 fn block_on_no_leader(c: &TestCluster, window: Duration) -> bool {
     if !eventually(Duration::from_secs(10), || leader(c, "dca").is_none()) {
         return false;
