@@ -10,7 +10,6 @@ mod runner;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -179,7 +178,7 @@ async fn run(
         lease: None,
         leader: None,
         pgctl: match (&m.node.db_bin_dir, &m.node.db_data_dir) {
-            (Some(bin_dir), Some(data_dir)) => Some(Arc::new(pgctl::PgCtl {
+            (Some(bin_dir), Some(data_dir)) => Some(pgctl::serve(pgctl::PgCtl {
                 bin_dir: bin_dir.clone(),
                 data_dir: data_dir.clone(),
             })),

@@ -7,6 +7,29 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use harp_core::election::Action;
+use tokio::sync::mpsc;
+
+/// Runs the stop and start requests (`Action::StopPostgres`, `Action::StartPostgres`) one at a
+/// time, in the order they were asked: a start asked while a stop still runs must follow it, or
+/// the stop would finish last and leave Postgres down.
+pub fn serve(ctl: PgCtl) -> mpsc::UnboundedSender<Action> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Action>();
+    tokio::spawn(async move {
+        while let Some(action) = rx.recv().await {
+            let r = match action {
+                Action::StopPostgres => ctl.stop().await,
+                _ => ctl.start().await,
+            };
+            match r {
+                Ok(()) => tracing::info!("{action}: done"),
+                Err(e) => tracing::error!("{action}: {e}"),
+            }
+        }
+    });
+    tx
+}
+
 pub struct PgCtl {
     pub bin_dir: PathBuf,
     pub data_dir: PathBuf,

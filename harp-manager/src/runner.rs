@@ -47,7 +47,7 @@ pub struct Runner {
     /// The leader of our location as the watch shows it.
     pub leader: Option<Holder>,
     /// Stops and starts the local Postgres (`stop_database_when_fenced`).
-    pub pgctl: Option<std::sync::Arc<crate::pgctl::PgCtl>>,
+    pub pgctl: Option<mpsc::UnboundedSender<Action>>,
     /// The node directives of the config file as last read (SIGHUP), and those set in etcd.
     pub file_node: NodeDirectives,
     pub layers: NodeLayers,
@@ -298,20 +298,11 @@ impl Runner {
             }
             Action::StepDown { .. } => {}
             Action::StopPostgres | Action::StartPostgres => {
-                let Some(ctl) = self.pgctl.clone() else {
+                let Some(ctl) = &self.pgctl else {
                     tracing::error!("cannot {action}: manager.db_bin_dir/db_data_dir not set");
                     return false;
                 };
-                tokio::spawn(async move {
-                    let r = match action {
-                        Action::StopPostgres => ctl.stop().await,
-                        _ => ctl.start().await,
-                    };
-                    match r {
-                        Ok(()) => tracing::info!("{action}: done"),
-                        Err(e) => tracing::error!("{action}: {e}"),
-                    }
-                });
+                let _ = ctl.send(action);
             }
             Action::PublishStatus => self.publish_status(),
             Action::Exit => {
