@@ -49,7 +49,7 @@ pub async fn serve(
 /// Ready means a client connecting now would be routed: etcd is in contact (the route is only
 /// set then), a leader is known, and it accepts a TCP connection within the probe timeout.
 async fn is_ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
-    let route = ctx.shared.route.borrow().clone();
+    let route = ctx.shared.route.borrow().route.clone();
     let ok = match route {
         None => false,
         Some(r) => {
@@ -68,7 +68,8 @@ async fn is_ready(State(ctx): State<Ctx>) -> (StatusCode, &'static str) {
 
 async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
     let s = &ctx.shared;
-    let route = s.route.borrow().clone();
+    let routing = s.route.borrow().clone();
+    let route = routing.route;
     let kernel = s.kernel.as_ref().map(|k| {
         let k = k.lock().expect("kernel lock");
         let [steered, peername, spliced, splice_miss] = k.counters();
@@ -105,5 +106,6 @@ async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
         "address": route.as_ref().map(|r| format!("{}:{}", r.address, r.port)),
         "sessions": s.sessions.load(Ordering::Relaxed),
         "held": s.held.load(Ordering::Relaxed),
+        "draining": routing.draining,
     }))
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use clap::Parser;
 use harp_core::config::{self, Config, ConfigError, ConfigIssue, DEFAULT_CONFIG_PATH, ProxyConfig};
 use harp_core::keys::Keys;
+use harp_core::routing::Routing;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -114,7 +115,7 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
         mode = if steering.is_some() { "ebpf" } else { "userspace" },
         "harp-agent starting"
     );
-    let (route_tx, route_rx) = watch::channel(None);
+    let (route_tx, route_rx) = watch::channel(Routing::default());
     let kernel = steering.as_ref().map(steering::Steering::kernel);
     let shared = Arc::new(proxy::Shared::new(
         &proxy,

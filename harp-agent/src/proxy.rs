@@ -11,10 +11,10 @@ use std::time::Duration;
 use harp_core::config::ProxyConfig;
 use harp_core::directives::ProxyLive;
 use harp_core::pgwire::{CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
-use harp_core::routing::Route;
+use harp_core::routing::{Route, Routing};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::refuse::refuse;
@@ -29,8 +29,13 @@ const RETRY_DELAY: Duration = Duration::from_millis(50);
 pub struct Shared {
     pub name: String,
     pub location: String,
-    pub route: watch::Receiver<Option<Route>>,
+    pub route: watch::Receiver<Routing>,
     pub sessions: AtomicU64,
+    /// Sessions whose transactions the relay cannot follow (encrypted, or spliced in the
+    /// kernel): a drain cannot end them early and does not wait for them.
+    pub opaque: AtomicU64,
+    /// Signalled when a session ends, so a drain's progress is published at once.
+    pub session_ended: Notify,
     pub held: AtomicU64,
     /// Kernel steering's handle, when it is on.
     pub kernel: Option<SharedKernel>,
@@ -86,7 +91,7 @@ impl Shared {
     pub fn new(
         p: &ProxyConfig,
         location: &str,
-        route: watch::Receiver<Option<Route>>,
+        route: watch::Receiver<Routing>,
         kernel: Option<SharedKernel>,
     ) -> Self {
         Self {
@@ -94,6 +99,8 @@ impl Shared {
             location: location.to_owned(),
             route,
             sessions: AtomicU64::new(0),
+            opaque: AtomicU64::new(0),
+            session_ended: Notify::new(),
             held: AtomicU64::new(0),
             splice: p.splice && kernel.is_some(),
             kernel,
@@ -185,13 +192,15 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
     };
     tune(&server, live.keepalive);
-    let _session = Count::up(&shared.sessions);
-    let mut route = shared.route.clone();
-    // Ends the session as soon as the route no longer carries the token it was made under.
+    let session = Count::up(&shared.sessions);
+    let (mut route, mut drain) = (shared.route.clone(), shared.route.clone());
+    // Ends the session as soon as its leadership is no longer live.
     let cut = async move {
-        let _ = route
-            .wait_for(|r| r.as_ref().is_none_or(|r| r.token != token))
-            .await;
+        let _ = route.wait_for(|r| r.cuts(token)).await;
+    };
+    // A switchover drains it: it ends at its next transaction boundary.
+    let drain = async move {
+        let _ = drain.wait_for(|r| r.drains(token)).await;
     };
     // With the kernel programs loaded, bytes move socket to socket in the kernel; the relay
     // then only sees the closes (and any bytes the kernel passed up).
@@ -203,11 +212,16 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         paired.is_ok()
     });
-    crate::relay::relay(&client, &server, cut).await;
+    let end = crate::relay::relay(&client, &server, cut, drain, &shared.opaque, spliced).await;
+    if end == crate::relay::End::Drained {
+        tracing::debug!(%peer, "session closed between transactions for a switchover");
+    }
     if spliced && let Some(k) = kernel {
         let _ = k.lock().expect("kernel lock").unpair(&client, &server);
     }
+    drop(session);
     shared.release(permit);
+    shared.session_ended.notify_one();
 }
 
 /// Waits for a route and connects to it, retrying until `pause_timeout`; the route is checked
@@ -217,10 +231,11 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
     let deadline = Instant::now() + live.pause_timeout;
     let mut route = shared.route.clone();
     loop {
-        let current = route.borrow_and_update().clone();
+        let current = route.borrow_and_update().route.clone();
         let Some(r) = current else {
             let _held = Count::up(&shared.held);
-            match tokio::time::timeout_at(deadline, route.wait_for(Option::is_some)).await {
+            let routed = route.wait_for(|r| r.route.is_some());
+            match tokio::time::timeout_at(deadline, routed).await {
                 Ok(Ok(_)) => continue,
                 // Nobody leads now: that, not an earlier failed attempt, is the reason.
                 _ => {
@@ -237,6 +252,7 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
             Ok(Ok(server)) => {
                 if route
                     .borrow()
+                    .route
                     .as_ref()
                     .is_some_and(|now| now.token == r.token)
                 {

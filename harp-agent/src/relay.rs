@@ -3,12 +3,20 @@
 //! written straight on; only bytes the receiver cannot take yet are kept per session. A short
 //! read proves the socket drained, so its readiness is cleared without the extra read that
 //! would only return EAGAIN — two system calls per message and hop.
+//!
+//! The bytes are framed as they pass ([`TxTracker`]) so that, at a switchover, a draining
+//! session ends right after the `ReadyForQuery` that leaves it idle: no request in flight, no
+//! transaction open.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, ErrorKind, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use harp_core::txstate::TxTracker;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -19,16 +27,103 @@ thread_local! {
     static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
 }
 
-/// Relays until both directions end, either fails, or `cut` resolves (the caller closes).
-pub async fn relay(client: &TcpStream, server: &TcpStream, cut: impl Future<Output = ()>) {
+/// How a relayed session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed, or one failed.
+    Closed,
+    /// The route changed: cut wherever the session stood.
+    Cut,
+    /// Drained: closed between transactions.
+    Drained,
+}
+
+/// The session's transaction state and whether it is to end at its next boundary.
+struct Session<'a> {
+    tracker: Mutex<TxTracker>,
+    draining: AtomicBool,
+    /// Counted once in `opaque` when the tracker gives up following the session.
+    counted_opaque: AtomicBool,
+    opaque: &'a AtomicU64,
+}
+
+impl Session<'_> {
+    fn feed(&self, upstream: bool, data: &[u8]) {
+        let mut t = self.tracker.lock().expect("tracker lock");
+        match upstream {
+            true => t.client_bytes(data),
+            false => t.server_bytes(data),
+        }
+        if t.is_opaque() && !self.counted_opaque.swap(true, Ordering::Relaxed) {
+            self.opaque.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Draining, between transactions, and the client has sent nothing we have not passed on.
+    fn may_end(&self, client: &TcpStream) -> bool {
+        self.draining.load(Ordering::Relaxed)
+            && self.tracker.lock().expect("tracker lock").at_boundary()
+            && !has_unread(client)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if self.counted_opaque.load(Ordering::Relaxed) {
+            self.opaque.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Relays until both directions end, either fails, `cut` resolves, or — once `drain`
+/// resolves — the session reaches a transaction boundary. A session the tracker cannot follow
+/// (encrypted, or `opaque_from_start` because the kernel splices its bytes) counts in `opaque`
+/// while it lasts: draining never waits for it.
+pub async fn relay(
+    client: &TcpStream,
+    server: &TcpStream,
+    cut: impl Future<Output = ()>,
+    drain: impl Future<Output = ()>,
+    opaque: &AtomicU64,
+    opaque_from_start: bool,
+) -> End {
+    let session = Session {
+        tracker: Mutex::new(TxTracker::new()),
+        draining: AtomicBool::new(false),
+        counted_opaque: AtomicBool::new(opaque_from_start),
+        opaque,
+    };
+    if opaque_from_start {
+        opaque.fetch_add(1, Ordering::Relaxed);
+    }
     let both = async {
-        let (up, down) = tokio::join!(pump(client, server), pump(server, client));
-        (up, down)
+        let up = pump(client, server, true, &session, client);
+        let down = pump(server, client, false, &session, client);
+        match tokio::try_join!(up, down) {
+            Err(Stop::Drained) => End::Drained,
+            _ => End::Closed,
+        }
+    };
+    let drained_when_idle = async {
+        drain.await;
+        session.draining.store(true, Ordering::Relaxed);
+        if session.may_end(client) {
+            return;
+        }
+        // Busy: the server-to-client pump ends the session at its next ReadyForQuery.
+        std::future::pending::<()>().await
     };
     tokio::select! {
-        _ = both => {}
-        _ = cut => {}
+        end = both => end,
+        _ = cut => End::Cut,
+        _ = drained_when_idle => End::Drained,
     }
+}
+
+/// Why a direction stopped early.
+enum Stop {
+    Io,
+    Drained,
 }
 
 /// What one read did.
@@ -39,13 +134,20 @@ enum Step {
     Eof,
 }
 
-/// One direction: `from` → `to`, ending at EOF (after passing the close on) or an error.
-async fn pump(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
+/// One direction: `from` → `to`, ending at EOF (after passing the close on), an error, or —
+/// for the server's direction of a draining session — a transaction boundary.
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    upstream: bool,
+    session: &Session<'_>,
+    client: &TcpStream,
+) -> Result<(), Stop> {
     let mut pending: Vec<u8> = Vec::new();
     let result = async {
         loop {
             if !pending.is_empty() {
-                to.writable().await?;
+                to.writable().await.map_err(|_| Stop::Io)?;
                 match to.try_write(&pending) {
                     Ok(n) => {
                         pending.drain(..n);
@@ -54,35 +156,49 @@ async fn pump(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+                    Err(_) => return Err(Stop::Io),
                 }
                 continue;
             }
-            from.readable().await?;
-            let step = from.try_io(Interest::READABLE, || move_once(from, to, &mut pending));
+            if !upstream && session.may_end(client) {
+                return Err(Stop::Drained);
+            }
+            from.readable().await.map_err(|_| Stop::Io)?;
+            let step = from.try_io(Interest::READABLE, || {
+                move_once(from, to, &mut pending, |data| session.feed(upstream, data))
+            });
             match step {
                 Ok(Step::More) => {}
                 Ok(Step::Eof) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Err(_) => return Err(Stop::Io),
             }
         }
     }
     .await;
-    // Pass the close on (or unblock the peer on error) so the other direction can finish.
-    let _ = SockRef::from(to).shutdown(Shutdown::Write);
+    if !matches!(result, Err(Stop::Drained)) {
+        // Pass the close on (or unblock the peer on error) so the other direction can finish.
+        let _ = SockRef::from(to).shutdown(Shutdown::Write);
+    }
     result
 }
 
-/// Reads once from `from` and writes what it got to `to`, keeping any rest in `pending`.
-/// Returns `WouldBlock` after a short read, which tells tokio the socket is drained.
-fn move_once(from: &TcpStream, to: &TcpStream, pending: &mut Vec<u8>) -> io::Result<Step> {
+/// Reads once from `from` and writes what it got to `to`, keeping any rest in `pending`;
+/// `seen` gets every byte read. Returns `WouldBlock` after a short read, which tells tokio the
+/// socket is drained.
+fn move_once(
+    from: &TcpStream,
+    to: &TcpStream,
+    pending: &mut Vec<u8>,
+    seen: impl FnOnce(&[u8]),
+) -> io::Result<Step> {
     BUF.with_borrow_mut(|buf| {
         let n = (&*SockRef::from(from)).read(buf)?;
         if n == 0 {
             return Ok(Step::Eof);
         }
         let data = &buf[..n];
+        seen(data);
         let written = match (&*SockRef::from(to)).write(data) {
             Ok(w) => w,
             Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
@@ -95,4 +211,10 @@ fn move_once(from: &TcpStream, to: &TcpStream, pending: &mut Vec<u8>) -> io::Res
             Ok(Step::More)
         }
     })
+}
+
+/// Whether the client sent bytes the relay has not read yet (a request about to start).
+fn has_unread(client: &TcpStream) -> bool {
+    let mut one = [MaybeUninit::<u8>::uninit(); 1];
+    matches!(SockRef::from(client).peek(&mut one), Ok(n) if n > 0)
 }

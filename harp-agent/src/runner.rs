@@ -9,7 +9,7 @@ use harp_core::config::{Config, ProxyConfig};
 use harp_core::directives::{ProxyLive, ProxyOverrides};
 use harp_core::keys::KeyKind;
 use harp_core::records::{LeaderRecord, ManagedRecord, ProxyStatus, RECORD_VERSION, unix_ms};
-use harp_core::routing::{Route, RouteAction, RouteEvent, Router};
+use harp_core::routing::{Route, RouteEvent, Router, Routing};
 use harp_dcs::{Dcs, KeyChange, MirrorEvent, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -40,8 +40,8 @@ impl From<MirrorEvent> for Input {
 /// The loop's channels: what it reads, and where its decisions go.
 pub struct Channels {
     pub rx: mpsc::Receiver<Input>,
-    /// The route the proxy follows.
-    pub route_tx: watch::Sender<Option<Route>>,
+    /// What the proxy follows.
+    pub route_tx: watch::Sender<Routing>,
     /// `proxies/<name>/status` for the publisher.
     pub publish: watch::Sender<Option<(String, String, i64)>>,
 }
@@ -51,7 +51,7 @@ pub struct Runner {
     location: String,
     router: Router,
     shared: Arc<Shared>,
-    route_tx: watch::Sender<Option<Route>>,
+    route_tx: watch::Sender<Routing>,
     publish: watch::Sender<Option<(String, String, i64)>>,
     rx: mpsc::Receiver<Input>,
     steering: Option<Steering>,
@@ -61,6 +61,8 @@ pub struct Runner {
     lease: Option<i64>,
     /// The leader key as the mirror shows it.
     observed: Option<Route>,
+    /// The token of that leadership when its record asks proxies to drain it (switchover).
+    handover: Option<i64>,
     /// `managed` (cluster) and `unmanaged/proxies/<me>` as last seen.
     cluster_managed: bool,
     proxy_unmanaged: bool,
@@ -100,6 +102,7 @@ impl Runner {
             rx,
             lease: None,
             observed: None,
+            handover: None,
             cluster_managed: true,
             proxy_unmanaged: false,
             base: ProxyLive {
@@ -127,11 +130,17 @@ impl Runner {
                 _ = sleep_until(self.adopt_grace) => {
                     self.adopt_grace = None;
                     if let Some(st) = &mut self.steering {
-                        st.reconcile(self.router.route());
+                        let routing = self.router.routing();
+                        st.reconcile(routing.route.as_ref(), routing.live);
                     }
                     vec![]
                 }
                 _ = status_tick.tick() => {
+                    self.publish_status(false);
+                    vec![]
+                }
+                // A drain's progress goes to etcd as sessions end: the leader waits for it.
+                _ = self.shared.session_ended.notified(), if self.router.draining().is_some() => {
                     self.publish_status(false);
                     vec![]
                 }
@@ -140,15 +149,18 @@ impl Runner {
             for ev in events {
                 for action in self.router.step(ev, Instant::now()) {
                     tracing::info!("{action}");
-                    if let RouteAction::Set(route) = action {
-                        self.route_tx.send_replace(route);
-                        changed = true;
-                    }
+                    changed = true;
                 }
             }
             if changed {
+                let routing = self.router.routing();
+                self.route_tx.send_if_modified(|r| {
+                    let new = *r != routing;
+                    *r = routing.clone();
+                    new
+                });
                 if let Some(st) = &mut self.steering {
-                    st.reconcile(self.router.route());
+                    st.reconcile(routing.route.as_ref(), routing.live);
                     self.adopt_grace = None;
                 }
                 self.publish_status(true);
@@ -198,13 +210,18 @@ impl Runner {
         for ch in changes {
             self.apply(ch);
         }
-        let seen = RouteEvent::LeaderObserved(self.observed.clone());
+        // The leader first, its drain request after: a leader gone with its request never
+        // routes to it again in between.
+        let seen = [
+            RouteEvent::LeaderObserved(self.observed.clone()),
+            RouteEvent::Switchover(self.handover),
+        ];
         match (managed, self.managed()) {
             // Freeze before the new observation, thaw after it: either way the route
             // changes only while managed.
-            (true, false) => vec![RouteEvent::Managed(false), seen],
-            (false, true) => vec![seen, RouteEvent::Managed(true)],
-            _ => vec![seen],
+            (true, false) => [vec![RouteEvent::Managed(false)], seen.to_vec()].concat(),
+            (false, true) => [seen.to_vec(), vec![RouteEvent::Managed(true)]].concat(),
+            _ => seen.to_vec(),
         }
     }
 
@@ -245,15 +262,19 @@ impl Runner {
             }
             _ => return,
         }
+        self.handover = None;
         self.observed = ch
             .value
             .and_then(|(v, token)| match LeaderRecord::decode(&v) {
-                Ok(r) => Some(Route {
-                    node: r.node,
-                    address: r.address,
-                    port: r.port,
-                    token,
-                }),
+                Ok(r) => {
+                    self.handover = r.handover_to.map(|_| token);
+                    Some(Route {
+                        node: r.node,
+                        address: r.address,
+                        port: r.port,
+                        token,
+                    })
+                }
                 Err(e) => {
                     // Unreadable means we cannot route safely: hold clients instead.
                     tracing::error!("cannot read the leader record: {e}");
@@ -276,6 +297,11 @@ impl Runner {
             mode: s.mode().into(),
             sessions: s.sessions.load(Ordering::Relaxed),
             held: s.held.load(Ordering::Relaxed),
+            draining: self.router.draining(),
+            drain_left: match self.router.draining() {
+                Some(_) => drain_left(s),
+                None => 0,
+            },
             updated_ms: 0,
         };
         if !force && self.last_status.as_ref() == Some(&status) {
@@ -290,6 +316,12 @@ impl Runner {
         self.publish
             .send_replace(Some((key, stamped.encode(), lease)));
     }
+}
+
+/// Sessions a drain still waits for: all relayed ones but those it cannot follow.
+fn drain_left(s: &Shared) -> u64 {
+    let sessions = s.sessions.load(Ordering::Relaxed);
+    sessions.saturating_sub(s.opaque.load(Ordering::Relaxed))
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -76,10 +76,12 @@ impl Steering {
     }
 
     /// Makes the kernel match `route`: the map names its leader (or nothing, so clients reach
-    /// the holding listener), and every steered socket made under another token is destroyed —
-    /// only sockets HARP steered. The map is written first, so a client reconnecting after the
-    /// cut already lands on the new leader.
-    pub fn reconcile(&mut self, route: Option<&Route>) {
+    /// the holding listener), and every steered socket made under a token other than `live`
+    /// is destroyed — only sockets HARP steered. The map is written first, so a client
+    /// reconnecting after the cut already lands on the new leader. During a switchover's drain
+    /// the map is empty but the leadership's sockets live on: the kernel path cannot see
+    /// their transactions, so they are closed at the handover.
+    pub fn reconcile(&mut self, route: Option<&Route>, live: Option<i64>) {
         let mut k = self.kernel.lock().expect("kernel lock");
         let backend = route.and_then(backend);
         let written = match (route, backend) {
@@ -97,7 +99,10 @@ impl Steering {
         if let Err(e) = written {
             tracing::error!("cannot update the leader map: {e}");
         }
-        let keep = backend.and(route).map(|r| r.token as u64);
+        let keep = match route {
+            Some(r) => backend.map(|_| r.token as u64),
+            None => live.map(|t| t as u64),
+        };
         let targets: Vec<Target> = k
             .steered()
             .into_iter()

@@ -1,6 +1,7 @@
 //! Node directives set in etcd with `harpctl set node <n> key=value…` (`config/nodes/<n>`),
-//! merged over the node's config file. `priority` and `maximum_lag` apply live; the others
-//! need a restart of the manager, which reports them as pending until then.
+//! merged over the node's config file. `priority`, `maximum_lag` and `server_transfer_timeout`
+//! apply live; the others need a restart of the manager, which reports them as pending until
+//! then.
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub const NODE_KEYS: &[(&str, Takes)] = &[
     ("lease_refresh_interval", Takes::Restart),
     ("health_check_interval", Takes::Restart),
     ("health_check_timeout", Takes::Restart),
+    ("server_transfer_timeout", Takes::Live),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +69,8 @@ pub struct NodeOverrides {
     pub health_check_interval_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_transfer_timeout_ms: Option<u64>,
 }
 
 impl NodeOverrides {
@@ -140,6 +144,12 @@ impl NodeOverrides {
                     _ => self.health_check_timeout_ms = ms,
                 }
             }
+            "server_transfer_timeout" => {
+                let d = duration(value, Duration::ZERO).ok_or(bad(
+                    "expected a duration such as 5s or 5000 (milliseconds); 0 hands over at once",
+                ))?;
+                self.server_transfer_timeout_ms = Some(d.as_millis() as u64);
+            }
             _ => unreachable!("every key of NODE_KEYS is handled"),
         }
         Ok(takes)
@@ -164,6 +174,9 @@ impl NodeOverrides {
             health_check_timeout_ms: self
                 .health_check_timeout_ms
                 .or(under.health_check_timeout_ms),
+            server_transfer_timeout_ms: self
+                .server_transfer_timeout_ms
+                .or(under.server_transfer_timeout_ms),
         }
     }
 
@@ -188,6 +201,9 @@ impl NodeOverrides {
         }
         if let Some(v) = self.health_check_timeout_ms {
             out.push(("health_check_timeout", ms(v)));
+        }
+        if let Some(v) = self.server_transfer_timeout_ms {
+            out.push(("server_transfer_timeout", ms(v)));
         }
         out
     }
@@ -217,6 +233,9 @@ impl NodeOverrides {
         }
         if let Some(ms) = self.health_check_timeout_ms {
             d.health_check_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.server_transfer_timeout_ms {
+            d.server_transfer_timeout = Duration::from_millis(ms);
         }
         let mut pending = Vec::new();
         if d.leader_lease_duration != running.leader_lease_duration {
@@ -287,11 +306,16 @@ mod tests {
         assert_eq!(o.set("health_check_timeout=3s"), Ok(Takes::Restart));
         assert_eq!(o.health_check_timeout_ms, Some(3000));
         assert!(o.set("health_check_timeout=0").is_err());
+        assert_eq!(o.set("server_transfer_timeout=2s"), Ok(Takes::Live));
+        assert_eq!(o.server_transfer_timeout_ms, Some(2000));
+        assert_eq!(o.set("server_transfer_timeout=0"), Ok(Takes::Live));
+        assert_eq!(o.server_transfer_timeout_ms, Some(0));
         let e = o.set("priorty=5").unwrap_err().to_string();
         assert_eq!(
             e,
             "unknown node directive `priorty`; valid keys: priority, maximum_lag, \
-             leader_lease_duration, lease_refresh_interval, health_check_interval, health_check_timeout"
+             leader_lease_duration, lease_refresh_interval, health_check_interval, health_check_timeout, \
+             server_transfer_timeout"
         );
         assert_eq!(
             o.set("priority=-2").unwrap_err().to_string(),

@@ -8,3 +8,4 @@ pub mod keys;
 pub mod pgwire;
 pub mod records;
 pub mod routing;
+pub mod txstate;

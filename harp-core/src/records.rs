@@ -31,6 +31,10 @@ pub struct LeaderRecord {
     /// Where clients reach the leader's Postgres.
     pub address: String,
     pub port: u16,
+    /// Set by the leader when it hands over to this node at a planned switchover: proxies
+    /// then hold new clients and close its sessions at transaction boundaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_to: Option<String>,
 }
 
 /// Health of a node's Postgres as its manager last saw it.
@@ -125,6 +129,12 @@ pub struct ProxyStatus {
     pub sessions: u64,
     /// Clients held, waiting for a leader.
     pub held: u64,
+    /// The leadership (token) whose sessions this proxy is draining for a switchover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<i64>,
+    /// Of those, the sessions still open that the proxy can close at a transaction boundary.
+    #[serde(default)]
+    pub drain_left: u64,
     pub updated_ms: u64,
 }
 
@@ -188,8 +198,17 @@ mod tests {
             location: "dca".into(),
             address: "10.0.0.1".into(),
             port: 5432,
+            handover_to: None,
         };
         assert_eq!(LeaderRecord::decode(rec.encode().as_bytes()).unwrap(), rec);
+        let handing = LeaderRecord {
+            handover_to: Some("n2".into()),
+            ..rec.clone()
+        };
+        assert_eq!(
+            LeaderRecord::decode(handing.encode().as_bytes()).unwrap(),
+            handing
+        );
         let future = rec.encode().replace("\"version\":1", "\"version\":9");
         let err = LeaderRecord::decode(future.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");

@@ -26,6 +26,29 @@ pub struct Route {
     pub token: i64,
 }
 
+/// What the data path follows: where new clients go and which sessions live on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// New clients go here; `None`: they are held.
+    pub route: Option<Route>,
+    /// The leadership whose sessions live on: the route's, or the one being drained.
+    pub live: Option<i64>,
+    /// The leadership being drained: its sessions close at their next transaction boundary.
+    pub draining: Option<i64>,
+}
+
+impl Routing {
+    /// Whether a session made under `token` must close now.
+    pub fn cuts(&self, token: i64) -> bool {
+        self.live != Some(token)
+    }
+
+    /// Whether a session made under `token` closes at its next transaction boundary.
+    pub fn drains(&self, token: i64) -> bool {
+        self.draining == Some(token)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteEvent {
     /// The leader key of our location, from a read or a watch event.
@@ -43,6 +66,9 @@ pub enum RouteEvent {
     /// Whether HARP may change this agent's route (`harpctl manage|unmanage`); unmanaged, the
     /// current route stays as it is, whatever etcd shows.
     Managed(bool),
+    /// The planned switchover of our location (`intent/promote/<location>`): the token of the
+    /// leadership it replaces, or `None` when there is none.
+    Switchover(Option<i64>),
     Tick,
 }
 
@@ -52,6 +78,9 @@ pub enum RouteAction {
     Set(Option<Route>),
     /// Close every session routed under `token` now.
     Cut { token: i64, reason: &'static str },
+    /// A switchover replaces the leadership `token`: hold new clients and close its sessions
+    /// as each reaches a transaction boundary; the leader waits for that before it hands over.
+    Drain { token: i64 },
 }
 
 impl fmt::Display for RouteAction {
@@ -66,6 +95,11 @@ impl fmt::Display for RouteAction {
             RouteAction::Cut { token, reason } => {
                 write!(f, "close the sessions routed under token {token}: {reason}")
             }
+            RouteAction::Drain { token } => write!(
+                f,
+                "switchover: hold new clients, close the sessions under token {token} \
+                 at their next transaction boundary"
+            ),
         }
     }
 }
@@ -75,8 +109,12 @@ pub struct Router {
     ttl: Duration,
     observed: Option<Route>,
     trusted_until: Option<Instant>,
-    /// What the data path currently does.
+    /// The leadership whose sessions live.
     effective: Option<Route>,
+    /// A switchover replaces `effective`: new clients are held while its sessions drain.
+    draining: bool,
+    /// The token a live switchover intent of our location replaces.
+    intent: Option<i64>,
     managed: bool,
     /// `None` while the view is in sync; else when the watch broke.
     unsynced_since: Option<Instant>,
@@ -89,6 +127,8 @@ impl Router {
             observed: None,
             trusted_until: None,
             effective: None,
+            draining: false,
+            intent: None,
             managed: true,
             unsynced_since: None,
         }
@@ -107,9 +147,31 @@ impl Router {
             .is_none_or(|since| now < since + self.grace())
     }
 
-    /// The route new clients take now.
+    /// The route new clients take now (`None`: they are held).
     pub fn route(&self) -> Option<&Route> {
+        self.effective.as_ref().filter(|_| !self.draining)
+    }
+
+    /// The leadership whose sessions may live on: the route, or the one being drained.
+    pub fn live(&self) -> Option<&Route> {
         self.effective.as_ref()
+    }
+
+    /// The whole decision, for the data path.
+    pub fn routing(&self) -> Routing {
+        Routing {
+            route: self.route().cloned(),
+            live: self.live().map(|r| r.token),
+            draining: self.draining(),
+        }
+    }
+
+    /// The token whose sessions are being drained for a switchover.
+    pub fn draining(&self) -> Option<i64> {
+        self.effective
+            .as_ref()
+            .filter(|_| self.draining)
+            .map(|r| r.token)
     }
 
     /// The leader as last seen in etcd, trusted or not.
@@ -151,6 +213,7 @@ impl Router {
             }
             RouteEvent::WatchSynced => self.unsynced_since = None,
             RouteEvent::Managed(m) => self.managed = m,
+            RouteEvent::Switchover(from) => self.intent = from,
             RouteEvent::Tick => {}
         }
         if !self.managed {
@@ -163,7 +226,8 @@ impl Router {
             (true, Some(_)) if self.view_current(now) => self.effective.clone(),
             (true, Some(_)) => None,
         };
-        if want == self.effective {
+        let drain = want.as_ref().is_some_and(|w| self.intent == Some(w.token));
+        if want == self.effective && drain == self.draining {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -183,8 +247,12 @@ impl Router {
                 reason,
             });
         }
-        out.push(RouteAction::Set(want.clone()));
         self.effective = want;
+        self.draining = drain;
+        out.push(RouteAction::Set(self.route().cloned()));
+        if let Some(token) = self.draining() {
+            out.push(RouteAction::Drain { token });
+        }
         out
     }
 }
@@ -386,5 +454,59 @@ mod tests {
         r.step(RouteEvent::Contact { sent: t0 }, t1);
         r.step(RouteEvent::LeaderObserved(route("n1", 5)), t1);
         assert_eq!(r.next_wake(), Some(t1 + TTL - safety_margin(TTL)));
+    }
+
+    #[test]
+    fn a_switchover_drains_the_old_leader_then_routes_to_the_new_one() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        // An intent for another leadership is not ours to drain.
+        assert!(r.step(RouteEvent::Switchover(Some(4)), t0).is_empty());
+        let out = r.step(RouteEvent::Switchover(Some(5)), t0);
+        assert_eq!(
+            out,
+            vec![RouteAction::Set(None), RouteAction::Drain { token: 5 }]
+        );
+        assert_eq!(r.route(), None, "new clients are held");
+        assert_eq!(r.live().map(|l| l.token), Some(5), "sessions live on");
+        assert_eq!(r.draining(), Some(5));
+        // The old leader hands over: the rest is cut and the new leader routed.
+        let out = r.step(RouteEvent::LeaderObserved(None), t0);
+        assert_eq!(
+            out[0].clone(),
+            RouteAction::Cut {
+                token: 5,
+                reason: "the leader gave up its lease"
+            }
+        );
+        assert_eq!(r.draining(), None);
+        let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
+        assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
+    }
+
+    #[test]
+    fn a_withdrawn_switchover_routes_to_the_same_leader_again() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        r.step(RouteEvent::Switchover(Some(5)), t0);
+        let out = r.step(RouteEvent::Switchover(None), t0);
+        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))], "no cut");
+        assert_eq!(r.draining(), None);
+    }
+
+    #[test]
+    fn losing_etcd_during_a_drain_cuts_at_once() {
+        let mut r = Router::new(TTL);
+        let t0 = Instant::now();
+        r.step(RouteEvent::Contact { sent: t0 }, t0);
+        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+        r.step(RouteEvent::Switchover(Some(5)), t0);
+        let out = r.step(RouteEvent::SessionLost, t0);
+        assert!(matches!(out[0], RouteAction::Cut { token: 5, .. }));
+        assert_eq!(r.live(), None);
     }
 }

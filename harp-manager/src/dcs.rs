@@ -46,6 +46,30 @@ pub async fn try_acquire(dcs: &Dcs, lease: i64, record: &LeaderRecord) -> Result
     Ok(Acquire::Held(holder))
 }
 
+/// Rewrites our leader record (a switchover mark) only if the key is still the one we hold; it
+/// stays on our lease. `false`: the key changed meanwhile.
+pub async fn mark_handover(
+    dcs: &Dcs,
+    lease: i64,
+    token: i64,
+    record: &LeaderRecord,
+) -> Result<bool> {
+    let key = dcs.keys.leader(&record.location);
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            key.as_str(),
+            CompareOp::Equal,
+            token,
+        )])
+        .and_then([TxnOp::put(
+            key.as_str(),
+            record.encode(),
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+    let mut c = dcs.client.clone();
+    Ok(dcs.bounded(c.txn(txn)).await?.succeeded())
+}
+
 /// Deletes the leader key only if it is still ours, writing our status in the same txn so
 /// peers that see the key vanish already know why.
 pub async fn release(dcs: &Dcs, location: &str, token: i64, status: StatusOp) -> Result<bool> {

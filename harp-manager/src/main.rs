@@ -121,6 +121,7 @@ async fn run(
         retry_min: std::time::Duration::from_millis(100),
         retry_max: std::time::Duration::from_secs(2),
         stop_when_fenced: m.node.stop_database_when_fenced,
+        server_transfer_timeout: m.node.server_transfer_timeout,
     };
     tracing::info!(
         node = %m.name,

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use harp_core::config::{self, Config, NodeDirectives};
 use harp_core::directives::{NodeLayers, NodeOverrides};
-use harp_core::election::{Action, Election, Event, Holder, Peer, Role, Switchover};
+use harp_core::election::{Action, Election, Event, Holder, Peer, ProxyDrain, Role, Switchover};
 use harp_core::keys::KeyKind;
 use harp_core::records::{
-    LeaderRecord, ManagedRecord, NodeStatus, PgState, PromoteIntent, RECORD_VERSION,
+    LeaderRecord, ManagedRecord, NodeStatus, PgState, PromoteIntent, ProxyStatus, RECORD_VERSION,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -196,6 +196,24 @@ impl Runner {
                         peer,
                     });
                 }
+                Some(KeyKind::ProxyStatus(proxy)) => {
+                    let state = ch.value.and_then(|(v, _)| match ProxyStatus::decode(&v) {
+                        Ok(s) => Some(ProxyDrain {
+                            location: s.location,
+                            token: s.token,
+                            draining: s.draining,
+                            left: s.drain_left,
+                        }),
+                        Err(e) => {
+                            tracing::warn!("ignoring the status of proxy {proxy}: {e}");
+                            None
+                        }
+                    });
+                    out.push_back(Event::ProxyDrain {
+                        proxy: proxy.to_owned(),
+                        state,
+                    });
+                }
                 Some(KeyKind::Fenced(node)) => out.push_back(Event::Fenced {
                     node: node.to_owned(),
                     fenced: ch.value.is_some(),
@@ -266,13 +284,7 @@ impl Runner {
                     ));
                     return false;
                 };
-                let record = LeaderRecord {
-                    version: RECORD_VERSION,
-                    node: self.me().to_owned(),
-                    location: self.location().to_owned(),
-                    address: self.address.clone(),
-                    port: self.port,
-                };
+                let record = self.leader_record(None);
                 let (dcs, tx) = (self.dcs.clone(), self.tx.clone());
                 tokio::spawn(async move {
                     let sent = Instant::now();
@@ -297,6 +309,20 @@ impl Runner {
                 });
             }
             Action::StepDown { .. } => {}
+            Action::MarkHandover { token, handover_to } => {
+                let Some(lease) = self.lease else {
+                    return false;
+                };
+                let (dcs, record) = (self.dcs.clone(), self.leader_record(handover_to));
+                tokio::spawn(async move {
+                    match dcs::mark_handover(&dcs, lease, token, &record).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::info!("the leader key changed before the handover mark"),
+                        // Proxies then cut at the release instead, as without draining.
+                        Err(e) => tracing::warn!("cannot mark the handover in etcd: {e}"),
+                    }
+                });
+            }
             Action::StopPostgres | Action::StartPostgres => {
                 let Some(ctl) = &self.pgctl else {
                     tracing::error!("cannot {action}: manager.db_bin_dir/db_data_dir not set");
@@ -316,6 +342,18 @@ impl Runner {
             }
         }
         false
+    }
+
+    /// Our `leader/<location>` value.
+    fn leader_record(&self, handover_to: Option<String>) -> LeaderRecord {
+        LeaderRecord {
+            version: RECORD_VERSION,
+            node: self.me().to_owned(),
+            location: self.location().to_owned(),
+            address: self.address.clone(),
+            port: self.port,
+            handover_to,
+        }
     }
 
     fn status(&self) -> NodeStatus {
@@ -422,15 +460,18 @@ impl Runner {
         let running = &self.config.manager.as_ref().expect("manager section").node;
         let (eff, pending) = self.layers.effective().merge(&self.file_node, running);
         let p = self.election.params();
-        if (eff.priority, eff.maximum_lag) != (p.priority, p.maximum_lag) {
+        let live = (eff.priority, eff.maximum_lag, eff.server_transfer_timeout);
+        if live != (p.priority, p.maximum_lag, p.server_transfer_timeout) {
             tracing::info!(
                 priority = eff.priority,
                 maximum_lag = eff.maximum_lag,
+                server_transfer_timeout = ?eff.server_transfer_timeout,
                 "directives applied"
             );
             out.push_back(Event::Reconfigure {
                 priority: eff.priority,
                 maximum_lag: eff.maximum_lag,
+                server_transfer_timeout: eff.server_transfer_timeout,
             });
         }
         if pending != self.pending_restart {

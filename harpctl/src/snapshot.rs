@@ -193,6 +193,7 @@ pub(crate) mod tests {
             location: loc.into(),
             address: "127.0.0.1".into(),
             port: 5432,
+            handover_to: None,
         }
     }
 

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use harp_core::records::LeaderRecord;
+use harp_core::keys::Keys;
+use harp_core::records::{LeaderRecord, PromoteIntent, RECORD_VERSION, unix_ms};
 use harp_tests::TestCluster;
 use harp_tests::rt::block_on;
 
@@ -62,4 +63,24 @@ pub fn set_fenced(c: &TestCluster, node: &str, fenced: bool) {
             client.delete(keys.fenced(node), None).await.unwrap();
         }
     });
+}
+
+/// Puts `key` = `value` as an operator (or harpctl) would.
+pub fn put(c: &TestCluster, key: String, value: String) {
+    block_on(|| async {
+        c.client().await.put(key, value, None).await.unwrap();
+    });
+}
+
+/// Writes the switchover request of `dca` as `harpctl promote` does.
+pub fn intent(c: &TestCluster, target: &str, from_token: i64, force: bool) {
+    let rec = PromoteIntent {
+        version: RECORD_VERSION,
+        location: "dca".into(),
+        target: target.into(),
+        from_token,
+        force,
+        requested_ms: unix_ms(),
+    };
+    put(c, Keys::new(c.name()).promote_intent("dca"), rec.encode());
 }

@@ -112,6 +112,7 @@ async fn leader_helpers_read_and_watch_the_leader_key() {
         location: "dca".into(),
         address: "127.0.0.1".into(),
         port: 5432,
+        handover_to: None,
     };
     assert!(read_leader(&c, "smoke", "dca").await.is_none());
     let key = harp_core::keys::Keys::new("smoke").leader("dca");

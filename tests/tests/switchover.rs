@@ -7,33 +7,15 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use harp_core::keys::Keys;
-use harp_core::records::{ManagedRecord, PromoteIntent, RECORD_VERSION, unix_ms};
+use harp_core::records::{ManagedRecord, RECORD_VERSION, unix_ms};
 use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::rt::block_on;
-
-fn put(c: &TestCluster, key: String, value: String) {
-    block_on(|| async {
-        c.client().await.put(key, value, None).await.unwrap();
-    });
-}
 
 fn delete(c: &TestCluster, key: String) {
     block_on(|| async {
         c.client().await.delete(key, None).await.unwrap();
     });
-}
-
-fn intent(c: &TestCluster, target: &str, from_token: i64, force: bool) {
-    let rec = PromoteIntent {
-        version: RECORD_VERSION,
-        location: "dca".into(),
-        target: target.into(),
-        from_token,
-        force,
-        requested_ms: unix_ms(),
-    };
-    put(c, Keys::new(c.name()).promote_intent("dca"), rec.encode());
 }
 
 fn managed(managed: bool) -> String {

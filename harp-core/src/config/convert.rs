@@ -64,22 +64,7 @@ pub(super) enum Unit {
 /// A positive duration `>= min`: a bare integer in `unit`, or a humantime string (`"6s"`).
 pub(super) fn duration(unit: Unit, min: Duration) -> impl Fn(&Node) -> Result<Duration, String> {
     move |node| {
-        let value = match &node.kind {
-            Kind::Int(n) => u64::try_from(*n).ok().map(|n| match unit {
-                Unit::Seconds => Duration::from_secs(n),
-                Unit::Milliseconds => Duration::from_millis(n),
-            }),
-            Kind::Str(s) => humantime::parse_duration(s).ok(),
-            _ => None,
-        };
-        let unit_name = match unit {
-            Unit::Seconds => "seconds",
-            Unit::Milliseconds => "milliseconds",
-        };
-        let Some(value) = value else {
-            let what = format!("a duration such as \"6s\" or a whole number of {unit_name}");
-            return Err(expected(what, node));
-        };
+        let value = any_duration(unit, node)?;
         let shown = humantime::format_duration(value);
         if value.is_zero() {
             Err(format!(
@@ -94,6 +79,30 @@ pub(super) fn duration(unit: Unit, min: Duration) -> impl Fn(&Node) -> Result<Du
             Ok(value)
         }
     }
+}
+
+/// A duration where zero means "off".
+pub(super) fn duration_or_zero(unit: Unit) -> impl Fn(&Node) -> Result<Duration, String> {
+    move |node| any_duration(unit, node)
+}
+
+fn any_duration(unit: Unit, node: &Node) -> Result<Duration, String> {
+    let value = match &node.kind {
+        Kind::Int(n) => u64::try_from(*n).ok().map(|n| match unit {
+            Unit::Seconds => Duration::from_secs(n),
+            Unit::Milliseconds => Duration::from_millis(n),
+        }),
+        Kind::Str(s) => humantime::parse_duration(s).ok(),
+        _ => None,
+    };
+    let unit_name = match unit {
+        Unit::Seconds => "seconds",
+        Unit::Milliseconds => "milliseconds",
+    };
+    value.ok_or_else(|| {
+        let what = format!("a duration such as \"6s\" or a whole number of {unit_name}");
+        expected(what, node)
+    })
 }
 
 /// An IPv4 or IPv6 address to listen on, such as `0.0.0.0` or `127.0.0.1`.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::convert::{
-    Unit, boolean, dcs_driver, duration, endpoint, identifier, integer, ip_address, non_empty_text,
+    Unit, boolean, dcs_driver, duration, duration_or_zero, endpoint, identifier, integer, ip_address, non_empty_text,
     path, proxy_mode,
 };
 use super::raw;
@@ -31,6 +31,7 @@ const MANAGER_KEYS: &[&str] = &[
     "stop_database_when_fenced",
     "health_check_interval",
     "health_check_timeout",
+    "server_transfer_timeout",
 ];
 const PROXY_KEYS: &[&str] = &[
     "name",
@@ -223,6 +224,12 @@ fn read_manager<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Man
         DEFAULT_HEALTH_CHECK_TIMEOUT,
         duration(Unit::Milliseconds, Duration::ZERO),
     );
+    let server_transfer_timeout = r.optional(
+        &s,
+        "server_transfer_timeout",
+        DEFAULT_SERVER_TRANSFER_TIMEOUT,
+        duration_or_zero(Unit::Milliseconds),
+    );
     Some(Some(ManagerConfig {
         name: name?,
         node: NodeDirectives {
@@ -236,6 +243,7 @@ fn read_manager<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Man
             stop_database_when_fenced: stop_database_when_fenced?,
             health_check_interval: health_check_interval?,
             health_check_timeout: health_check_timeout?,
+            server_transfer_timeout: server_transfer_timeout?,
         },
     }))
 }

@@ -21,6 +21,9 @@ pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(1000);
 /// A busy host can stall a healthy Postgres for a second or more; releasing the lease then would
 /// cut every session for nothing. A crash is seen at once through the open connection instead.
 pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(5000);
+/// How long a leader handing over waits for proxies to close its sessions at transaction
+/// boundaries.
+pub const DEFAULT_SERVER_TRANSFER_TIMEOUT: Duration = Duration::from_millis(5000);
 /// HARP's health port.
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_HTTP_HOST: &str = "0.0.0.0";
@@ -95,6 +98,9 @@ pub struct NodeDirectives {
     /// A check (connect or query) unanswered this long calls Postgres down. A lost connection
     /// calls it down at once; a slow answer does not.
     pub health_check_timeout: Duration,
+    /// At a planned switchover the leader keeps its lease up to this long while proxies close
+    /// its sessions as each finishes its transaction; zero hands over at once.
+    pub server_transfer_timeout: Duration,
 }
 
 /// The agent's directives (HARP's proxy names and defaults).

@@ -9,6 +9,7 @@
 //! expire the lease before that — and it gives the lease up the moment it may not lead.
 
 mod candidates;
+mod drain;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +17,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub use candidates::{Peer, Peers};
+pub use drain::{Proxies, ProxyDrain};
 
 use crate::records::PgState;
 
@@ -34,6 +36,8 @@ pub struct Params {
     pub retry_max: Duration,
     /// `stop_database_when_fenced`: stop Postgres when fenced, start it when unfenced.
     pub stop_when_fenced: bool,
+    /// At a switchover, how long to keep the lease while proxies drain our sessions.
+    pub server_transfer_timeout: Duration,
 }
 
 impl Params {
@@ -109,10 +113,16 @@ pub enum Event {
     Switchover(Option<Switchover>),
     /// Whether HARP may change this node's leadership (`harpctl manage|unmanage`).
     Managed(bool),
-    /// Directives changed on reload (priority, lag limit).
+    /// Directives changed on reload (priority, lag limit, drain time).
     Reconfigure {
         priority: i32,
         maximum_lag: i64,
+        server_transfer_timeout: Duration,
+    },
+    /// A proxy's status changed (`None`: its key is gone).
+    ProxyDrain {
+        proxy: String,
+        state: Option<ProxyDrain>,
     },
     /// A timer asked for by [`Election::next_wake`] fired.
     Tick,
@@ -136,6 +146,12 @@ pub enum Action {
     StopPostgres,
     /// Unfenced again: start the local Postgres that fencing stopped.
     StartPostgres,
+    /// Rewrite our leader record (guarded by `token`) with `handover_to`: `Some` asks proxies to
+    /// drain our sessions for a switchover to that node, `None` withdraws the request.
+    MarkHandover {
+        token: i64,
+        handover_to: Option<String>,
+    },
 }
 
 impl fmt::Display for Action {
@@ -152,6 +168,18 @@ impl fmt::Display for Action {
             Action::Exit => write!(f, "exit"),
             Action::StopPostgres => write!(f, "stop postgres: the node is fenced"),
             Action::StartPostgres => write!(f, "start postgres: the node is no longer fenced"),
+            Action::MarkHandover {
+                token,
+                handover_to: Some(to),
+            } => write!(
+                f,
+                "switchover to {to}: proxies close our sessions (token {token}) at transaction \
+                 boundaries before we release"
+            ),
+            Action::MarkHandover {
+                token,
+                handover_to: None,
+            } => write!(f, "switchover withdrawn: proxies route to us again (token {token})"),
         }
     }
 }
@@ -184,6 +212,10 @@ pub struct Election {
     retry_delay: Duration,
     shutting_down: bool,
     switchover: Option<Switchover>,
+    /// The proxies' drain state, for a switchover.
+    proxies: Proxies,
+    /// The leadership we asked proxies to drain, and since when.
+    handing_over: Option<(i64, Instant)>,
     managed: bool,
     /// Until then a freshly started manager does not compete: peers that started with it get
     /// time to publish their status, so priority decides the first election too. Seeing a
@@ -216,6 +248,8 @@ impl Election {
             retry_delay,
             shutting_down: false,
             switchover: None,
+            proxies: Proxies::default(),
+            handing_over: None,
             managed: true,
             settle_until: None,
             seen_leader: false,
@@ -292,7 +326,14 @@ impl Election {
             Role::Leader { deadline, .. } => Some(deadline),
             Role::Follower => None,
         };
-        [deadline, self.retry_at, self.candidate_at()]
+        let drain_end = match self.role {
+            Role::Leader { token, .. } => self
+                .handing_over
+                .filter(|(t, _)| *t == token)
+                .map(|(_, since)| since + self.params.server_transfer_timeout),
+            Role::Follower => None,
+        };
+        [deadline, self.retry_at, self.candidate_at(), drain_end]
             .into_iter()
             .flatten()
             .min()
@@ -410,12 +451,15 @@ impl Election {
             Event::Reconfigure {
                 priority,
                 maximum_lag,
+                server_transfer_timeout,
             } => {
                 self.params.priority = priority;
                 self.params.maximum_lag = maximum_lag;
+                self.params.server_transfer_timeout = server_transfer_timeout;
                 out.push(Action::PublishStatus);
             }
             Event::Switchover(s) => self.switchover = s,
+            Event::ProxyDrain { proxy, state } => self.proxies.set(&proxy, state),
             Event::Managed(m) => self.managed = m,
             Event::Tick => {}
             Event::Shutdown => self.shutting_down = true,
@@ -443,7 +487,9 @@ impl Election {
         if let Role::Leader { token, deadline } = self.role {
             // Unmanaged: HARP changes nothing, but never claims a lease it may have lost.
             let reason = match self.managed {
-                true => self.ineligible_reason().or_else(|| self.handover(token)),
+                true => self
+                    .ineligible_reason()
+                    .or_else(|| self.handover_due(token, now, out)),
                 false => None,
             };
             if let Some(reason) = reason {
@@ -496,6 +542,55 @@ impl Election {
             .check_target(&s.target, &self.params.location, s.force)
             .ok()
             .map(|()| format!("switchover to {}", s.target))
+    }
+
+    /// The reason to release now for a switchover: the target can take over and the proxies
+    /// have closed our sessions at transaction boundaries, or `server_transfer_timeout` ran
+    /// out. The first time, asks the proxies to drain (our leader record names the target).
+    fn handover_due(&mut self, token: i64, now: Instant, out: &mut Vec<Action>) -> Option<String> {
+        let Some(reason) = self.handover(token) else {
+            if self.handing_over.take().is_some_and(|(t, _)| t == token) {
+                out.push(Action::MarkHandover {
+                    token,
+                    handover_to: None,
+                });
+            }
+            return None;
+        };
+        let timeout = self.params.server_transfer_timeout;
+        if timeout.is_zero() {
+            return Some(reason);
+        }
+        let left = self.proxies.undrained(&self.params.location, token);
+        if left.is_empty() {
+            let drained = self.handing_over.take().is_some();
+            return Some(match drained {
+                true => format!("{reason}; the proxies closed our sessions"),
+                false => format!("{reason}; no proxy carries our sessions"),
+            });
+        }
+        let since = match self.handing_over {
+            Some((t, since)) if t == token => since,
+            _ => {
+                self.handing_over = Some((token, now));
+                let target = self.switchover.as_ref().map(|s| s.target.clone());
+                out.push(Action::MarkHandover {
+                    token,
+                    handover_to: target,
+                });
+                now
+            }
+        };
+        if now >= since + timeout {
+            self.handing_over = None;
+            return Some(format!(
+                "{reason}; {} still had sessions in a transaction after server_transfer_timeout \
+                 ({}), cut now",
+                left.join(", "),
+                humantime::format_duration(timeout)
+            ));
+        }
+        None
     }
 
     /// Why the switchover target cannot take over, for logs and status.

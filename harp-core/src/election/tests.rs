@@ -4,6 +4,7 @@ use super::*;
 
 const TTL: Duration = Duration::from_secs(6);
 const STEP: Duration = Duration::from_millis(500);
+const DRAIN: Duration = Duration::from_secs(5);
 
 fn params(node: &str, priority: i32) -> Params {
     Params {
@@ -16,6 +17,7 @@ fn params(node: &str, priority: i32) -> Params {
         retry_min: Duration::from_millis(100),
         retry_max: Duration::from_secs(2),
         stop_when_fenced: false,
+        server_transfer_timeout: DRAIN,
     }
 }
 
@@ -679,4 +681,110 @@ fn stop_database_when_fenced_stops_then_starts_postgres() {
         fenced: true,
     };
     assert!(!e.step(other, t0).contains(&Action::StopPostgres));
+}
+
+fn proxy(location: &str, token: Option<i64>, draining: Option<i64>, left: u64) -> Event {
+    Event::ProxyDrain {
+        proxy: format!("p-{location}-{token:?}"),
+        state: Some(ProxyDrain {
+            location: location.into(),
+            token,
+            draining,
+            left,
+        }),
+    }
+}
+
+fn drain_state(name: &str, token: Option<i64>, draining: Option<i64>, left: u64) -> Event {
+    Event::ProxyDrain {
+        proxy: name.into(),
+        state: Some(ProxyDrain {
+            location: "dca".into(),
+            token,
+            draining,
+            left,
+        }),
+    }
+}
+
+fn mark(to: Option<&str>) -> Action {
+    Action::MarkHandover {
+        token: 7,
+        handover_to: to.map(str::to_owned),
+    }
+}
+
+#[test]
+fn a_switchover_waits_for_the_proxies_to_drain_our_sessions() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    e.step(drain_state("p1", Some(7), None, 0), t0);
+    // A proxy elsewhere, or routing to someone else, carries nothing of ours.
+    e.step(proxy("nyc", Some(7), None, 0), t0);
+    e.step(drain_state("p2", None, None, 0), t0);
+    let out = e.step(switchover("n2", 7), t0);
+    assert_eq!(out, vec![mark(Some("n2"))], "ask the proxies to drain first");
+    assert!(e.is_leader());
+    assert_eq!(e.next_wake().map(|w| w - t0), Some(DRAIN));
+    let t1 = t0 + Duration::from_millis(10);
+    let out = e.step(drain_state("p1", None, Some(7), 2), t1);
+    assert!(!has_release(&out, ""), "two sessions still in a transaction");
+    let out = e.step(drain_state("p1", None, Some(7), 0), t1);
+    assert!(has_release(&out, "the proxies closed our sessions"), "{out:?}");
+    assert!(!out.contains(&mark(Some("n2"))), "asked once");
+}
+
+#[test]
+fn a_switchover_cuts_what_is_left_at_server_transfer_timeout() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    e.step(drain_state("p1", None, Some(7), 1), t0);
+    e.step(switchover("n2", 7), t0);
+    let almost = t0 + DRAIN - Duration::from_millis(1);
+    assert!(!has_release(&e.step(Event::Tick, almost), ""));
+    let out = e.step(Event::Tick, t0 + DRAIN);
+    assert!(has_release(&out, "p1 still had sessions"), "{out:?}");
+    // A proxy whose status vanished (its lease expired) is not waited for.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    e.step(drain_state("p1", Some(7), None, 0), t0);
+    e.step(switchover("n2", 7), t0);
+    let out = e.step(
+        Event::ProxyDrain {
+            proxy: "p1".into(),
+            state: None,
+        },
+        t0,
+    );
+    assert!(has_release(&out, "switchover to n2"), "{out:?}");
+}
+
+#[test]
+fn a_withdrawn_switchover_lets_the_proxies_route_to_us_again() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    e.step(drain_state("p1", Some(7), None, 0), t0);
+    e.step(switchover("n2", 7), t0);
+    let out = e.step(Event::Switchover(None), t0);
+    assert_eq!(out, vec![mark(None)]);
+    assert!(e.is_leader());
+    assert_eq!(e.next_wake(), Some(t0 + TTL - safety_margin(TTL)));
+}
+
+#[test]
+fn with_no_transfer_time_the_leader_hands_over_at_once() {
+    let mut e = Election::new(Params {
+        server_transfer_timeout: Duration::ZERO,
+        ..params("n1", 100)
+    });
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    e.step(drain_state("p1", Some(7), None, 0), t0);
+    let out = e.step(switchover("n2", 7), t0);
+    assert!(has_release(&out, "switchover to n2"), "{out:?}");
+    assert!(!out.contains(&mark(Some("n2"))));
 }

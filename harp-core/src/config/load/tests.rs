@@ -22,6 +22,7 @@ manager:
   stop_database_when_fenced: true
   health_check_interval: 500
   health_check_timeout: 3s
+  server_transfer_timeout: 0
 proxy:
   name: proxy1
   listen_address: 127.0.0.1
@@ -80,6 +81,7 @@ fn full_file_reads_every_key() {
                 stop_database_when_fenced: true,
                 health_check_interval: Duration::from_millis(500),
                 health_check_timeout: Duration::from_secs(3),
+                server_transfer_timeout: Duration::ZERO,
             },
         }),
         proxy: Some(ProxyConfig {
@@ -125,6 +127,7 @@ fn minimal_file_gets_the_defaults() {
             stop_database_when_fenced: false,
             health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
             health_check_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
+            server_transfer_timeout: DEFAULT_SERVER_TRANSFER_TIMEOUT,
         }
     );
     assert_eq!(
@@ -180,7 +183,7 @@ fn bad_files_report_file_line_key_and_message() {
             manager("  priorty: 5\n"),
             "config.yml:10: manager.priorty: unknown key; valid keys here: name, dsn, priority, \
              leader_lease_duration, lease_refresh_interval, maximum_lag, db_data_dir, db_bin_dir, \
-             stop_database_when_fenced, health_check_interval, health_check_timeout (did you mean `priority`?)",
+             stop_database_when_fenced, health_check_interval, health_check_timeout, server_transfer_timeout (did you mean `priority`?)",
         ),
         (
             "typo'd section",
@@ -366,7 +369,7 @@ fn bad_files_report_file_line_key_and_message() {
                 .into(),
             "config.yml:9: manager.priorty: unknown key; valid keys here: name, dsn, priority, \
              leader_lease_duration, lease_refresh_interval, maximum_lag, db_data_dir, db_bin_dir, \
-             stop_database_when_fenced, health_check_interval, health_check_timeout (did you mean `priority`?)\n\
+             stop_database_when_fenced, health_check_interval, health_check_timeout, server_transfer_timeout (did you mean `priority`?)\n\
              config.yml:11: http.port: expected a port number 1..=65535, got 0\n\
              config.yml: location: missing required value",
         ),

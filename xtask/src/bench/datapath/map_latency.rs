@@ -125,6 +125,7 @@ fn measure(cluster: &TestCluster, agent: &KernelAgent) -> anyhow::Result<(Vec<f6
             location: LOCATION.into(),
             address: leader.ip().to_string(),
             port: leader.port(),
+            handover_to: None,
         };
         let mut c = client.clone();
         let k = key.clone();

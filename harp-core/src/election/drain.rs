@@ -1,0 +1,41 @@
+//! What a leader handing over at a planned switchover waits for: every proxy of its location
+//! that carries its sessions has closed them at transaction boundaries.
+
+use std::collections::BTreeMap;
+
+/// The part of one proxy's status (`proxies/<p>/status`) that tells whether it still carries
+/// sessions of a leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyDrain {
+    pub location: String,
+    /// The leadership new clients are routed under (`None`: held).
+    pub token: Option<i64>,
+    /// The leadership being drained, and how many of its sessions are still open.
+    pub draining: Option<i64>,
+    pub left: u64,
+}
+
+/// The proxies as their statuses show them.
+#[derive(Debug, Clone, Default)]
+pub struct Proxies(BTreeMap<String, ProxyDrain>);
+
+impl Proxies {
+    pub fn set(&mut self, proxy: &str, state: Option<ProxyDrain>) {
+        match state {
+            Some(s) => self.0.insert(proxy.to_owned(), s),
+            None => self.0.remove(proxy),
+        };
+    }
+
+    /// The proxies of `location` that still carry sessions of leadership `token`: routing to
+    /// it (they have not begun to drain) or draining it with sessions left. A proxy whose
+    /// status vanished (its lease expired) carries nothing any more.
+    pub fn undrained(&self, location: &str, token: i64) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(_, p)| p.location == location)
+            .filter(|(_, p)| p.token == Some(token) || (p.draining == Some(token) && p.left > 0))
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+}

@@ -1,0 +1,146 @@
+//! A planned switchover through the agent's proxy fails no transaction a client started: idle
+//! sessions close at once, busy ones right after their transaction ends, and the old leader
+//! keeps its lease until then — or until `server_transfer_timeout`, when what is left is cut.
+//! Real etcd, Postgres, managers and agent.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use harp_tests::TestCluster;
+use harp_tests::agent::{AgentProc, AgentSpec};
+use tokio_postgres::{Client, NoTls};
+
+/// A session through the agent.
+async fn via(dsn: String) -> Client {
+    let (client, conn) = tokio_postgres::connect(&dsn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect through the agent: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+async fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// A two-node cluster whose managers wait `transfer` for proxies to drain, an agent in front.
+fn cluster(name: &str, transfer: &str) -> (TestCluster, AgentProc) {
+    let c = TestCluster::builder(name)
+        .node("n1", "dca", 100)
+        .node("n2", "dca", 100)
+        .extra_yaml(&format!("server_transfer_timeout: {transfer}"))
+        .start();
+    let mut a = AgentProc::start(
+        c.dir(),
+        AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints()),
+    );
+    assert!(a.wait_ready(LONG), "{}", a.log_tail(20));
+    (c, a)
+}
+
+/// Opens a transaction through the agent that has written one row.
+async fn open_transaction(dsn: &str) -> Client {
+    let busy = via(dsn.to_owned()).await;
+    busy.batch_execute("CREATE TABLE IF NOT EXISTS drained (v int)")
+        .await
+        .unwrap();
+    busy.batch_execute("BEGIN").await.unwrap();
+    busy.execute("INSERT INTO drained VALUES (1)", &[])
+        .await
+        .unwrap();
+    busy
+}
+
+async fn rows_on(c: &mut TestCluster, node: &str) -> i64 {
+    let pg = c.node(node).pg.connect().await.unwrap();
+    pg.query_one("SELECT count(*) FROM drained", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_first() {
+    let (mut c, a) = cluster("drain", "60s");
+    let first = wait_leader_not(&c, "dca", None);
+    let (_, token) = c.leader("dca").await.unwrap();
+    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let busy = open_transaction(&a.dsn("postgres")).await;
+    let idle = via(a.dsn("postgres")).await;
+    idle.batch_execute("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // statuses reach every manager
+    let started = Instant::now();
+    intent(&c, target, token, false);
+
+    assert!(
+        until(LONG, || idle.is_closed()).await,
+        "the idle session was not closed\n{}",
+        a.log_tail(20)
+    );
+    assert!(!busy.is_closed(), "the session in a transaction was cut");
+    let (rec, now) = c.leader("dca").await.unwrap();
+    assert_eq!(now, token, "the leader let go with a transaction open");
+    assert_eq!(rec.handover_to.as_deref(), Some(target));
+    // A new client is held, not sent to the leader being replaced.
+    let held = tokio::spawn(via(a.dsn("postgres")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "a new client reached the old leader");
+
+    // The transaction goes on and commits; then its session closes and the lead moves.
+    busy.execute("INSERT INTO drained VALUES (2)", &[])
+        .await
+        .unwrap();
+    busy.batch_execute("COMMIT")
+        .await
+        .expect("COMMIT during the drain");
+    let next = wait_leader_not(&c, "dca", Some(&first.node));
+    assert_eq!(next.node, target);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the handover waited for server_transfer_timeout instead of the commit"
+    );
+    assert!(until(LONG, || busy.is_closed()).await);
+    assert_eq!(rows_on(&mut c, &first.node).await, 2, "the commit was lost");
+    // The held client got through, to the new leader.
+    let client = tokio::time::timeout(LONG, held)
+        .await
+        .expect("the held client was never routed")
+        .unwrap();
+    let port: i32 = client
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(port as u16, c.node(target).pg.port());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_still_open_at_server_transfer_timeout_is_cut() {
+    let (mut c, a) = cluster("draincut", "1500ms");
+    let first = wait_leader_not(&c, "dca", None);
+    let (_, token) = c.leader("dca").await.unwrap();
+    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let busy = open_transaction(&a.dsn("postgres")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    intent(&c, target, token, false);
+    let next = wait_leader_not(&c, "dca", Some(&first.node));
+    let waited = started.elapsed();
+    assert_eq!(next.node, target);
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "the leader handed over after {waited:?}, before server_transfer_timeout"
+    );
+    assert!(until(LONG, || busy.is_closed()).await, "{}", a.log_tail(20));
+    assert!(busy.batch_execute("COMMIT").await.is_err());
+    assert_eq!(rows_on(&mut c, &first.node).await, 0);
+}
