@@ -317,7 +317,9 @@ impl Runner {
                 tokio::spawn(async move {
                     match dcs::mark_handover(&dcs, lease, token, &record).await {
                         Ok(true) => {}
-                        Ok(false) => tracing::info!("the leader key changed before the handover mark"),
+                        Ok(false) => {
+                            tracing::info!("the leader key changed before the handover mark")
+                        }
                         // Proxies then cut at the release instead, as without draining.
                         Err(e) => tracing::warn!("cannot mark the handover in etcd: {e}"),
                     }

@@ -130,9 +130,9 @@ pub enum SetTarget {
         #[arg(required = true, value_name = "KEY=VALUE")]
         assignments: Vec<String>,
     },
-    /// A node's directives: `priority` and `maximum_lag` apply at once; `leader_lease_duration`,
-    /// `lease_refresh_interval`, `health_check_interval` and `health_check_timeout` after its
-    /// manager restarts.
+    /// A node's directives: `priority`, `maximum_lag` and `server_transfer_timeout` apply at
+    /// once; `leader_lease_duration`, `lease_refresh_interval`, `health_check_interval` and
+    /// `health_check_timeout` after its manager restarts.
     Node {
         name: String,
         /// `key=value` pairs, e.g. `priority=50 maximum_lag=1048576`.

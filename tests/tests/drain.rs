@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
+use harp_tests::harpctl::{finish, spawn_harpctl};
 use tokio_postgres::{Client, NoTls};
 
 /// A session through the agent.
@@ -79,7 +80,7 @@ async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_fir
     idle.batch_execute("SELECT 1").await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await; // statuses reach every manager
     let started = Instant::now();
-    intent(&c, target, token, false);
+    let promote = spawn_harpctl(&c, &["promote", target, "--timeout", "50s", "-o", "json"]);
 
     assert!(
         until(LONG, || idle.is_closed()).await,
@@ -121,6 +122,17 @@ async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_fir
         .unwrap()
         .get(0);
     assert_eq!(port as u16, c.node(target).pg.port());
+    // harpctl reports the drain: it lasted at least while the transaction stayed open.
+    let (code, out, err) = finish(promote);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let drain = report["drain_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        drain >= 300,
+        "drain_ms {drain} is shorter than the open transaction"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,11 +147,29 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         "\n== harpctl promote {}: planned switchover back, while the application writes",
         first.node
     );
+    // A transaction through the proxy, open when the switchover starts: it must commit.
+    let open = rt.block_on(open_transaction(&agent.dsn("postgres")))?;
     let from = writer::mono_ns();
-    let out = std::process::Command::new(harp_tests::workspace_bin("harpctl"))
+    let promote = std::process::Command::new(harp_tests::workspace_bin("harpctl"))
         .args(["-c", "demo", "--dcs", &c.etcd.endpoints().join(",")])
         .args(["promote", &first.node])
-        .output()?;
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let committed = rt.block_on(open.batch_execute(
+        "INSERT INTO harp_demo (server_port) \
+         VALUES (inet_server_port()); COMMIT",
+    ));
+    println!(
+        "   a transaction open through the proxy when the switchover began, committed 500 ms \
+         later: {}",
+        match &committed {
+            Ok(()) => "committed (the old leader waited for it)".to_owned(),
+            Err(e) => format!("FAILED: {e}"),
+        }
+    );
+    let out = promote.wait_with_output()?;
     print!("   harpctl: {}", String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {
         bail!(
@@ -193,6 +211,16 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     }
     println!("\n== tearing down");
     Ok(())
+}
+
+/// A session through the agent's proxy with a transaction open (one row written).
+async fn open_transaction(dsn: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute("BEGIN; INSERT INTO harp_demo (server_port) VALUES (inet_server_port())")
+        .await?;
+    Ok(client)
 }
 
 fn print_status(c: &mut TestCluster) {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::convert::{
-    Unit, boolean, dcs_driver, duration, duration_or_zero, endpoint, identifier, integer, ip_address, non_empty_text,
-    path, proxy_mode,
+    Unit, boolean, dcs_driver, duration, duration_or_zero, endpoint, identifier, integer,
+    ip_address, non_empty_text, path, proxy_mode,
 };
 use super::raw;
 use super::reader::{Reader, Section};

@@ -179,7 +179,10 @@ impl fmt::Display for Action {
             Action::MarkHandover {
                 token,
                 handover_to: None,
-            } => write!(f, "switchover withdrawn: proxies route to us again (token {token})"),
+            } => write!(
+                f,
+                "switchover withdrawn: proxies route to us again (token {token})"
+            ),
         }
     }
 }

@@ -724,14 +724,24 @@ fn a_switchover_waits_for_the_proxies_to_drain_our_sessions() {
     e.step(proxy("nyc", Some(7), None, 0), t0);
     e.step(drain_state("p2", None, None, 0), t0);
     let out = e.step(switchover("n2", 7), t0);
-    assert_eq!(out, vec![mark(Some("n2"))], "ask the proxies to drain first");
+    assert_eq!(
+        out,
+        vec![mark(Some("n2"))],
+        "ask the proxies to drain first"
+    );
     assert!(e.is_leader());
     assert_eq!(e.next_wake().map(|w| w - t0), Some(DRAIN));
     let t1 = t0 + Duration::from_millis(10);
     let out = e.step(drain_state("p1", None, Some(7), 2), t1);
-    assert!(!has_release(&out, ""), "two sessions still in a transaction");
+    assert!(
+        !has_release(&out, ""),
+        "two sessions still in a transaction"
+    );
     let out = e.step(drain_state("p1", None, Some(7), 0), t1);
-    assert!(has_release(&out, "the proxies closed our sessions"), "{out:?}");
+    assert!(
+        has_release(&out, "the proxies closed our sessions"),
+        "{out:?}"
+    );
     assert!(!out.contains(&mark(Some("n2"))), "asked once");
 }
 

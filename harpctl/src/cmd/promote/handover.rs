@@ -1,5 +1,6 @@
 //! Watching `leader/<location>` until the switchover target holds it, and timing the pause
-//! clients saw (old key deleted → new key put, as harpctl's watch delivered them).
+//! clients saw (old key deleted → new key put, as harpctl's watch delivered them) and the drain
+//! before it (the old leader's handover mark → its key's delete).
 
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ pub struct HandedOver {
     pub token: i64,
     /// Old key's delete → new key's put; `None` if no delete was seen (no leader before).
     pub pause: Option<Duration>,
+    /// The old leader's handover mark → its key's delete: proxies held new clients and let
+    /// open transactions finish. `None` if the leader handed over without draining.
+    pub drain: Option<Duration>,
     pub at: Instant,
 }
 
@@ -32,6 +36,7 @@ struct Tracker<'a> {
     target: &'a str,
     from_token: i64,
     deleted_at: Option<Instant>,
+    marked_at: Option<Instant>,
     leader: Option<String>,
 }
 
@@ -40,10 +45,14 @@ impl Tracker<'_> {
     /// under a new token.
     fn put(&mut self, rec: LeaderRecord, create_revision: i64, now: Instant) -> Option<HandedOver> {
         let fresh = create_revision != self.from_token;
+        if !fresh && rec.handover_to.is_some() {
+            self.marked_at.get_or_insert(now);
+        }
         self.leader = Some(rec.node.clone());
         (fresh && rec.node == self.target).then(|| HandedOver {
             token: create_revision,
             pause: self.deleted_at.map(|d| now - d),
+            drain: self.marked_at.zip(self.deleted_at).map(|(m, d)| d - m),
             at: now,
         })
     }
@@ -76,6 +85,7 @@ pub async fn wait(
         target,
         from_token,
         deleted_at: None,
+        marked_at: None,
         leader: from.map(str::to_owned),
     };
     let mut next_rev = start_revision;
@@ -143,6 +153,7 @@ mod tests {
             target: "n2",
             from_token: 10,
             deleted_at: None,
+            marked_at: None,
             leader: Some("n1".into()),
         };
         // The old leader refreshing its own key is not a handover.
@@ -154,6 +165,28 @@ mod tests {
             .unwrap();
         assert_eq!(done.token, 14);
         assert_eq!(done.pause, Some(Duration::from_millis(18)));
+        assert_eq!(done.drain, None, "no handover mark was seen");
+    }
+
+    #[test]
+    fn the_drain_runs_from_the_old_leaders_mark_to_its_delete() {
+        let t0 = Instant::now();
+        let mut t = Tracker {
+            target: "n2",
+            from_token: 10,
+            deleted_at: None,
+            marked_at: None,
+            leader: Some("n1".into()),
+        };
+        let mut marked = leader("n1", "dca");
+        marked.handover_to = Some("n2".into());
+        assert_eq!(t.put(marked, 10, t0), None);
+        t.delete(t0 + Duration::from_millis(40));
+        let done = t
+            .put(leader("n2", "dca"), 14, t0 + Duration::from_millis(45))
+            .unwrap();
+        assert_eq!(done.drain, Some(Duration::from_millis(40)));
+        assert_eq!(done.pause, Some(Duration::from_millis(5)));
     }
 
     #[test]
@@ -163,6 +196,7 @@ mod tests {
             target: "n2",
             from_token: 0,
             deleted_at: None,
+            marked_at: None,
             leader: None,
         };
         assert_eq!(t.put(leader("n3", "dca"), 20, t0), None);

@@ -39,6 +39,9 @@ pub struct Report {
     pub new_token: i64,
     /// Old leader key deleted → target's key put, as harpctl's watch saw them.
     pub pause_ms: Option<u64>,
+    /// The old leader's handover mark → its key's delete: new clients were held while the
+    /// proxies let open transactions finish (`server_transfer_timeout` bounds it).
+    pub drain_ms: Option<u64>,
     /// From the request to the target holding the lead.
     pub total_ms: u64,
     /// False when the target already led.
@@ -53,10 +56,15 @@ impl Report {
         let (t, loc, tok) = (&self.target, &self.location, self.new_token);
         match (self.changed, self.pause_ms) {
             (false, _) => format!("{t} is already the lead master of {loc} (token {tok})\n"),
-            (true, Some(p)) => format!(
-                "switchover to {t} complete: new lead master {t} (token {tok}), clients paused \
-                 {p} ms\n"
-            ),
+            (true, Some(p)) => {
+                let drain = self.drain_ms.map_or(String::new(), |d| {
+                    format!("; open transactions finished in {d} ms")
+                });
+                format!(
+                    "switchover to {t} complete: new lead master {t} (token {tok}){drain}, \
+                     clients paused {p} ms\n"
+                )
+            }
             (true, None) => format!(
                 "switchover to {t} complete: new lead master {t} (token {tok}); {loc} had no \
                  lead master before\n"
@@ -95,6 +103,7 @@ pub async fn run(ctx: &Context, args: PromoteArgs) -> Result<String, CtlError> {
             old_token: Some(token),
             new_token: token,
             pause_ms: None,
+            drain_ms: None,
             total_ms: 0,
             changed: false,
         },
@@ -159,6 +168,7 @@ impl Switchover<'_> {
                 old_token: self.from.as_ref().map(|f| f.1),
                 new_token: done.token,
                 pause_ms: done.pause.map(|p| p.as_millis() as u64),
+                drain_ms: done.drain.map(|d| d.as_millis() as u64),
                 total_ms: (done.at - started).as_millis() as u64,
                 changed: true,
             }),
@@ -296,6 +306,7 @@ mod tests {
             old_token: Some(100),
             new_token: 123,
             pause_ms: Some(18),
+            drain_ms: None,
             total_ms: 40,
             changed: true,
         };
@@ -317,6 +328,12 @@ mod tests {
                 &serde_json::json!("n1"),
                 &serde_json::json!(18)
             )
+        );
+        r.drain_ms = Some(7);
+        assert_eq!(
+            r.render(Format::Table),
+            "switchover to n2 complete: new lead master n2 (token 123); open transactions \
+             finished in 7 ms, clients paused 18 ms\n"
         );
         r.changed = false;
         assert_eq!(
