@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use harp_core::config::ProxyConfig;
 use harp_core::directives::ProxyLive;
-use harp_core::pgwire::{CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
+use harp_core::pgwire::{ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS, error_response};
 use harp_core::routing::{Route, Routing};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
@@ -214,6 +214,14 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     });
     let end = crate::relay::relay(&client, &server, cut, drain, &shared.opaque, spliced).await;
     if end == crate::relay::End::Drained {
+        // As Postgres does when a backend is terminated: the client's next call reads why.
+        let msg = format!(
+            "terminating connection between transactions: planned switchover of the lead \
+             master of {}",
+            shared.location
+        );
+        let hint = "reconnect: new sessions go to the new lead master";
+        let _ = client.try_write(&error_response("FATAL", ADMIN_SHUTDOWN, &msg, Some(hint)));
         tracing::debug!(%peer, "session closed between transactions for a switchover");
     }
     if spliced && let Some(k) = kernel {

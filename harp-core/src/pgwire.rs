@@ -11,6 +11,10 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// elected within `pause_timeout`). Postgres sends it while starting up or shutting down, and
 /// clients read it as "retry later".
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// SQLSTATE `57P01` (class 57, operator intervention): the session is closed between
+/// transactions for a planned switchover. Postgres sends it when an administrator terminates a
+/// backend, and poolers drop such a connection and open a new one.
+pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// SQLSTATE `08006` (class 08, connection exception): the lead master is known but the proxy could
 /// not connect to it.
 pub const CONNECTION_FAILURE: &str = "08006";

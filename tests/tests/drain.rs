@@ -11,15 +11,20 @@ use common::*;
 use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::harpctl::{finish, spawn_harpctl};
+use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
 /// A session through the agent.
 async fn via(dsn: String) -> Client {
+    watched(dsn).await.0
+}
+
+/// A session through the agent, and how its connection ended.
+async fn watched(dsn: String) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
     let (client, conn) = tokio_postgres::connect(&dsn, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connect through the agent: {e}"));
-    tokio::spawn(conn);
-    client
+    (client, tokio::spawn(conn))
 }
 
 async fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -76,7 +81,7 @@ async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_fir
     let (_, token) = c.leader("dca").await.unwrap();
     let target = if first.node == "n1" { "n2" } else { "n1" };
     let busy = open_transaction(&a.dsn("postgres")).await;
-    let idle = via(a.dsn("postgres")).await;
+    let (idle, idle_conn) = watched(a.dsn("postgres")).await;
     idle.batch_execute("SELECT 1").await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await; // statuses reach every manager
     let started = Instant::now();
@@ -88,6 +93,11 @@ async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_fir
         a.log_tail(20)
     );
     assert!(!busy.is_closed(), "the session in a transaction was cut");
+    // Told why, as Postgres tells a terminated session: FATAL 57P01.
+    let ended = idle_conn.await.unwrap().expect_err("closed without a word");
+    let db = ended.as_db_error().unwrap_or_else(|| panic!("{ended}"));
+    assert_eq!(db.code().code(), "57P01", "{db}");
+    assert!(db.message().contains("planned switchover"), "{db}");
     let (rec, now) = c.leader("dca").await.unwrap();
     assert_eq!(now, token, "the leader let go with a transaction open");
     assert_eq!(rec.handover_to.as_deref(), Some(target));
