@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use harp_tests::rt::block_on;
 use harp_tests::{LeaderWatch, TestCluster};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::stats::{Summary, summarize};
 
@@ -40,9 +40,9 @@ impl Fault {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Case {
-    name: &'static str,
+    name: String,
     n: usize,
     p50_ms: f64,
     p95_ms: f64,
@@ -100,6 +100,15 @@ pub fn run(runs: usize, only: Option<&str>) -> anyhow::Result<()> {
         let samples = super::switchover::measure(&mut c, runs)?;
         cases.push(case("switchover", &samples, None, 500.0));
     }
+    let mut command = format!("cargo xtask bench failover --runs {runs}");
+    if let Some(o) = only {
+        let earlier;
+        (cases, earlier) = with_earlier_cases(cases)?;
+        command = match earlier {
+            Some(e) => format!("{e}; {command} --only {o}"),
+            None => format!("{command} --only {o}"),
+        };
+    }
     let report = Report {
         bench: "failover",
         cases,
@@ -108,15 +117,40 @@ pub fn run(runs: usize, only: Option<&str>) -> anyhow::Result<()> {
         lease_refresh_interval_ms: 2000,
         nodes: 3,
         etcd_members: 3,
-        command: match only {
-            Some(o) => format!("cargo xtask bench failover --runs {runs} --only {o}"),
-            None => format!("cargo xtask bench failover --runs {runs}"),
-        },
+        command,
     };
     write(&report)
 }
 
-fn case(name: &'static str, samples: &[Duration], t50: Option<f64>, t95: f64) -> Case {
+/// One case re-measured (`--only`): the other cases stay as the last run wrote them, in their
+/// usual order; also the command that measured those.
+fn with_earlier_cases(new: Vec<Case>) -> anyhow::Result<(Vec<Case>, Option<String>)> {
+    let path = super::results_dir()?.join("failover.json");
+    let (earlier, command): (Vec<Case>, _) = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            let cases = serde_json::from_value(v["cases"].clone()).unwrap_or_default();
+            // Only the first command: a chain of `--only` re-runs names the full run once.
+            let cmd = v["command"]
+                .as_str()
+                .and_then(|c| c.split(';').next())
+                .map(str::to_owned);
+            (cases, cmd)
+        }
+        Err(_) => (Vec::new(), None),
+    };
+    let order = ["postmaster_kill", "node_kill", "clean_stop", "switchover"];
+    let mut all: Vec<Case> = earlier
+        .into_iter()
+        .filter(|e| !new.iter().any(|n| n.name == e.name))
+        .collect();
+    all.extend(new);
+    all.sort_by_key(|c| order.iter().position(|o| *o == c.name));
+    Ok((all, command))
+}
+
+fn case(name: &str, samples: &[Duration], t50: Option<f64>, t95: f64) -> Case {
     let Summary {
         n,
         p50_ms,
@@ -124,7 +158,7 @@ fn case(name: &'static str, samples: &[Duration], t50: Option<f64>, t95: f64) ->
         max_ms,
     } = summarize(samples);
     Case {
-        name,
+        name: name.to_owned(),
         n,
         p50_ms,
         p95_ms,
