@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::refuse::refuse;
+use crate::relay::End;
 use crate::steering::SharedKernel;
 
 /// How long a refused client may take to send its startup packet.
@@ -213,16 +214,20 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         paired.is_ok()
     });
     let end = crate::relay::relay(&client, &server, cut, drain, &shared.opaque, spliced).await;
-    if end == crate::relay::End::Drained {
-        // As Postgres does when a backend is terminated: the client's next call reads why.
-        let msg = format!(
-            "terminating connection between transactions: planned switchover of the lead \
-             master of {}",
-            shared.location
-        );
-        let hint = "reconnect: new sessions go to the new lead master";
+    // As Postgres does when a backend is terminated, an idle session's client reads why on
+    // its next call. A session with a request in flight gets no message: whether the request
+    // ran on the old leader is unknown, and an error would claim it did not.
+    let loc = &shared.location;
+    let why = match end {
+        End::Drained => Some(format!("planned switchover of the lead master of {loc}")),
+        End::Cut { idle: true } => Some(format!("the lead master of {loc} changed")),
+        End::Cut { idle: false } | End::Closed => None,
+    };
+    if let Some(why) = why {
+        let msg = format!("terminating connection between transactions: {why}");
+        let hint = "reconnect: new sessions go to the current lead master";
         let _ = client.try_write(&error_response("FATAL", ADMIN_SHUTDOWN, &msg, Some(hint)));
-        tracing::debug!(%peer, "session closed between transactions for a switchover");
+        tracing::debug!(%peer, "idle session closed: {why}");
     }
     if spliced && let Some(k) = kernel {
         let _ = k.lock().expect("kernel lock").unpair(&client, &server);

@@ -32,8 +32,9 @@ thread_local! {
 pub enum End {
     /// Both sides closed, or one failed.
     Closed,
-    /// The route changed: cut wherever the session stood.
-    Cut,
+    /// The route changed: cut wherever the session stood; `idle` when it stood between
+    /// transactions with nothing in flight (the client can be told why without doubt).
+    Cut { idle: bool },
     /// Drained: closed between transactions.
     Drained,
 }
@@ -115,7 +116,9 @@ pub async fn relay(
     };
     tokio::select! {
         end = both => end,
-        _ = cut => End::Cut,
+        _ = cut => End::Cut {
+            idle: session.tracker.lock().expect("tracker lock").at_boundary(),
+        },
         _ = drained_when_idle => End::Drained,
     }
 }

@@ -12,7 +12,7 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// clients read it as "retry later".
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// SQLSTATE `57P01` (class 57, operator intervention): the session is closed between
-/// transactions for a planned switchover. Postgres sends it when an administrator terminates a
+/// transactions (a planned switchover, or the lead master changed while it was idle). Postgres sends it when an administrator terminates a
 /// backend, and poolers drop such a connection and open a new one.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// SQLSTATE `08006` (class 08, connection exception): the lead master is known but the proxy could

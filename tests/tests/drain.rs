@@ -103,7 +103,7 @@ async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_fir
     assert_eq!(rec.handover_to.as_deref(), Some(target));
     // A new client is held, not sent to the leader being replaced.
     let held = tokio::spawn(via(a.dsn("postgres")));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(!held.is_finished(), "a new client reached the old leader");
 
     // The transaction goes on and commits; then its session closes and the lead moves.
@@ -139,9 +139,10 @@ async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_fir
     let drain = report["drain_ms"]
         .as_u64()
         .unwrap_or_else(|| panic!("{report}"));
+    // (harpctl sees the mark when its watch starts, a little after the leader wrote it)
     assert!(
-        drain >= 300,
-        "drain_ms {drain} is shorter than the open transaction"
+        drain >= 500,
+        "drain_ms {drain} is shorter than the transaction kept open 1 s: {report}\n{err}"
     );
 }
 
@@ -165,4 +166,32 @@ async fn a_transaction_still_open_at_server_transfer_timeout_is_cut() {
     assert!(until(LONG, || busy.is_closed()).await, "{}", a.log_tail(20));
     assert!(busy.batch_execute("COMMIT").await.is_err());
     assert_eq!(rows_on(&mut c, &first.node).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_tells_idle_sessions_why_and_in_flight_ones_nothing() {
+    let (c, a) = cluster("cutwhy", "5s");
+    let first = wait_leader_not(&c, "dca", None);
+    let (idle, idle_conn) = watched(a.dsn("postgres")).await;
+    idle.batch_execute("SELECT 1").await.unwrap();
+    let running = via(a.dsn("postgres")).await;
+    let query = tokio::spawn(async move { running.batch_execute("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Fenced, the leader lets go at once: no switchover, no drain.
+    set_fenced(&c, &first.node, true);
+    let ended = tokio::time::timeout(LONG, idle_conn)
+        .await
+        .expect("the idle session outlived the leader change")
+        .unwrap()
+        .expect_err("closed without a word");
+    let db = ended.as_db_error().unwrap_or_else(|| panic!("{ended}"));
+    assert_eq!(db.code().code(), "57P01", "{db}");
+    assert!(db.message().contains("lead master of dca changed"), "{db}");
+    // Whether the running query finished on the old leader is unknown: no error claims it.
+    let cut = tokio::time::timeout(LONG, query)
+        .await
+        .expect("the running query outlived the leader change")
+        .unwrap()
+        .expect_err("the query survived the cut");
+    assert!(cut.as_db_error().is_none(), "told it failed: {cut}");
 }
