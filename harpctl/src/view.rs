@@ -70,6 +70,10 @@ pub struct ProxyView {
     pub token: Option<i64>,
     pub sessions: u64,
     pub held: u64,
+    /// During a switchover: the leadership whose sessions it closes between transactions, and
+    /// how many are left.
+    pub draining: Option<i64>,
+    pub drain_left: u64,
     pub managed: bool,
     pub updated_ms: u64,
     pub age_ms: u64,
@@ -154,6 +158,8 @@ impl Snapshot {
             token: p.token,
             sessions: p.sessions,
             held: p.held,
+            draining: p.draining,
+            drain_left: p.drain_left,
             managed: self.proxy_managed(name),
             updated_ms: p.updated_ms,
             age_ms: now_ms.saturating_sub(p.updated_ms),
