@@ -255,6 +255,10 @@ impl Runner {
                     self.layers.node = directives(ch.value.map(|(v, _)| v));
                     self.apply_directives(out);
                 }
+                Some(KeyKind::ProxyUnmanaged(proxy)) => out.push_back(Event::ProxyManaged {
+                    proxy: proxy.to_owned(),
+                    managed: ch.value.is_none(),
+                }),
                 Some(KeyKind::NodeUnmanaged(node)) if node == self.me() => {
                     self.node_unmanaged = ch.value.is_some();
                     out.push_back(Event::Managed(self.managed()));

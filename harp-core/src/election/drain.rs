@@ -1,7 +1,7 @@
 //! What a leader handing over at a planned switchover waits for: every proxy of its location
 //! that carries its sessions has closed them at transaction boundaries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The part of one proxy's status (`proxies/<p>/status`) that tells whether it still carries
 /// sessions of a leadership.
@@ -17,13 +17,25 @@ pub struct ProxyDrain {
 
 /// The proxies as their statuses show them.
 #[derive(Debug, Clone, Default)]
-pub struct Proxies(BTreeMap<String, ProxyDrain>);
+pub struct Proxies {
+    status: BTreeMap<String, ProxyDrain>,
+    /// `harpctl unmanage proxy`: such a proxy keeps its route whatever happens, so it never
+    /// drains and is not waited for.
+    unmanaged: BTreeSet<String>,
+}
 
 impl Proxies {
     pub fn set(&mut self, proxy: &str, state: Option<ProxyDrain>) {
         match state {
-            Some(s) => self.0.insert(proxy.to_owned(), s),
-            None => self.0.remove(proxy),
+            Some(s) => self.status.insert(proxy.to_owned(), s),
+            None => self.status.remove(proxy),
+        };
+    }
+
+    pub fn set_managed(&mut self, proxy: &str, managed: bool) {
+        match managed {
+            true => self.unmanaged.remove(proxy),
+            false => self.unmanaged.insert(proxy.to_owned()),
         };
     }
 
@@ -31,9 +43,9 @@ impl Proxies {
     /// it (they have not begun to drain) or draining it with sessions left. A proxy whose
     /// status vanished (its lease expired) carries nothing any more.
     pub fn undrained(&self, location: &str, token: i64) -> Vec<&str> {
-        self.0
+        self.status
             .iter()
-            .filter(|(_, p)| p.location == location)
+            .filter(|(name, p)| p.location == location && !self.unmanaged.contains(*name))
             .filter(|(_, p)| p.token == Some(token) || (p.draining == Some(token) && p.left > 0))
             .map(|(name, _)| name.as_str())
             .collect()

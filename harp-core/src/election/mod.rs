@@ -124,6 +124,11 @@ pub enum Event {
         proxy: String,
         state: Option<ProxyDrain>,
     },
+    /// `unmanaged/proxies/<proxy>` vanished (`true`) or appeared.
+    ProxyManaged {
+        proxy: String,
+        managed: bool,
+    },
     /// A timer asked for by [`Election::next_wake`] fired.
     Tick,
     /// SIGTERM: hand the lease over and exit.
@@ -463,6 +468,7 @@ impl Election {
             }
             Event::Switchover(s) => self.switchover = s,
             Event::ProxyDrain { proxy, state } => self.proxies.set(&proxy, state),
+            Event::ProxyManaged { proxy, managed } => self.proxies.set_managed(&proxy, managed),
             Event::Managed(m) => self.managed = m,
             Event::Tick => {}
             Event::Shutdown => self.shutting_down = true,

@@ -770,6 +770,23 @@ fn a_switchover_cuts_what_is_left_at_server_transfer_timeout() {
         t0,
     );
     assert!(has_release(&out, "switchover to n2"), "{out:?}");
+    // An unmanaged proxy keeps its route whatever happens: nothing to wait for.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    e.step(drain_state("p1", Some(7), None, 0), t0);
+    e.step(
+        Event::ProxyManaged {
+            proxy: "p1".into(),
+            managed: false,
+        },
+        t0,
+    );
+    let out = e.step(switchover("n2", 7), t0);
+    assert!(
+        has_release(&out, "no proxy carries our sessions"),
+        "{out:?}"
+    );
 }
 
 #[test]
