@@ -252,11 +252,19 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
                 Ok(Ok(_)) => continue,
                 // Nobody leads now: that, not an earlier failed attempt, is the reason.
                 _ => {
-                    return Err(format!(
-                        "no lead master for location {} within pause_timeout ({})",
-                        shared.location,
-                        humantime(live.pause_timeout)
-                    ));
+                    let (loc, wait) = (&shared.location, humantime(live.pause_timeout));
+                    let draining = shared.route.borrow().draining.is_some();
+                    return Err(match draining {
+                        true => format!(
+                            "the lead master of location {loc} is still handing over (planned \
+                             switchover) after pause_timeout ({wait})"
+                        ),
+                        false => {
+                            format!(
+                                "no lead master for location {loc} within pause_timeout ({wait})"
+                            )
+                        }
+                    });
                 }
             }
         };

@@ -40,15 +40,22 @@ async fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 /// A two-node cluster whose managers wait `transfer` for proxies to drain, an agent in front.
 fn cluster(name: &str, transfer: &str) -> (TestCluster, AgentProc) {
+    cluster_with(name, transfer, |_| {})
+}
+
+fn cluster_with(
+    name: &str,
+    transfer: &str,
+    tweak: impl FnOnce(&mut AgentSpec),
+) -> (TestCluster, AgentProc) {
     let c = TestCluster::builder(name)
         .node("n1", "dca", 100)
         .node("n2", "dca", 100)
         .extra_yaml(&format!("server_transfer_timeout: {transfer}"))
         .start();
-    let mut a = AgentProc::start(
-        c.dir(),
-        AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints()),
-    );
+    let mut spec = AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints());
+    tweak(&mut spec);
+    let mut a = AgentProc::start(c.dir(), spec);
     assert!(a.wait_ready(LONG), "{}", a.log_tail(20));
     (c, a)
 }
@@ -194,4 +201,33 @@ async fn a_failover_tells_idle_sessions_why_and_in_flight_ones_nothing() {
         .unwrap()
         .expect_err("the query survived the cut");
     assert!(cut.as_db_error().is_none(), "told it failed: {cut}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_held_past_pause_timeout_during_a_drain_is_told_so() {
+    let (c, a) = cluster_with("drainpause", "60s", |s| s.pause_timeout_ms = 500);
+    let first = wait_leader_not(&c, "dca", None);
+    let (_, token) = c.leader("dca").await.unwrap();
+    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let busy = open_transaction(&a.dsn("postgres")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    intent(&c, target, token, false);
+    let dsn = a.dsn("postgres");
+    assert!(
+        until(LONG, || {
+            let s = a.http("/status").map(|(_, b)| b).unwrap_or_default();
+            s.contains("\"draining\":") && !s.contains("\"draining\":null")
+        })
+        .await,
+        "the agent never drained\n{}",
+        a.log_tail(20)
+    );
+    let refused = tokio_postgres::connect(&dsn, NoTls)
+        .await
+        .err()
+        .expect("a client got through during the drain");
+    let db = refused.as_db_error().unwrap_or_else(|| panic!("{refused}"));
+    assert_eq!(db.code().code(), "57P03", "{db}");
+    assert!(db.message().contains("still handing over"), "{db}");
+    busy.batch_execute("ROLLBACK").await.unwrap();
 }
