@@ -268,6 +268,7 @@ mod tests {
             address: None,
             port: None,
             token: None,
+            handover_to: None,
         };
         assert_eq!(
             render_one(&v, Format::Table),

@@ -88,6 +88,8 @@ pub struct LeaderView {
     pub port: Option<u16>,
     /// The fencing token: the leader key's `create_revision`.
     pub token: Option<i64>,
+    /// During a planned switchover: the node the leader is handing over to.
+    pub handover_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -181,6 +183,7 @@ impl Snapshot {
             address: l.map(|l| l.record.address.clone()),
             port: l.map(|l| l.record.port),
             token: l.map(|l| l.token),
+            handover_to: l.and_then(|l| l.record.handover_to.clone()),
         }
     }
 
