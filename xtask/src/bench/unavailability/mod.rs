@@ -208,7 +208,11 @@ pub fn run(runs: usize, faults: Vec<Fault>, systems: Vec<System>) -> anyhow::Res
             .collect::<Vec<_>>()
             .join(",")
     );
-    report::write(runs, &cases, &skipped, command)
+    let partial = faults_u.len() < Fault::value_variants().len()
+        || System::value_variants()
+            .iter()
+            .any(|s| !systems.contains(s));
+    report::write(runs, &cases, &skipped, command, partial)
 }
 
 fn ms(d: Duration) -> f64 {

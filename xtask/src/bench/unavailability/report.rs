@@ -2,7 +2,7 @@
 //! percentiles and samples; HARP ÷ Patroni per fault against the targets; and for one
 //! run per case (the median one) the writes acknowledged per 100 ms around the fault.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::haproxy::CHECKS;
 use super::patroni_node::{DEFAULT, TIGHT, Timings};
@@ -34,10 +34,10 @@ struct Settings {
     haproxy_checks: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct CaseOut {
-    system: &'static str,
-    fault: &'static str,
+    system: String,
+    fault: String,
     n: usize,
     p50_ms: f64,
     p95_ms: f64,
@@ -56,10 +56,10 @@ struct Ratio {
     met: Option<bool>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Timeline {
-    system: &'static str,
-    fault: &'static str,
+    system: String,
+    fault: String,
     bucket_ms: u64,
     fault_at_ms: f64,
     recovered_at_ms: f64,
@@ -100,8 +100,8 @@ fn case_out(c: &Case) -> CaseOut {
     let samples: Vec<_> = c.runs.iter().map(|r| r.gap).collect();
     let s = summarize(&samples);
     CaseOut {
-        system: c.system.name(),
-        fault: c.fault.name(),
+        system: c.system.name().into(),
+        fault: c.fault.name().into(),
         n: s.n,
         p50_ms: s.p50_ms,
         p95_ms: s.p95_ms,
@@ -117,8 +117,8 @@ fn timeline(c: &Case) -> Option<Timeline> {
     let median = nearest_rank(&gaps, 0.5);
     let r: &RunResult = c.runs.iter().find(|r| ms(r.gap) == median)?;
     Some(Timeline {
-        system: c.system.name(),
-        fault: c.fault.name(),
+        system: c.system.name().into(),
+        fault: c.fault.name().into(),
         bucket_ms: BUCKET.as_millis() as u64,
         fault_at_ms: ms(r.fault_at),
         recovered_at_ms: ms(r.recovered_at),
@@ -127,13 +127,44 @@ fn timeline(c: &Case) -> Option<Timeline> {
     })
 }
 
+/// Writes the results; a `partial` run (some faults or systems only) keeps the other cases of
+/// the last run, so the comparison stays whole.
 pub fn write(
     runs: usize,
     cases: &[Case],
     skipped: &[(System, String)],
-    command: String,
+    mut command: String,
+    partial: bool,
 ) -> anyhow::Result<()> {
-    let outs: Vec<CaseOut> = cases.iter().map(case_out).collect();
+    let dir = super::super::results_dir()?;
+    let mut outs: Vec<CaseOut> = cases.iter().map(case_out).collect();
+    let mut timelines: Vec<Timeline> = cases.iter().filter_map(timeline).collect();
+    if partial && let Ok(bytes) = std::fs::read(dir.join("unavailability.json")) {
+        let earlier: serde_json::Value = serde_json::from_slice(&bytes)?;
+        let measured = |s: &str, f: &str| outs.iter().any(|c| c.system == s && c.fault == f);
+        let keep_cases: Vec<CaseOut> =
+            serde_json::from_value::<Vec<CaseOut>>(earlier["cases"].clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| !measured(&c.system, &c.fault))
+                .collect();
+        let keep_timelines: Vec<Timeline> =
+            serde_json::from_value::<Vec<Timeline>>(earlier["timelines"].clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| !measured(&t.system, &t.fault))
+                .collect();
+        outs.extend(keep_cases);
+        timelines.extend(keep_timelines);
+        outs.sort_by_key(|c| order(&c.system, &c.fault));
+        timelines.sort_by_key(|t| order(&t.system, &t.fault));
+        if let Some(first) = earlier["command"]
+            .as_str()
+            .and_then(|c| c.split(';').next())
+        {
+            command = format!("{first}; {command}");
+        }
+    }
     let p50 = |s: System, f: Fault| {
         outs.iter()
             .find(|c| c.system == s.name() && c.fault == f.name())
@@ -173,7 +204,7 @@ pub fn write(
         },
         cases: outs,
         ratios,
-        timelines: cases.iter().filter_map(timeline).collect(),
+        timelines,
         skipped: skipped
             .iter()
             .map(|(s, r)| Skipped {
@@ -182,7 +213,6 @@ pub fn write(
             })
             .collect(),
     };
-    let dir = super::super::results_dir()?;
     std::fs::write(
         dir.join("unavailability.json"),
         serde_json::to_string_pretty(&report)? + "\n",
@@ -191,6 +221,12 @@ pub fn write(
     std::fs::write(dir.join("unavailability.md"), &md)?;
     print!("\n{md}");
     Ok(())
+}
+
+/// A case's place in the report: systems, then faults, in their declared order.
+fn order(system: &str, fault: &str) -> (usize, usize) {
+    let pos = |list: &str, x: &str| list.split(',').position(|n| n == x).unwrap_or(usize::MAX);
+    (pos(System::ALL, system), pos(Fault::ALL, fault))
 }
 
 fn markdown(r: &Report) -> String {
