@@ -10,15 +10,17 @@ use std::time::Duration;
 
 use harp_core::config::ProxyConfig;
 use harp_core::directives::ProxyLive;
-use harp_core::pgwire::{ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS, error_response};
+use harp_core::pgwire::{
+    ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TERMINATE, TOO_MANY_CONNECTIONS, error_response,
+};
 use harp_core::routing::{Route, Routing};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::refuse::refuse;
-use crate::relay::End;
+use crate::relay::{DrainCount, End};
 use crate::steering::SharedKernel;
 
 /// How long a refused client may take to send its startup packet.
@@ -32,11 +34,9 @@ pub struct Shared {
     pub location: String,
     pub route: watch::Receiver<Routing>,
     pub sessions: AtomicU64,
-    /// Sessions whose transactions the relay cannot follow (encrypted, or spliced in the
-    /// kernel): a drain cannot end them early and does not wait for them.
-    pub opaque: AtomicU64,
-    /// Signalled when a session ends, so a drain's progress is published at once.
-    pub session_ended: Notify,
+    /// The sessions a switchover's drain waits for (those whose transactions the relay
+    /// follows), and a signal when that count drops.
+    pub drain: DrainCount,
     pub held: AtomicU64,
     /// Kernel steering's handle, when it is on.
     pub kernel: Option<SharedKernel>,
@@ -100,8 +100,7 @@ impl Shared {
             location: location.to_owned(),
             route,
             sessions: AtomicU64::new(0),
-            opaque: AtomicU64::new(0),
-            session_ended: Notify::new(),
+            drain: DrainCount::default(),
             held: AtomicU64::new(0),
             splice: p.splice && kernel.is_some(),
             kernel,
@@ -194,14 +193,10 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     tune(&server, live.keepalive);
     let session = Count::up(&shared.sessions);
-    let (mut route, mut drain) = (shared.route.clone(), shared.route.clone());
+    let mut route = shared.route.clone();
     // Ends the session as soon as its leadership is no longer live.
     let cut = async move {
         let _ = route.wait_for(|r| r.cuts(token)).await;
-    };
-    // A switchover drains it: it ends at its next transaction boundary.
-    let drain = async move {
-        let _ = drain.wait_for(|r| r.drains(token)).await;
     };
     // With the kernel programs loaded, bytes move socket to socket in the kernel; the relay
     // then only sees the closes (and any bytes the kernel passed up).
@@ -213,7 +208,18 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         paired.is_ok()
     });
-    let end = crate::relay::relay(&client, &server, cut, drain, &shared.opaque, spliced).await;
+    // A switchover drains it: it ends at its next transaction boundary.
+    let routing = shared.route.clone();
+    let end = crate::relay::relay(
+        &client,
+        &server,
+        cut,
+        routing,
+        token,
+        &shared.drain,
+        spliced,
+    );
+    let end = end.await;
     // As Postgres does when a backend is terminated, an idle session's client reads why on
     // its next call. A session with a request in flight gets no message: whether the request
     // ran on the old leader is unknown, and an error would claim it did not.
@@ -227,6 +233,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let msg = format!("terminating connection between transactions: {why}");
         let hint = "reconnect: new sessions go to the current lead master";
         let _ = client.try_write(&error_response("FATAL", ADMIN_SHUTDOWN, &msg, Some(hint)));
+        // The server side ends cleanly too (no "unexpected EOF" in its log).
+        let _ = server.try_write(&TERMINATE);
         tracing::debug!(%peer, "idle session closed: {why}");
     }
     if spliced && let Some(k) = kernel {
@@ -234,7 +242,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
     drop(session);
     shared.release(permit);
-    shared.session_ended.notify_one();
+    shared.drain.changed.notify_one();
 }
 
 /// Waits for a route and connects to it, retrying until `pause_timeout`; the route is checked

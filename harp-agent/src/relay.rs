@@ -16,10 +16,12 @@ use std::net::Shutdown;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use harp_core::routing::Routing;
 use harp_core::txstate::TxTracker;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
 
 const SCRATCH: usize = 64 * 1024;
 
@@ -43,9 +45,11 @@ pub enum End {
 struct Session<'a> {
     tracker: Mutex<TxTracker>,
     draining: AtomicBool,
-    /// Counted once in `opaque` when the tracker gives up following the session.
-    counted_opaque: AtomicBool,
-    opaque: &'a AtomicU64,
+    /// Server bytes read but not yet written to the client: never a moment to close.
+    down_pending: AtomicBool,
+    /// Whether this session counts in `drain.trackable` (it stops when it turns opaque).
+    counted: AtomicBool,
+    drain: &'a DrainCount,
 }
 
 impl Session<'_> {
@@ -55,47 +59,67 @@ impl Session<'_> {
             true => t.client_bytes(data),
             false => t.server_bytes(data),
         }
-        if t.is_opaque() && !self.counted_opaque.swap(true, Ordering::Relaxed) {
-            self.opaque.fetch_add(1, Ordering::Relaxed);
+        if t.is_opaque() && self.counted.swap(false, Ordering::Relaxed) {
+            self.drain.trackable.fetch_sub(1, Ordering::Relaxed);
+            self.drain.changed.notify_one();
         }
     }
 
-    /// Draining, between transactions, and the client has sent nothing we have not passed on.
-    fn may_end(&self, client: &TcpStream) -> bool {
-        self.draining.load(Ordering::Relaxed)
+    /// Between transactions with nothing in flight either way: the client has been sent every
+    /// byte the server wrote and has sent nothing the relay has not passed on.
+    fn idle(&self, client: &TcpStream) -> bool {
+        !self.down_pending.load(Ordering::Relaxed)
             && self.tracker.lock().expect("tracker lock").at_boundary()
             && !has_unread(client)
+    }
+
+    fn may_end(&self, client: &TcpStream) -> bool {
+        self.draining.load(Ordering::Relaxed) && self.idle(client)
     }
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        if self.counted_opaque.load(Ordering::Relaxed) {
-            self.opaque.fetch_sub(1, Ordering::Relaxed);
+        if self.counted.load(Ordering::Relaxed) {
+            self.drain.trackable.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Relays until both directions end, either fails, `cut` resolves, or — once `drain`
-/// resolves — the session reaches a transaction boundary. A session the tracker cannot follow
-/// (encrypted, or `opaque_from_start` because the kernel splices its bytes) counts in `opaque`
-/// while it lasts: draining never waits for it.
+/// The sessions a switchover's drain can end, shared by all sessions of a proxy.
+#[derive(Default)]
+pub struct DrainCount {
+    /// Relayed sessions whose transactions the relay follows.
+    pub trackable: AtomicU64,
+    /// Signalled when that count drops, so the drain's progress is published at once.
+    pub changed: Notify,
+}
+
+/// Relays until both directions end, either fails, `cut` resolves, or — while `routing` says
+/// that the leadership `token` drains — the session reaches a transaction boundary. A session
+/// the relay cannot follow (encrypted, or `spliced`: the kernel moves its bytes) is not counted
+/// in `drain`: draining never waits for it.
 pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
     cut: impl Future<Output = ()>,
-    drain: impl Future<Output = ()>,
-    opaque: &AtomicU64,
-    opaque_from_start: bool,
+    mut routing: watch::Receiver<Routing>,
+    token: i64,
+    drain: &DrainCount,
+    spliced: bool,
 ) -> End {
     let session = Session {
-        tracker: Mutex::new(TxTracker::new()),
+        tracker: Mutex::new(match spliced {
+            true => TxTracker::opaque(),
+            false => TxTracker::new(),
+        }),
         draining: AtomicBool::new(false),
-        counted_opaque: AtomicBool::new(opaque_from_start),
-        opaque,
+        down_pending: AtomicBool::new(false),
+        counted: AtomicBool::new(!spliced),
+        drain,
     };
-    if opaque_from_start {
-        opaque.fetch_add(1, Ordering::Relaxed);
+    if !spliced {
+        drain.trackable.fetch_add(1, Ordering::Relaxed);
     }
     let both = async {
         let up = pump(client, server, true, &session, client);
@@ -105,19 +129,28 @@ pub async fn relay(
             _ => End::Closed,
         }
     };
+    // Follows the drain as it starts and (if the switchover is withdrawn) stops; ends the
+    // session at once when the drain finds it idle, else the server's pump ends it later.
     let drained_when_idle = async {
-        drain.await;
-        session.draining.store(true, Ordering::Relaxed);
-        if session.may_end(client) {
-            return;
+        loop {
+            if routing.wait_for(|r| r.drains(token)).await.is_err() {
+                break;
+            }
+            session.draining.store(true, Ordering::Relaxed);
+            if session.may_end(client) {
+                return;
+            }
+            if routing.wait_for(|r| !r.drains(token)).await.is_err() {
+                break;
+            }
+            session.draining.store(false, Ordering::Relaxed);
         }
-        // Busy: the server-to-client pump ends the session at its next ReadyForQuery.
         std::future::pending::<()>().await
     };
     tokio::select! {
         end = both => end,
         _ = cut => End::Cut {
-            idle: session.tracker.lock().expect("tracker lock").at_boundary(),
+            idle: session.idle(client),
         },
         _ = drained_when_idle => End::Drained,
     }
@@ -163,13 +196,19 @@ async fn pump(
                 }
                 continue;
             }
-            if !upstream && session.may_end(client) {
-                return Err(Stop::Drained);
+            if !upstream {
+                session.down_pending.store(false, Ordering::Relaxed);
+                if session.may_end(client) {
+                    return Err(Stop::Drained);
+                }
             }
             from.readable().await.map_err(|_| Stop::Io)?;
             let step = from.try_io(Interest::READABLE, || {
                 move_once(from, to, &mut pending, |data| session.feed(upstream, data))
             });
+            if !upstream && !pending.is_empty() {
+                session.down_pending.store(true, Ordering::Relaxed);
+            }
             match step {
                 Ok(Step::More) => {}
                 Ok(Step::Eof) => return Ok(()),

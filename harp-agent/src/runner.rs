@@ -140,7 +140,7 @@ impl Runner {
                     vec![]
                 }
                 // A drain's progress goes to etcd as sessions end: the leader waits for it.
-                _ = self.shared.session_ended.notified(), if self.router.draining().is_some() => {
+                _ = self.shared.drain.changed.notified(), if self.router.draining().is_some() => {
                     self.publish_status(false);
                     vec![]
                 }
@@ -318,10 +318,9 @@ impl Runner {
     }
 }
 
-/// Sessions a drain still waits for: all relayed ones but those it cannot follow.
+/// Sessions a drain still waits for: the relayed ones whose transactions it follows.
 fn drain_left(s: &Shared) -> u64 {
-    let sessions = s.sessions.load(Ordering::Relaxed);
-    sessions.saturating_sub(s.opaque.load(Ordering::Relaxed))
+    s.drain.trackable.load(Ordering::Relaxed)
 }
 
 async fn sleep_until(at: Option<Instant>) {

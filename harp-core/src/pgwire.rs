@@ -15,6 +15,8 @@ pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// transactions (a planned switchover, or the lead master changed while it was idle). Postgres sends it when an administrator terminates a
 /// backend, and poolers drop such a connection and open a new one.
 pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// A `Terminate` message: the client ends its session.
+pub const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 /// SQLSTATE `08006` (class 08, connection exception): the lead master is known but the proxy could
 /// not connect to it.
 pub const CONNECTION_FAILURE: &str = "08006";

@@ -14,6 +14,8 @@ use crate::pgwire::{MAX_OPENING_LEN, Opening, parse_opening};
 const QUERY: u8 = b'Q';
 const SYNC: u8 = b'S';
 const FUNCTION_CALL: u8 = b'F';
+const EXECUTE: u8 = b'E';
+const FLUSH: u8 = b'H';
 /// Client messages that belong to the request already in flight (COPY FROM STDIN data).
 const COPY_DATA: u8 = b'd';
 const COPY_DONE: u8 = b'c';
@@ -102,6 +104,57 @@ impl Framer {
     }
 }
 
+/// What the client asked for that the server has yet to answer.
+#[derive(Debug, Clone, Default)]
+struct Requests {
+    /// Requests sent and not yet answered by a `ReadyForQuery`.
+    pending: u64,
+    /// The client sent extended-protocol messages (Parse, Bind, Execute…) not yet closed by a
+    /// `Sync`: the server may already run them in an implicit transaction.
+    open_batch: bool,
+    /// The client is sending COPY FROM STDIN data: the server ignores `Sync` and `Flush` then.
+    copy_in: bool,
+    /// `Sync`s sent since the last `Execute`: if that Execute began a COPY FROM STDIN, the
+    /// server read them in copy mode and ignored them (libpq sends one right behind it).
+    syncs_since_execute: u64,
+}
+
+impl Requests {
+    /// One client message of type `kind`; `started`: the startup has been answered.
+    fn client_message(&mut self, kind: u8, started: bool) {
+        match kind {
+            QUERY | FUNCTION_CALL => {
+                self.pending += 1;
+                self.syncs_since_execute = 0;
+            }
+            SYNC | FLUSH if self.copy_in => {}
+            SYNC => {
+                self.pending += 1;
+                self.open_batch = false;
+                self.syncs_since_execute += 1;
+            }
+            EXECUTE => {
+                self.open_batch = true;
+                self.syncs_since_execute = 0;
+            }
+            COPY_DATA | COPY_DONE | COPY_FAIL => {
+                if !self.copy_in {
+                    self.copy_in = true;
+                    self.pending = self.pending.saturating_sub(self.syncs_since_execute);
+                    self.syncs_since_execute = 0;
+                }
+                if kind != COPY_DATA {
+                    self.copy_in = false;
+                }
+            }
+            FLUSH | TERMINATE => {}
+            // Authentication answers (`p`) belong to the startup, not to a request.
+            _ if !started => {}
+            _ => self.open_batch = true,
+        }
+    }
+}
+
 /// The transaction state of one relayed session.
 #[derive(Debug, Clone)]
 pub struct TxTracker {
@@ -110,11 +163,7 @@ pub struct TxTracker {
     opening: Vec<u8>,
     client: Framer,
     server: Framer,
-    /// Requests sent and not yet answered by a `ReadyForQuery`.
-    pending: u64,
-    /// The client sent extended-protocol messages (Parse, Bind, Execute…) not yet closed by a
-    /// `Sync`: the server may already run them in an implicit transaction.
-    open_batch: bool,
+    requests: Requests,
     /// Status of the last `ReadyForQuery`; `None` before the session's first.
     status: Option<u8>,
     /// A `ReadyForQuery` header was seen but its status byte is still to come.
@@ -134,10 +183,17 @@ impl TxTracker {
             opening: Vec::new(),
             client: Framer::default(),
             server: Framer::default(),
-            pending: 0,
-            open_batch: false,
+            requests: Requests::default(),
             status: None,
             status_next: false,
+        }
+    }
+
+    /// A tracker that does not follow the session (its bytes bypass the relay).
+    pub fn opaque() -> Self {
+        Self {
+            phase: Phase::Opaque,
+            ..Self::new()
         }
     }
 
@@ -146,8 +202,9 @@ impl TxTracker {
     /// neither side is part-way through a message.
     pub fn at_boundary(&self) -> bool {
         self.phase == Phase::Typed
-            && self.pending == 0
-            && !self.open_batch
+            && self.requests.pending == 0
+            && !self.requests.open_batch
+            && !self.requests.copy_in
             && self.status == Some(IDLE)
             && !self.status_next
             && self.client.at_message_boundary()
@@ -166,20 +223,12 @@ impl TxTracker {
             // The client waits for the one-byte answer before it sends more.
             Phase::EncryptionAnswer => self.phase = Phase::Opaque,
             Phase::Typed => {
-                let (mut pending, mut batch) = (self.pending, self.open_batch);
-                let ok = self.client.feed(data, |frame, _| match frame {
-                    Frame::Header { kind, .. } => match kind {
-                        QUERY | FUNCTION_CALL => pending += 1,
-                        SYNC => {
-                            pending += 1;
-                            batch = false;
-                        }
-                        COPY_DATA | COPY_DONE | COPY_FAIL | TERMINATE => {}
-                        _ => batch = true,
-                    },
-                    Frame::Invalid => {}
+                let (requests, started) = (&mut self.requests, self.status.is_some());
+                let ok = self.client.feed(data, |frame, _| {
+                    if let Frame::Header { kind, .. } = frame {
+                        requests.client_message(kind, started);
+                    }
                 });
-                (self.pending, self.open_batch) = (pending, batch);
                 if !ok {
                     self.phase = Phase::Opaque;
                 }
@@ -217,7 +266,8 @@ impl TxTracker {
             self.server.body_left = self.server.body_left.saturating_sub(1);
             data = rest;
         }
-        let (mut pending, mut status, mut status_next) = (self.pending, self.status, false);
+        let (mut pending, mut status, mut status_next) =
+            (self.requests.pending, self.status, false);
         let ok = self.server.feed(data, |frame, first| {
             if let Frame::Header {
                 kind: READY_FOR_QUERY,
@@ -235,7 +285,7 @@ impl TxTracker {
                 }
             }
         });
-        (self.pending, self.status, self.status_next) = (pending, status, status_next);
+        (self.requests.pending, self.status, self.status_next) = (pending, status, status_next);
         if !ok || self.status == Some(0) {
             self.phase = Phase::Opaque;
         }
@@ -244,7 +294,7 @@ impl TxTracker {
     fn set_status(&mut self, status: u8) {
         self.status = Some(status);
         self.status_next = false;
-        self.pending = self.pending.saturating_sub(1);
+        self.requests.pending = self.requests.pending.saturating_sub(1);
     }
 
     fn opening_bytes(&mut self, data: &[u8]) {
@@ -263,7 +313,7 @@ impl TxTracker {
             }
             Opening::Startup { .. } => {
                 // The server owes one ReadyForQuery for the startup itself.
-                self.pending = 1;
+                self.requests.pending = 1;
                 Phase::Typed
             }
             // A cancel request is no session; anything else is not followed.

@@ -70,6 +70,46 @@ pub async fn mark_handover(
     Ok(dcs.bounded(c.txn(txn)).await?.succeeded())
 }
 
+/// A switchover mark to write: our leader record under `token`, on `lease`.
+pub struct Mark {
+    pub lease: i64,
+    pub token: i64,
+    pub record: LeaderRecord,
+}
+
+/// Writes switchover marks one at a time, in the order asked (a withdrawal never lands before
+/// the mark it withdraws), retrying a failed write until it lands or a newer one replaces it.
+pub fn marker(dcs: Dcs) -> tokio::sync::mpsc::UnboundedSender<Mark> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Mark>();
+    tokio::spawn(async move {
+        while let Some(mut m) = rx.recv().await {
+            let mut failures = 0u32;
+            loop {
+                while let Ok(newer) = rx.try_recv() {
+                    m = newer;
+                }
+                match mark_handover(&dcs, m.lease, m.token, &m.record).await {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        tracing::info!("the leader key changed before the handover mark");
+                        break;
+                    }
+                    Err(e) => {
+                        if failures.is_multiple_of(10) {
+                            tracing::warn!("cannot write the handover mark ({e}); retrying");
+                        }
+                        failures += 1;
+                        let wait =
+                            std::time::Duration::from_millis(100 * u64::from(failures.min(10)));
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
 /// Deletes the leader key only if it is still ours, writing our status in the same txn so
 /// peers that see the key vanish already know why.
 pub async fn release(dcs: &Dcs, location: &str, token: i64, status: StatusOp) -> Result<bool> {

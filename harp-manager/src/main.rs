@@ -169,6 +169,7 @@ async fn run(
     ));
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(tx.clone()));
+    let marks = dcs::marker(dcs.clone());
     runner::Runner {
         config_path: path,
         config,
@@ -194,6 +195,7 @@ async fn run(
         rx,
         publish,
         view,
+        marks,
     }
     .run()
     .await

@@ -60,6 +60,8 @@ pub struct Runner {
     pub rx: mpsc::Receiver<Input>,
     pub publish: watch::Sender<Option<(String, String, i64)>>,
     pub view: watch::Sender<StatusView>,
+    /// Switchover marks, written in order by [`dcs::marker`].
+    pub marks: mpsc::UnboundedSender<dcs::Mark>,
 }
 
 impl Runner {
@@ -314,20 +316,15 @@ impl Runner {
             }
             Action::StepDown { .. } => {}
             Action::MarkHandover { token, handover_to } => {
-                let Some(lease) = self.lease else {
-                    return false;
-                };
-                let (dcs, record) = (self.dcs.clone(), self.leader_record(handover_to));
-                tokio::spawn(async move {
-                    match dcs::mark_handover(&dcs, lease, token, &record).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!("the leader key changed before the handover mark")
-                        }
-                        // Proxies then cut at the release instead, as without draining.
-                        Err(e) => tracing::warn!("cannot mark the handover in etcd: {e}"),
-                    }
-                });
+                // Without a session the key is gone with our lease: nothing to mark.
+                if let Some(lease) = self.lease {
+                    let record = self.leader_record(handover_to);
+                    let _ = self.marks.send(dcs::Mark {
+                        lease,
+                        token,
+                        record,
+                    });
+                }
             }
             Action::StopPostgres | Action::StartPostgres => {
                 let Some(ctl) = &self.pgctl else {

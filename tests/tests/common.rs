@@ -84,3 +84,10 @@ pub fn intent(c: &TestCluster, target: &str, from_token: i64, force: bool) {
     };
     put(c, Keys::new(c.name()).promote_intent("dca"), rec.encode());
 }
+
+/// Deletes `key` as an operator (or harpctl) would.
+pub fn delete(c: &TestCluster, key: String) {
+    block_on(|| async {
+        c.client().await.delete(key, None).await.unwrap();
+    });
+}

@@ -231,3 +231,45 @@ async fn a_client_held_past_pause_timeout_during_a_drain_is_told_so() {
     assert!(db.message().contains("still handing over"), "{db}");
     busy.batch_execute("ROLLBACK").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_switchover_leaves_sessions_open_and_routes_to_the_same_leader() {
+    let (c, a) = cluster("drainback", "60s");
+    let first = wait_leader_not(&c, "dca", None);
+    let (_, token) = c.leader("dca").await.unwrap();
+    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let busy = open_transaction(&a.dsn("postgres")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    intent(&c, target, token, false);
+    assert!(
+        until(LONG, || leader_mark(&c).is_some()).await,
+        "the leader never marked its record"
+    );
+    // The request goes away (harpctl gave up): the leader stays, its mark is withdrawn.
+    delete(
+        &c,
+        harp_core::keys::Keys::new(c.name()).promote_intent("dca"),
+    );
+    assert!(
+        until(LONG, || leader_mark(&c).is_none()).await,
+        "the mark stayed"
+    );
+    busy.batch_execute("COMMIT").await.unwrap();
+    // No longer draining: the session lives on past its transaction, new clients get through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !busy.is_closed(),
+        "a session was closed after the switchover was withdrawn"
+    );
+    busy.batch_execute("SELECT 1").await.unwrap();
+    let fresh = tokio::time::timeout(LONG, via(a.dsn("postgres")))
+        .await
+        .expect("new clients are still held");
+    fresh.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(c.leader("dca").await.unwrap().1, token);
+}
+
+/// The leader record's switchover mark, read from etcd.
+fn leader_mark(c: &TestCluster) -> Option<String> {
+    leader(c, "dca").and_then(|(r, _)| r.handover_to)
+}

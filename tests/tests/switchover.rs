@@ -12,12 +12,6 @@ use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::rt::block_on;
 
-fn delete(c: &TestCluster, key: String) {
-    block_on(|| async {
-        c.client().await.delete(key, None).await.unwrap();
-    });
-}
-
 fn managed(managed: bool) -> String {
     ManagedRecord {
         version: RECORD_VERSION,

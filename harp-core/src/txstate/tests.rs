@@ -191,3 +191,57 @@ fn a_cancel_request_is_no_session() {
     ));
     assert!(!t.at_boundary());
 }
+
+#[test]
+fn password_authentication_is_part_of_the_startup() {
+    let mut t = TxTracker::new();
+    t.client_bytes(&startup_message(&[("user", "app")]));
+    // SCRAM: AuthenticationSASL, the client's two SASL messages, then the server's final.
+    t.server_bytes(&msg(b'R', b"\x00\x00\x00\x0aSCRAM-SHA-256\x00\x00"));
+    t.client_bytes(&msg(b'p', b"SCRAM-SHA-256\x00\x00\x00\x00\x04n,,x"));
+    t.server_bytes(&msg(b'R', b"\x00\x00\x00\x0br=abc"));
+    t.client_bytes(&msg(b'p', b"c=biws,r=abc,p=xyz"));
+    t.server_bytes(&msg(b'R', b"\x00\x00\x00\x0cv=xyz"));
+    assert!(!t.at_boundary(), "the startup is not answered yet");
+    t.server_bytes(&server_welcome());
+    assert!(t.at_boundary(), "idle after a password startup");
+}
+
+#[test]
+fn an_extended_copy_from_stdin_ignores_the_sync_sent_behind_it() {
+    // libpq's PQexecParams("COPY … FROM STDIN"): P B D E S, data, CopyDone, Sync.
+    let mut t = established();
+    t.client_bytes(
+        &[
+            msg(b'P', b"\x00COPY t FROM STDIN\x00\x00\x00"),
+            msg(b'B', b"\x00\x00\x00\x00\x00\x00\x00\x00"),
+            msg(b'D', b"P\x00"),
+            msg(b'E', b"\x00\x00\x00\x00\x00"),
+            msg(b'S', &[]),
+        ]
+        .concat(),
+    );
+    t.server_bytes(&[msg(b'1', &[]), msg(b'2', &[]), msg(b'G', &[0, 0, 0])].concat());
+    t.client_bytes(&[msg(b'd', b"1\n"), msg(b'c', &[]), msg(b'S', &[])].concat());
+    assert!(!t.at_boundary(), "the COPY is not answered yet");
+    t.server_bytes(&[msg(b'C', b"COPY 1\x00"), rfq(b'I')].concat());
+    assert!(
+        t.at_boundary(),
+        "the Sync read in copy mode got no ReadyForQuery of its own"
+    );
+}
+
+#[test]
+fn a_bare_flush_opens_nothing() {
+    let mut t = established();
+    t.client_bytes(&msg(b'H', &[]));
+    assert!(t.at_boundary());
+}
+
+#[test]
+fn a_tracker_made_opaque_never_reports_a_boundary() {
+    let mut t = TxTracker::opaque();
+    t.client_bytes(&startup_message(&[("user", "app")]));
+    t.server_bytes(&server_welcome());
+    assert!(t.is_opaque() && !t.at_boundary());
+}

@@ -40,7 +40,8 @@ pub struct Report {
     /// Old leader key deleted → target's key put, as harpctl's watch saw them.
     pub pause_ms: Option<u64>,
     /// The old leader's handover mark → its key's delete: new clients were held while the
-    /// proxies let open transactions finish (`server_transfer_timeout` bounds it).
+    /// proxies let open transactions finish (`server_transfer_timeout` bounds it, then what
+    /// is left is cut).
     pub drain_ms: Option<u64>,
     /// From the request to the target holding the lead.
     pub total_ms: u64,
@@ -58,7 +59,7 @@ impl Report {
             (false, _) => format!("{t} is already the lead master of {loc} (token {tok})\n"),
             (true, Some(p)) => {
                 let drain = self.drain_ms.map_or(String::new(), |d| {
-                    format!("; open transactions finished in {d} ms")
+                    format!("; new clients held {d} ms while proxies drained")
                 });
                 format!(
                     "switchover to {t} complete: new lead master {t} (token {tok}){drain}, \
@@ -332,8 +333,8 @@ mod tests {
         r.drain_ms = Some(7);
         assert_eq!(
             r.render(Format::Table),
-            "switchover to n2 complete: new lead master n2 (token 123); open transactions \
-             finished in 7 ms, clients paused 18 ms\n"
+            "switchover to n2 complete: new lead master n2 (token 123); new clients held 7 ms \
+             while proxies drained, clients paused 18 ms\n"
         );
         r.changed = false;
         assert_eq!(
