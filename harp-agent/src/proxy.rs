@@ -225,7 +225,9 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // ran on the old leader is unknown, and an error would claim it did not.
     let loc = &shared.location;
     let why = match end {
-        End::Drained => Some(format!("planned switchover of the lead master of {loc}")),
+        End::Refused => Some(format!(
+            "planned switchover of the lead master of {loc}; the new request was not run"
+        )),
         End::Cut { idle: true } => Some(format!("the lead master of {loc} changed")),
         End::Cut { idle: false } | End::Closed => None,
     };

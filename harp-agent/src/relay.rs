@@ -5,8 +5,8 @@
 //! would only return EAGAIN — two system calls per message and hop.
 //!
 //! The bytes are framed as they pass ([`TxTracker`]) so that, at a switchover, a draining
-//! session ends right after the `ReadyForQuery` that leaves it idle: no request in flight, no
-//! transaction open.
+//! session is parked right after the `ReadyForQuery` that leaves it idle: no request in
+//! flight, no transaction open; a new request then ends it unrelayed.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -37,31 +37,49 @@ pub enum End {
     /// The route changed: cut wherever the session stood; `idle` when it stood between
     /// transactions with nothing in flight (the client can be told why without doubt).
     Cut { idle: bool },
-    /// Drained: closed between transactions.
-    Drained,
+    /// Parked by a switchover's drain, the client sent a new request: it was not relayed.
+    Refused,
 }
 
-/// The session's transaction state and whether it is to end at its next boundary.
+/// The session's transaction state and its part in a switchover's drain.
 struct Session<'a> {
     tracker: Mutex<TxTracker>,
     draining: AtomicBool,
-    /// Server bytes read but not yet written to the client: never a moment to close.
+    /// Server bytes read but not yet written to the client: never a moment to stop.
     down_pending: AtomicBool,
-    /// Whether this session counts in `drain.trackable` (it stops when it turns opaque).
-    counted: AtomicBool,
+    /// Draining and found idle: the session stays open, but a new request is refused (never
+    /// relayed), and the drain no longer waits for it.
+    parked: AtomicBool,
+    /// The tracker gave up following the session.
+    opaque: AtomicBool,
+    /// Whether the session counts in `drain.waiting`.
+    waited: AtomicBool,
     drain: &'a DrainCount,
 }
 
 impl Session<'_> {
+    fn set_waited(&self, on: bool) {
+        if self.waited.swap(on, Ordering::Relaxed) == on {
+            return;
+        }
+        match on {
+            true => self.drain.waiting.fetch_add(1, Ordering::Relaxed),
+            false => {
+                let was = self.drain.waiting.fetch_sub(1, Ordering::Relaxed);
+                self.drain.changed.notify_one();
+                was
+            }
+        };
+    }
+
     fn feed(&self, upstream: bool, data: &[u8]) {
         let mut t = self.tracker.lock().expect("tracker lock");
         match upstream {
             true => t.client_bytes(data),
             false => t.server_bytes(data),
         }
-        if t.is_opaque() && self.counted.swap(false, Ordering::Relaxed) {
-            self.drain.trackable.fetch_sub(1, Ordering::Relaxed);
-            self.drain.changed.notify_one();
+        if t.is_opaque() && !self.opaque.swap(true, Ordering::Relaxed) {
+            self.set_waited(false);
         }
     }
 
@@ -73,32 +91,46 @@ impl Session<'_> {
             && !has_unread(client)
     }
 
-    fn may_end(&self, client: &TcpStream) -> bool {
-        self.draining.load(Ordering::Relaxed) && self.idle(client)
+    /// Parks the session if it is draining and idle.
+    fn try_park(&self, client: &TcpStream) {
+        if self.draining.load(Ordering::Relaxed)
+            && !self.parked.load(Ordering::Relaxed)
+            && self.idle(client)
+        {
+            self.parked.store(true, Ordering::Relaxed);
+            self.set_waited(false);
+        }
+    }
+
+    /// The switchover was withdrawn: relay as before.
+    fn unpark(&self) {
+        if self.parked.swap(false, Ordering::Relaxed) && !self.opaque.load(Ordering::Relaxed) {
+            self.set_waited(true);
+        }
     }
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        if self.counted.load(Ordering::Relaxed) {
-            self.drain.trackable.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.set_waited(false);
     }
 }
 
-/// The sessions a switchover's drain can end, shared by all sessions of a proxy.
+/// What a switchover's drain waits for, shared by all sessions of a proxy.
 #[derive(Default)]
 pub struct DrainCount {
-    /// Relayed sessions whose transactions the relay follows.
-    pub trackable: AtomicU64,
+    /// Relayed sessions the relay follows that are not parked: in a transaction, or with a
+    /// request in flight.
+    pub waiting: AtomicU64,
     /// Signalled when that count drops, so the drain's progress is published at once.
     pub changed: Notify,
 }
 
-/// Relays until both directions end, either fails, `cut` resolves, or — while `routing` says
-/// that the leadership `token` drains — the session reaches a transaction boundary. A session
-/// the relay cannot follow (encrypted, or `spliced`: the kernel moves its bytes) is not counted
-/// in `drain`: draining never waits for it.
+/// Relays until both directions end, either fails or `cut` resolves. While `routing` says that
+/// the leadership `token` drains, the session is parked as soon as it is idle between
+/// transactions: it stays open (the handover's cut closes it) but a new request ends it
+/// unrelayed. A session the relay cannot follow (encrypted, or `spliced`: the kernel moves its
+/// bytes) is never waited for.
 pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
@@ -115,35 +147,33 @@ pub async fn relay(
         }),
         draining: AtomicBool::new(false),
         down_pending: AtomicBool::new(false),
-        counted: AtomicBool::new(!spliced),
+        parked: AtomicBool::new(false),
+        opaque: AtomicBool::new(spliced),
+        waited: AtomicBool::new(false),
         drain,
     };
-    if !spliced {
-        drain.trackable.fetch_add(1, Ordering::Relaxed);
-    }
+    session.set_waited(!spliced);
     let both = async {
         let up = pump(client, server, true, &session, client);
         let down = pump(server, client, false, &session, client);
         match tokio::try_join!(up, down) {
-            Err(Stop::Drained) => End::Drained,
+            Err(Stop::Refused) => End::Refused,
             _ => End::Closed,
         }
     };
-    // Follows the drain as it starts and (if the switchover is withdrawn) stops; ends the
-    // session at once when the drain finds it idle, else the server's pump ends it later.
-    let drained_when_idle = async {
+    // Follows the drain as it starts and (if the switchover is withdrawn) stops.
+    let follow_drain = async {
         loop {
             if routing.wait_for(|r| r.drains(token)).await.is_err() {
                 break;
             }
             session.draining.store(true, Ordering::Relaxed);
-            if session.may_end(client) {
-                return;
-            }
+            session.try_park(client);
             if routing.wait_for(|r| !r.drains(token)).await.is_err() {
                 break;
             }
             session.draining.store(false, Ordering::Relaxed);
+            session.unpark();
         }
         std::future::pending::<()>().await
     };
@@ -152,14 +182,15 @@ pub async fn relay(
         _ = cut => End::Cut {
             idle: session.idle(client),
         },
-        _ = drained_when_idle => End::Drained,
+        _ = follow_drain => unreachable!("following the drain never ends"),
     }
 }
 
 /// Why a direction stopped early.
 enum Stop {
     Io,
-    Drained,
+    /// A parked session's client sent a new request.
+    Refused,
 }
 
 /// What one read did.
@@ -168,6 +199,8 @@ enum Step {
     More,
     /// The sender closed its side.
     Eof,
+    /// The bytes read were refused, not written on.
+    Refused,
 }
 
 /// One direction: `from` → `to`, ending at EOF (after passing the close on), an error, or —
@@ -198,19 +231,25 @@ async fn pump(
             }
             if !upstream {
                 session.down_pending.store(false, Ordering::Relaxed);
-                if session.may_end(client) {
-                    return Err(Stop::Drained);
-                }
+                session.try_park(client);
             }
             from.readable().await.map_err(|_| Stop::Io)?;
             let step = from.try_io(Interest::READABLE, || {
-                move_once(from, to, &mut pending, |data| session.feed(upstream, data))
+                move_once(from, to, &mut pending, |data| {
+                    // A parked session relays no new request.
+                    if upstream && session.parked.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    session.feed(upstream, data);
+                    true
+                })
             });
             if !upstream && !pending.is_empty() {
                 session.down_pending.store(true, Ordering::Relaxed);
             }
             match step {
                 Ok(Step::More) => {}
+                Ok(Step::Refused) => return Err(Stop::Refused),
                 Ok(Step::Eof) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => return Err(Stop::Io),
@@ -218,7 +257,7 @@ async fn pump(
         }
     }
     .await;
-    if !matches!(result, Err(Stop::Drained)) {
+    if !matches!(result, Err(Stop::Refused)) {
         // Pass the close on (or unblock the peer on error) so the other direction can finish.
         let _ = SockRef::from(to).shutdown(Shutdown::Write);
     }
@@ -226,13 +265,13 @@ async fn pump(
 }
 
 /// Reads once from `from` and writes what it got to `to`, keeping any rest in `pending`;
-/// `seen` gets every byte read. Returns `WouldBlock` after a short read, which tells tokio the
-/// socket is drained.
+/// `pass` sees every byte read first and may refuse them. Returns `WouldBlock` after a short
+/// read, which tells tokio the socket is drained.
 fn move_once(
     from: &TcpStream,
     to: &TcpStream,
     pending: &mut Vec<u8>,
-    seen: impl FnOnce(&[u8]),
+    pass: impl FnOnce(&[u8]) -> bool,
 ) -> io::Result<Step> {
     BUF.with_borrow_mut(|buf| {
         let n = (&*SockRef::from(from)).read(buf)?;
@@ -240,7 +279,9 @@ fn move_once(
             return Ok(Step::Eof);
         }
         let data = &buf[..n];
-        seen(data);
+        if !pass(data) {
+            return Ok(Step::Refused);
+        }
         let written = match (&*SockRef::from(to)).write(data) {
             Ok(w) => w,
             Err(e) if e.kind() == ErrorKind::WouldBlock => 0,

@@ -318,9 +318,9 @@ impl Runner {
     }
 }
 
-/// Sessions a drain still waits for: the relayed ones whose transactions it follows.
+/// Sessions a drain still waits for: followed, and still in a transaction or a request.
 fn drain_left(s: &Shared) -> u64 {
-    s.drain.trackable.load(Ordering::Relaxed)
+    s.drain.waiting.load(Ordering::Relaxed)
 }
 
 async fn sleep_until(at: Option<Instant>) {

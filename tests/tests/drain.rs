@@ -1,6 +1,8 @@
-//! A planned switchover through the agent's proxy fails no transaction a client started: idle
-//! sessions close at once, busy ones right after their transaction ends, and the old leader
-//! keeps its lease until then — or until `server_transfer_timeout`, when what is left is cut.
+//! A planned switchover through the agent's proxy fails no transaction a client started: a
+//! session is parked once it is idle between transactions (a new request then ends it, not
+//! run, with FATAL 57P01), busy ones finish their transaction first, and the old leader keeps
+//! its lease until all are parked — or until `server_transfer_timeout`, when what is left is
+//! cut.
 //! Real etcd, Postgres, managers and agent.
 
 mod common;
@@ -25,6 +27,12 @@ async fn watched(dsn: String) -> (Client, JoinHandle<Result<(), tokio_postgres::
         .await
         .unwrap_or_else(|e| panic!("connect through the agent: {e}"));
     (client, tokio::spawn(conn))
+}
+
+/// Whether the agent's status shows a drain under way.
+fn draining(a: &AgentProc) -> bool {
+    let body = a.http("/status").map(|(_, b)| b).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|s| s["draining"].is_i64())
 }
 
 async fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -82,29 +90,34 @@ async fn rows_on(c: &mut TestCluster, node: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_switchover_lets_open_transactions_commit_and_closes_idle_sessions_first() {
+async fn a_switchover_lets_open_transactions_commit_and_refuses_new_requests_of_idle_ones() {
     let (mut c, a) = cluster("drain", "60s");
     let first = wait_leader_not(&c, "dca", None);
     let (_, token) = c.leader("dca").await.unwrap();
     let target = if first.node == "n1" { "n2" } else { "n1" };
     let busy = open_transaction(&a.dsn("postgres")).await;
-    let (idle, idle_conn) = watched(a.dsn("postgres")).await;
+    let idle = via(a.dsn("postgres")).await;
     idle.batch_execute("SELECT 1").await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await; // statuses reach every manager
     let started = Instant::now();
     let promote = spawn_harpctl(&c, &["promote", target, "--timeout", "50s", "-o", "json"]);
 
     assert!(
-        until(LONG, || idle.is_closed()).await,
-        "the idle session was not closed\n{}",
+        until(LONG, || draining(&a)).await,
+        "the agent never drained\n{}",
         a.log_tail(20)
     );
-    assert!(!busy.is_closed(), "the session in a transaction was cut");
-    // Told why, as Postgres tells a terminated session: FATAL 57P01.
-    let ended = idle_conn.await.unwrap().expect_err("closed without a word");
-    let db = ended.as_db_error().unwrap_or_else(|| panic!("{ended}"));
+    // The idle session is parked: its next request is not run, and it is told why, as
+    // Postgres tells a terminated session (FATAL 57P01).
+    let refused = idle
+        .batch_execute("INSERT INTO drained VALUES (100)")
+        .await
+        .expect_err("a parked session relayed a new request");
+    let db = refused.as_db_error().unwrap_or_else(|| panic!("{refused}"));
     assert_eq!(db.code().code(), "57P01", "{db}");
     assert!(db.message().contains("planned switchover"), "{db}");
+    assert!(db.message().contains("not run"), "{db}");
+    assert!(!busy.is_closed(), "the session in a transaction was cut");
     let (rec, now) = c.leader("dca").await.unwrap();
     assert_eq!(now, token, "the leader let go with a transaction open");
     assert_eq!(rec.handover_to.as_deref(), Some(target));
@@ -214,11 +227,7 @@ async fn a_client_held_past_pause_timeout_during_a_drain_is_told_so() {
     intent(&c, target, token, false);
     let dsn = a.dsn("postgres");
     assert!(
-        until(LONG, || {
-            let s = a.http("/status").map(|(_, b)| b).unwrap_or_default();
-            s.contains("\"draining\":") && !s.contains("\"draining\":null")
-        })
-        .await,
+        until(LONG, || draining(&a)).await,
         "the agent never drained\n{}",
         a.log_tail(20)
     );
@@ -239,10 +248,11 @@ async fn a_withdrawn_switchover_leaves_sessions_open_and_routes_to_the_same_lead
     let (_, token) = c.leader("dca").await.unwrap();
     let target = if first.node == "n1" { "n2" } else { "n1" };
     let busy = open_transaction(&a.dsn("postgres")).await;
+    let idle = via(a.dsn("postgres")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     intent(&c, target, token, false);
     assert!(
-        until(LONG, || leader_mark(&c).is_some()).await,
+        until(LONG, || leader_mark(&c).is_some() && draining(&a)).await,
         "the leader never marked its record"
     );
     // The request goes away (harpctl gave up): the leader stays, its mark is withdrawn.
@@ -262,6 +272,9 @@ async fn a_withdrawn_switchover_leaves_sessions_open_and_routes_to_the_same_lead
         "a session was closed after the switchover was withdrawn"
     );
     busy.batch_execute("SELECT 1").await.unwrap();
+    idle.batch_execute("SELECT 1")
+        .await
+        .expect("a session parked during the withdrawn switchover");
     let fresh = tokio::time::timeout(LONG, via(a.dsn("postgres")))
         .await
         .expect("new clients are still held");
