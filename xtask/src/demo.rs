@@ -171,6 +171,10 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     );
     let out = promote.wait_with_output()?;
     print!("   harpctl: {}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "   (while a transaction is open the old leader keeps the lease and new requests wait, \
+         so the application's gap below includes those 500 ms)"
+    );
     if !out.status.success() {
         bail!(
             "harpctl promote failed: {}",
