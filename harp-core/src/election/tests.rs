@@ -683,28 +683,29 @@ fn stop_database_when_fenced_stops_then_starts_postgres() {
     assert!(!e.step(other, t0).contains(&Action::StopPostgres));
 }
 
-fn proxy(location: &str, token: Option<i64>, draining: Option<i64>, left: u64) -> Event {
+/// Proxy `name` of `location` routes under `token` and drains `draining` with `left` sessions.
+fn proxy_at(
+    name: &str,
+    location: &str,
+    token: Option<i64>,
+    draining: Option<i64>,
+    left: u64,
+) -> Event {
+    let location = location.into();
+    let state = ProxyDrain {
+        location,
+        token,
+        draining,
+        left,
+    };
     Event::ProxyDrain {
-        proxy: format!("p-{location}-{token:?}"),
-        state: Some(ProxyDrain {
-            location: location.into(),
-            token,
-            draining,
-            left,
-        }),
+        proxy: name.into(),
+        state: Some(state),
     }
 }
 
 fn drain_state(name: &str, token: Option<i64>, draining: Option<i64>, left: u64) -> Event {
-    Event::ProxyDrain {
-        proxy: name.into(),
-        state: Some(ProxyDrain {
-            location: "dca".into(),
-            token,
-            draining,
-            left,
-        }),
-    }
+    proxy_at(name, "dca", token, draining, left)
 }
 
 fn mark(to: Option<&str>) -> Action {
@@ -721,7 +722,7 @@ fn a_switchover_waits_for_the_proxies_to_drain_our_sessions() {
     e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
     e.step(drain_state("p1", Some(7), None, 0), t0);
     // A proxy elsewhere, or routing to someone else, carries nothing of ours.
-    e.step(proxy("nyc", Some(7), None, 0), t0);
+    e.step(proxy_at("p-nyc", "nyc", Some(7), None, 0), t0);
     e.step(drain_state("p2", None, None, 0), t0);
     let out = e.step(switchover("n2", 7), t0);
     assert_eq!(

@@ -146,16 +146,21 @@ mod tests {
     use super::*;
     use crate::snapshot::tests::leader;
 
+    /// A switchover to n2 replacing `from_token`, with `leader` leading when it started.
+    fn tracker(from_token: i64, leader: Option<&str>) -> Tracker<'static> {
+        Tracker {
+            target: "n2",
+            from_token,
+            deleted_at: None,
+            marked_at: None,
+            leader: leader.map(str::to_owned),
+        }
+    }
+
     #[test]
     fn the_pause_runs_from_the_old_keys_delete_to_the_targets_put() {
         let t0 = Instant::now();
-        let mut t = Tracker {
-            target: "n2",
-            from_token: 10,
-            deleted_at: None,
-            marked_at: None,
-            leader: Some("n1".into()),
-        };
+        let mut t = tracker(10, Some("n1"));
         // The old leader refreshing its own key is not a handover.
         assert_eq!(t.put(leader("n1", "dca"), 10, t0), None);
         t.delete(t0 + Duration::from_millis(5));
@@ -171,13 +176,7 @@ mod tests {
     #[test]
     fn the_drain_runs_from_the_old_leaders_mark_to_its_delete() {
         let t0 = Instant::now();
-        let mut t = Tracker {
-            target: "n2",
-            from_token: 10,
-            deleted_at: None,
-            marked_at: None,
-            leader: Some("n1".into()),
-        };
+        let mut t = tracker(10, Some("n1"));
         let mut marked = leader("n1", "dca");
         marked.handover_to = Some("n2".into());
         assert_eq!(t.put(marked, 10, t0), None);
@@ -192,13 +191,7 @@ mod tests {
     #[test]
     fn another_node_taking_over_is_remembered_but_not_success() {
         let t0 = Instant::now();
-        let mut t = Tracker {
-            target: "n2",
-            from_token: 0,
-            deleted_at: None,
-            marked_at: None,
-            leader: None,
-        };
+        let mut t = tracker(0, None);
         assert_eq!(t.put(leader("n3", "dca"), 20, t0), None);
         assert_eq!(t.leader.as_deref(), Some("n3"));
         let done = t.put(leader("n2", "dca"), 21, t0).unwrap();
