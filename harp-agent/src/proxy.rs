@@ -34,8 +34,8 @@ pub struct Shared {
     pub location: String,
     pub route: watch::Receiver<Routing>,
     pub sessions: AtomicU64,
-    /// The sessions a switchover's drain waits for (those whose transactions the relay
-    /// follows), and a signal when that count drops.
+    /// The sessions a switchover's drain waits for (followed by the relay, not yet parked)
+    /// and a signal when that count drops.
     pub drain: DrainCount,
     pub held: AtomicU64,
     /// Kernel steering's handle, when it is on.
@@ -208,7 +208,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         paired.is_ok()
     });
-    // A switchover drains it: it ends at its next transaction boundary.
+    // A switchover drains it: parked once idle between transactions, a new request ends it.
     let routing = shared.route.clone();
     let end = crate::relay::relay(
         &client,

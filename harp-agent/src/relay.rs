@@ -204,7 +204,8 @@ enum Step {
 }
 
 /// One direction: `from` → `to`, ending at EOF (after passing the close on), an error, or —
-/// for the server's direction of a draining session — a transaction boundary.
+/// for the client's direction of a parked session — a new request, refused. The server's
+/// direction parks a draining session once it is idle.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
