@@ -81,6 +81,14 @@ async fn open_transaction(dsn: &str) -> Client {
     busy
 }
 
+/// The leader of dca, its fencing token, and the other node (the switchover's target).
+async fn leadership(c: &TestCluster) -> (String, i64, &'static str) {
+    let first = wait_leader_not(c, "dca", None).node;
+    let (_, token) = c.leader("dca").await.unwrap();
+    let target = if first == "n1" { "n2" } else { "n1" };
+    (first, token, target)
+}
+
 async fn rows_on(c: &mut TestCluster, node: &str) -> i64 {
     let pg = c.node(node).pg.connect().await.unwrap();
     pg.query_one("SELECT count(*) FROM drained", &[])
@@ -92,9 +100,7 @@ async fn rows_on(c: &mut TestCluster, node: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_lets_open_transactions_commit_and_refuses_new_requests_of_idle_ones() {
     let (mut c, a) = cluster("drain", "60s");
-    let first = wait_leader_not(&c, "dca", None);
-    let (_, token) = c.leader("dca").await.unwrap();
-    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let (first, token, target) = leadership(&c).await;
     let busy = open_transaction(&a.dsn("postgres")).await;
     let idle = via(a.dsn("postgres")).await;
     idle.batch_execute("SELECT 1").await.unwrap();
@@ -133,14 +139,14 @@ async fn a_switchover_lets_open_transactions_commit_and_refuses_new_requests_of_
     busy.batch_execute("COMMIT")
         .await
         .expect("COMMIT during the drain");
-    let next = wait_leader_not(&c, "dca", Some(&first.node));
+    let next = wait_leader_not(&c, "dca", Some(&first));
     assert_eq!(next.node, target);
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the handover waited for server_transfer_timeout instead of the commit"
     );
     assert!(until(LONG, || busy.is_closed()).await);
-    assert_eq!(rows_on(&mut c, &first.node).await, 2, "the commit was lost");
+    assert_eq!(rows_on(&mut c, &first).await, 2, "the commit was lost");
     // The held client got through, to the new leader.
     let client = tokio::time::timeout(LONG, held)
         .await
@@ -169,14 +175,12 @@ async fn a_switchover_lets_open_transactions_commit_and_refuses_new_requests_of_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_still_open_at_server_transfer_timeout_is_cut() {
     let (mut c, a) = cluster("draincut", "1500ms");
-    let first = wait_leader_not(&c, "dca", None);
-    let (_, token) = c.leader("dca").await.unwrap();
-    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let (first, token, target) = leadership(&c).await;
     let busy = open_transaction(&a.dsn("postgres")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     intent(&c, target, token, false);
-    let next = wait_leader_not(&c, "dca", Some(&first.node));
+    let next = wait_leader_not(&c, "dca", Some(&first));
     let waited = started.elapsed();
     assert_eq!(next.node, target);
     assert!(
@@ -185,20 +189,20 @@ async fn a_transaction_still_open_at_server_transfer_timeout_is_cut() {
     );
     assert!(until(LONG, || busy.is_closed()).await, "{}", a.log_tail(20));
     assert!(busy.batch_execute("COMMIT").await.is_err());
-    assert_eq!(rows_on(&mut c, &first.node).await, 0);
+    assert_eq!(rows_on(&mut c, &first).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_tells_idle_sessions_why_and_in_flight_ones_nothing() {
     let (c, a) = cluster("cutwhy", "5s");
-    let first = wait_leader_not(&c, "dca", None);
+    let first = wait_leader_not(&c, "dca", None).node;
     let (idle, idle_conn) = watched(a.dsn("postgres")).await;
     idle.batch_execute("SELECT 1").await.unwrap();
     let running = via(a.dsn("postgres")).await;
     let query = tokio::spawn(async move { running.batch_execute("SELECT pg_sleep(30)").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Fenced, the leader lets go at once: no switchover, no drain.
-    set_fenced(&c, &first.node, true);
+    set_fenced(&c, &first, true);
     let ended = tokio::time::timeout(LONG, idle_conn)
         .await
         .expect("the idle session outlived the leader change")
@@ -219,9 +223,7 @@ async fn a_failover_tells_idle_sessions_why_and_in_flight_ones_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_held_past_pause_timeout_during_a_drain_is_told_so() {
     let (c, a) = cluster_with("drainpause", "60s", |s| s.pause_timeout_ms = 500);
-    let first = wait_leader_not(&c, "dca", None);
-    let (_, token) = c.leader("dca").await.unwrap();
-    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let (_, token, target) = leadership(&c).await;
     let busy = open_transaction(&a.dsn("postgres")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     intent(&c, target, token, false);
@@ -244,9 +246,7 @@ async fn a_client_held_past_pause_timeout_during_a_drain_is_told_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawn_switchover_leaves_sessions_open_and_routes_to_the_same_leader() {
     let (c, a) = cluster("drainback", "60s");
-    let first = wait_leader_not(&c, "dca", None);
-    let (_, token) = c.leader("dca").await.unwrap();
-    let target = if first.node == "n1" { "n2" } else { "n1" };
+    let (_, token, target) = leadership(&c).await;
     let busy = open_transaction(&a.dsn("postgres")).await;
     let idle = via(a.dsn("postgres")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
