@@ -28,22 +28,21 @@ fn child_cgroup_runs_commands_inside_and_removes_them_on_drop() {
         .spawn()
         .expect("spawn sleep");
     let pid = child.id();
-    // The shell execs the program: same pid, already in the cgroup.
+    // The shell joins the cgroup, then execs the program: same pid. Wait for both steps.
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !cgroup.pids().contains(&pid) {
-        assert!(Instant::now() < deadline, "pid {pid} never joined {name}");
+    while !cgroup.pids().contains(&pid) || comm().trim() != "sleep" {
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} never ran sleep inside {name} (comm {:?})",
+            comm()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let proc_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(
         proc_cgroup.lines().any(|l| l == format!("0::/{name}")),
         "{proc_cgroup}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .unwrap()
-            .trim(),
-        "sleep"
     );
 
     drop(cgroup);
