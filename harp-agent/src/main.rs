@@ -5,6 +5,7 @@ mod destroy;
 mod health;
 mod kernel;
 mod limits;
+mod pgbouncer;
 mod proxy;
 mod refuse;
 mod relay;
@@ -73,7 +74,11 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(config, proxy)) {
+    let config_dir = match args.config.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match rt.block_on(run(config, proxy, config_dir)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -97,13 +102,21 @@ fn load(path: &std::path::Path) -> Result<(Config, ProxyConfig), ConfigError> {
     Ok((config, proxy))
 }
 
-async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
+async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> anyhow::Result<()> {
     proxy.max_client_conn = limits::fit_max_client_conn(proxy.max_client_conn);
+    if proxy.pgbouncer.is_some() && proxy.mode == config::ProxyMode::Auto {
+        // Steering connects past PgBouncer would bypass its pools.
+        tracing::info!("proxy.type is pgbouncer: kernel steering stays off");
+        proxy.mode = config::ProxyMode::Userspace;
+    }
     let steering = steering::Steering::start(&proxy, &config.cluster.name)
         .map_err(|e| anyhow::anyhow!("proxy.mode is ebpf but kernel steering failed: {e}"))?;
     let keys = Keys::new(&config.cluster.name);
     let dcs = harp_dcs::connect(&config.dcs, keys).await?;
-    let listener = proxy::bind(&proxy).await?;
+    let listener = match &proxy.pgbouncer {
+        None => Some(proxy::bind(&proxy).await?),
+        Some(_) => None,
+    };
     let health_listener = match config.http.enable {
         true => Some(health::bind(&config.http).await?),
         false => None,
@@ -113,9 +126,11 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
         location = %config.location,
         cluster = %config.cluster.name,
         mode = if steering.is_some() { "ebpf" } else { "userspace" },
+        r#type = if proxy.pgbouncer.is_some() { "pgbouncer" } else { "builtin" },
         "harp-agent starting"
     );
     let (route_tx, route_rx) = watch::channel(Routing::default());
+    let route_rx_for_pgbouncer = route_rx.clone();
     let kernel = steering.as_ref().map(steering::Steering::kernel);
     let shared = Arc::new(proxy::Shared::new(
         &proxy,
@@ -131,7 +146,24 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
             }
         });
     }
-    tokio::spawn(proxy::accept_loop(listener, shared.clone()));
+    let pgbouncer = match (&proxy.pgbouncer, listener) {
+        (Some(pgb), _) => {
+            let p = pgbouncer::PgBouncer::start(
+                &config_dir,
+                &config.cluster.name,
+                &proxy,
+                pgb,
+                shared.live(),
+            )
+            .await?;
+            Some(tokio::spawn(p.run(route_rx_for_pgbouncer, shared.clone())))
+        }
+        (None, Some(l)) => {
+            tokio::spawn(proxy::accept_loop(l, shared.clone()));
+            None
+        }
+        (None, None) => unreachable!("the builtin proxy always binds"),
+    };
 
     let (tx, rx) = mpsc::channel(256);
     let session = harp_dcs::SessionParams {
@@ -156,9 +188,15 @@ async fn run(config: Config, mut proxy: ProxyConfig) -> anyhow::Result<()> {
         route_tx,
         publish,
     };
-    runner::Runner::new(dcs, &config, &proxy, shared, steering, channels)
-        .run()
-        .await
+    let runner = runner::Runner::new(dcs, &config, &proxy, shared, steering, channels).run();
+    match pgbouncer {
+        None => runner.await,
+        // PgBouncer gone means clients cannot be routed: stop, so a supervisor restarts both.
+        Some(pgb) => tokio::select! {
+            r = runner => r,
+            r = pgb => r?,
+        },
+    }
 }
 
 async fn forward_signals(tx: mpsc::Sender<runner::Input>) -> anyhow::Result<()> {

@@ -42,6 +42,8 @@ pub struct Shared {
     pub kernel: Option<SharedKernel>,
     /// Splice sessions in the kernel (`proxy.splice`, with kernel steering on).
     splice: bool,
+    /// `proxy.type: pgbouncer`: PgBouncer serves the clients.
+    pgbouncer: bool,
     limit: Arc<Semaphore>,
     /// Settings `harpctl set proxy` may change while the agent runs.
     live: Mutex<ProxyLive>,
@@ -80,9 +82,12 @@ impl Shared {
         }
     }
 
-    /// `ebpf` when kernel steering (and splicing) is on, else `userspace`.
+    /// `ebpf` when kernel steering (and splicing) is on, `pgbouncer` when PgBouncer serves
+    /// the clients, else `userspace`.
     pub fn mode(&self) -> &'static str {
-        if self.kernel.is_some() {
+        if self.pgbouncer {
+            "pgbouncer"
+        } else if self.kernel.is_some() {
             "ebpf"
         } else {
             "userspace"
@@ -103,6 +108,7 @@ impl Shared {
             drain: DrainCount::default(),
             held: AtomicU64::new(0),
             splice: p.splice && kernel.is_some(),
+            pgbouncer: p.pgbouncer.is_some(),
             kernel,
             limit: Arc::new(Semaphore::new(p.max_client_conn as usize)),
             permit_debt: std::sync::atomic::AtomicUsize::new(0),

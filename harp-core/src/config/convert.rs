@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::raw::{Kind, Node};
 use super::reader::{expected, scalar_text};
-use super::types::{DcsDriver, ProxyMode};
+use super::types::{DcsDriver, PoolMode, ProxyMode};
 
 /// Cluster, location and node names: `[A-Za-z0-9_.-]+`.
 pub(super) fn identifier(node: &Node) -> Result<String, String> {
@@ -119,6 +119,32 @@ pub(super) fn proxy_mode(node: &Node) -> Result<ProxyMode, String> {
         Some("ebpf") => Ok(ProxyMode::Ebpf),
         Some("userspace") => Ok(ProxyMode::Userspace),
         _ => Err(expected("one of auto, ebpf, userspace", node)),
+    }
+}
+
+/// `proxy.type`: `true` for `pgbouncer`, `false` for `builtin`.
+pub(super) fn proxy_type(node: &Node) -> Result<bool, String> {
+    match scalar_text(node).as_deref() {
+        Some("builtin") => Ok(false),
+        Some("pgbouncer") => Ok(true),
+        _ => Err(expected("one of builtin, pgbouncer", node)),
+    }
+}
+
+pub(super) fn pool_mode(node: &Node) -> Result<PoolMode, String> {
+    match scalar_text(node).as_deref() {
+        Some("session") => Ok(PoolMode::Session),
+        Some("transaction") => Ok(PoolMode::Transaction),
+        Some("statement") => Ok(PoolMode::Statement),
+        _ => Err(expected("one of session, transaction, statement", node)),
+    }
+}
+
+/// The client authentications HARP configures PgBouncer for.
+pub(super) fn auth_type(node: &Node) -> Result<String, String> {
+    match scalar_text(node) {
+        Some(t) if ["trust", "password", "md5", "scram-sha-256"].contains(&t.as_str()) => Ok(t),
+        _ => Err(expected("one of trust, password, md5, scram-sha-256", node)),
     }
 }
 

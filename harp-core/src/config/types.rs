@@ -41,6 +41,14 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longer than a lease expiry after a node loss (6 s), so held clients ride through it.
 pub const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Debian's `postgres` account owns the cluster on the hosts HARP targets.
+pub const DEFAULT_PGBOUNCER_USER: &str = "postgres";
+/// PgBouncer's own default.
+pub const DEFAULT_POOL_SIZE: u32 = 20;
+/// What Postgres 14+ stores passwords as.
+pub const DEFAULT_AUTH_TYPE: &str = "scram-sha-256";
+/// PgBouncer's own default lookup.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -126,6 +134,46 @@ pub struct ProxyConfig {
     /// cgroup v2 directory whose processes are steered in the kernel; `None`: the host's
     /// cgroup2 root.
     pub cgroup_path: Option<PathBuf>,
+    /// `proxy.type: pgbouncer`: clients go through a PgBouncer the agent runs and steers.
+    /// `None`: the agent's own proxy (`builtin`).
+    pub pgbouncer: Option<PgBouncerConfig>,
+}
+
+/// How the agent runs PgBouncer (`proxy.type: pgbouncer`). The agent writes `pgbouncer.ini`
+/// beside config.yml from these and the proxy's listen and limit directives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgBouncerConfig {
+    /// Where the `pgbouncer` binary is; `None`: `PATH`, then `/usr/sbin`.
+    pub bin_dir: Option<PathBuf>,
+    /// The OS user PgBouncer runs as when the agent runs as root (PgBouncer refuses root).
+    pub user: String,
+    pub pool_mode: PoolMode,
+    pub default_pool_size: u32,
+    /// How clients authenticate: `trust`, `password`, `md5` or `scram-sha-256`.
+    pub auth_type: String,
+    /// The role PgBouncer logs in as to look up other roles' passwords (`auth_query`).
+    pub auth_user: Option<String>,
+    pub auth_query: String,
+    /// A PgBouncer `userlist.txt`; `None`: an empty one (every role comes from `auth_query`).
+    pub auth_file: Option<PathBuf>,
+}
+
+/// PgBouncer's pool modes: when a server connection goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    Session,
+    Transaction,
+    Statement,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
 }
 
 /// How the agent routes local clients.

@@ -97,6 +97,7 @@ fn full_file_reads_every_key() {
             mode: ProxyMode::Userspace,
             splice: true,
             cgroup_path: Some("/sys/fs/cgroup/apps".into()),
+            pgbouncer: None,
         }),
         http: HttpConfig {
             enable: false,
@@ -462,6 +463,7 @@ fn proxy_section_gets_harps_defaults() {
             mode: ProxyMode::Auto,
             splice: false,
             cgroup_path: None,
+            pgbouncer: None,
         }
     );
 }
@@ -494,6 +496,22 @@ fn bad_proxy_values_name_their_key() {
             "config.yml:7: proxy.name: missing required value",
         ),
         (
+            "proxy:\n  name: p1\n  type: haproxy\n",
+            "config.yml:9: proxy.type: expected one of builtin, pgbouncer, got \"haproxy\"",
+        ),
+        (
+            "proxy:\n  name: p1\n  pool_mode: transaction\n",
+            "config.yml:9: proxy.pool_mode: only `type: pgbouncer` reads this key",
+        ),
+        (
+            "proxy:\n  name: p1\n  type: pgbouncer\n  mode: ebpf\n",
+            "config.yml:10: proxy.mode: kernel steering would send clients past PgBouncer",
+        ),
+        (
+            "proxy:\n  name: p1\n  type: pgbouncer\n  auth_type: cert\n",
+            "config.yml:10: proxy.auth_type: expected one of trust, password, md5, scram-sha-256, got \"cert\"",
+        ),
+        (
             "http:\n  probes:\n    timeot: 1s\n",
             "config.yml:9: http.probes.timeot: unknown key",
         ),
@@ -505,4 +523,52 @@ fn bad_proxy_values_name_their_key() {
             "for {tail:?}\n got: {got}\nwant: {want}"
         );
     }
+}
+
+#[test]
+fn pgbouncer_type_reads_its_keys_with_defaults() {
+    let text = format!("{BASE}proxy:\n  name: p1\n  type: pgbouncer\n");
+    let proxy = parse_str(&text, "config.yml").unwrap().proxy.unwrap();
+    assert_eq!(
+        proxy.pgbouncer,
+        Some(PgBouncerConfig {
+            bin_dir: None,
+            user: DEFAULT_PGBOUNCER_USER.into(),
+            pool_mode: PoolMode::Session,
+            default_pool_size: DEFAULT_POOL_SIZE,
+            auth_type: DEFAULT_AUTH_TYPE.into(),
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_file: None,
+        })
+    );
+    let text = format!(
+        "{BASE}proxy:\n  name: p1\n  type: pgbouncer\n  pgbouncer_bin_dir: /opt/pgb/bin\n  \
+         pgbouncer_user: pgb\n  pool_mode: transaction\n  default_pool_size: 5\n  \
+         auth_type: md5\n  auth_user: lookup\n  auth_query: SELECT 1\n  \
+         auth_file: /etc/harp/userlist.txt\n"
+    );
+    let proxy = parse_str(&text, "config.yml").unwrap().proxy.unwrap();
+    assert_eq!(
+        proxy.pgbouncer,
+        Some(PgBouncerConfig {
+            bin_dir: Some("/opt/pgb/bin".into()),
+            user: "pgb".into(),
+            pool_mode: PoolMode::Transaction,
+            default_pool_size: 5,
+            auth_type: "md5".into(),
+            auth_user: Some("lookup".into()),
+            auth_query: "SELECT 1".into(),
+            auth_file: Some("/etc/harp/userlist.txt".into()),
+        })
+    );
+    let text = format!("{BASE}proxy:\n  name: p1\n  type: builtin\n");
+    assert_eq!(
+        parse_str(&text, "config.yml")
+            .unwrap()
+            .proxy
+            .unwrap()
+            .pgbouncer,
+        None
+    );
 }

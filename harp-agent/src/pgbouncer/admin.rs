@@ -1,0 +1,119 @@
+//! PgBouncer's admin console, reached over the agent's private socket directory.
+
+use std::path::Path;
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use super::ini::ADMIN_USER;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("PgBouncer's admin console at {socket}: {source}")]
+    Connect {
+        socket: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("PgBouncer refused `{command}`: {source}")]
+    Command {
+        command: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// Client counts summed over every pool (the admin console's own excluded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pools {
+    /// Clients linked to a server or idle between transactions.
+    pub clients: u64,
+    /// Clients waiting for a server (held while paused).
+    pub waiting: u64,
+    /// Server connections in use by a client.
+    pub servers_active: u64,
+}
+
+pub struct Admin {
+    client: Client,
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+impl Admin {
+    pub async fn connect(socket_dir: &Path, port: u16) -> Result<Self, AdminError> {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(socket_dir)
+            .port(port)
+            .user(ADMIN_USER)
+            .dbname(ADMIN_USER)
+            .connect(NoTls)
+            .await
+            .map_err(|source| AdminError::Connect {
+                socket: socket_dir.display().to_string(),
+                source,
+            })?;
+        let conn = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { client, conn })
+    }
+
+    async fn rows(&self, command: &str) -> Result<Vec<tokio_postgres::SimpleQueryRow>, AdminError> {
+        let messages =
+            self.client
+                .simple_query(command)
+                .await
+                .map_err(|source| AdminError::Command {
+                    command: command.to_owned(),
+                    source,
+                })?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub async fn run(&self, command: &str) -> Result<(), AdminError> {
+        self.rows(command).await.map(drop)
+    }
+
+    /// The client databases PgBouncer knows (the wildcard makes one per name used).
+    pub async fn databases(&self) -> Result<Vec<String>, AdminError> {
+        Ok(self
+            .rows("SHOW DATABASES")
+            .await?
+            .iter()
+            .filter_map(|r| r.get("name").map(str::to_owned))
+            .filter(|name| name != ADMIN_USER)
+            .collect())
+    }
+
+    pub async fn pools(&self) -> Result<Pools, AdminError> {
+        let count = |r: &tokio_postgres::SimpleQueryRow, col: &str| -> u64 {
+            r.get(col).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        let mut p = Pools::default();
+        for r in self.rows("SHOW POOLS").await? {
+            if r.get("database") == Some(ADMIN_USER) {
+                continue;
+            }
+            p.clients += count(&r, "cl_active");
+            p.waiting += count(&r, "cl_waiting");
+            p.servers_active += count(&r, "sv_active");
+        }
+        Ok(p)
+    }
+}
+
+/// A database name as the admin console reads it.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

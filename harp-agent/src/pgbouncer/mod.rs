@@ -1,0 +1,397 @@
+//! `proxy.type: pgbouncer`: the agent runs a PgBouncer on the proxy's port and steers it
+//! through its admin console instead of relaying itself. Clients get PgBouncer's pooling;
+//! the agent keeps the routing rules (one leader, held while there is none, old sessions cut,
+//! switchovers drained with `PAUSE`).
+
+mod admin;
+mod ini;
+mod plan;
+#[cfg(test)]
+mod tests;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use harp_core::config::{PgBouncerConfig, ProxyConfig};
+use harp_core::directives::ProxyLive;
+use harp_core::routing::Routing;
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, watch};
+
+use crate::proxy::Shared;
+use admin::{Admin, quote};
+use ini::{Paths, Settings};
+use plan::{Plan, Step};
+
+/// How often client counts are read (and how soon a failed command is tried again).
+const POLL: Duration = Duration::from_millis(200);
+/// How long PgBouncer may take to open its admin socket.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on cutting sessions: PgBouncer confirms its `PAUSE` once no server is in use.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct PgBouncer {
+    proxy: ProxyConfig,
+    pgb: PgBouncerConfig,
+    paths: Paths,
+    child: Child,
+    admin: Option<Admin>,
+    plan: Plan,
+    /// The settings pgbouncer.ini was last written with.
+    live: ProxyLive,
+    /// A `PAUSE` PgBouncer has not confirmed yet.
+    pausing: Option<oneshot::Receiver<()>>,
+    pause_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Some(t) = self.pause_task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The `pgbouncer` binary: `pgbouncer_bin_dir`, else `PATH`, else Debian's `/usr/sbin`.
+fn binary(pgb: &PgBouncerConfig) -> anyhow::Result<PathBuf> {
+    let candidates: Vec<PathBuf> = match &pgb.bin_dir {
+        Some(dir) => vec![dir.join("pgbouncer")],
+        None => std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+            .map(|d| d.join("pgbouncer"))
+            .collect(),
+    };
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "proxy.type is pgbouncer but no pgbouncer binary was found{}; install PgBouncer \
+             (Debian: apt install pgbouncer) or set proxy.pgbouncer_bin_dir",
+            pgb.bin_dir
+                .as_ref()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default()
+        )
+    })
+}
+
+fn os_user(name: &str) -> anyhow::Result<nix::unistd::User> {
+    nix::unistd::User::from_name(name)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "proxy.pgbouncer_user `{name}` is not a user on this host; PgBouncer refuses to run \
+             as root, so name the account it should run as"
+        )
+    })
+}
+
+/// PgBouncer ends with the agent, even one killed outright: nothing else would stop it, and
+/// it would keep the proxy's port.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes one prctl(2)
+    // call, which is async-signal-safe; it allocates and locks nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// A fresh socket directory only the agent and PgBouncer can enter.
+fn socket_dir(
+    cluster: &str,
+    proxy: &str,
+    run_as: Option<&nix::unistd::User>,
+) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("harp-pgbouncer-{cluster}-{proxy}"));
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot clear {}", dir.display()));
+        }
+        _ => {}
+    }
+    std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some(user) = run_as {
+        nix::unistd::chown(&dir, Some(user.uid), Some(user.gid))?;
+    }
+    Ok(dir)
+}
+
+impl PgBouncer {
+    /// Writes PgBouncer's files beside config.yml, starts it and pauses it: clients wait
+    /// until the first leader is known.
+    pub async fn start(
+        config_dir: &Path,
+        cluster: &str,
+        proxy: &ProxyConfig,
+        pgb: &PgBouncerConfig,
+        live: ProxyLive,
+    ) -> anyhow::Result<Self> {
+        let bin = binary(pgb)?;
+        let run_as = match nix::unistd::geteuid().is_root() {
+            true => Some(os_user(&pgb.user)?),
+            false => None,
+        };
+        let paths = Paths::new(
+            config_dir,
+            socket_dir(cluster, &proxy.name, run_as.as_ref())?,
+        );
+        if pgb.auth_file.is_none() && !paths.userlist.exists() {
+            ini::write_whole(&paths.userlist, "")
+                .with_context(|| format!("cannot write {}", paths.userlist.display()))?;
+        }
+        ini::write_whole(&paths.hba, &ini::render_hba(pgb))
+            .with_context(|| format!("cannot write {}", paths.hba.display()))?;
+        let settings = Settings {
+            proxy,
+            pgb,
+            live,
+            paths: &paths,
+        };
+        ini::write_whole(&paths.ini, &ini::render(&settings, None))
+            .with_context(|| format!("cannot write {}", paths.ini.display()))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg(&paths.ini).stdin(Stdio::null()).kill_on_drop(true);
+        if let Some(user) = &run_as {
+            // PgBouncer refuses root. Switching before exec (not with its `user` setting)
+            // keeps the parent-death signal, which a credential change would clear.
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        die_with_parent(&mut cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        tracing::info!(
+            pid = child.id(),
+            ini = %paths.ini.display(),
+            "PgBouncer started; clients wait for a leader"
+        );
+        let mut me = Self {
+            proxy: proxy.clone(),
+            pgb: pgb.clone(),
+            paths,
+            child,
+            admin: None,
+            plan: Plan::new(),
+            live,
+            pausing: None,
+            pause_task: None,
+        };
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = me.child.try_wait()? {
+                anyhow::bail!("{}", exited(status));
+            }
+            match Admin::connect(&me.paths.socket_dir, proxy.listen_port).await {
+                Ok(a) => {
+                    me.admin = Some(a);
+                    break;
+                }
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    return Err(e).context("PgBouncer did not open its admin console");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        // Nothing is connected yet: the pause takes effect at once.
+        me.admin()
+            .await?
+            .run("PAUSE")
+            .await
+            .context("cannot pause PgBouncer")?;
+        Ok(me)
+    }
+
+    /// Follows the route until PgBouncer exits (an error: the agent stops with it).
+    pub async fn run(
+        mut self,
+        mut route: watch::Receiver<Routing>,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            let routing = route.borrow_and_update().clone();
+            if let Err(e) = self.converge(&routing).await {
+                tracing::warn!("{e:#}; trying again");
+                self.admin = None;
+            }
+            tokio::select! {
+                changed = route.changed() => if changed.is_err() { return Ok(()) },
+                status = self.child.wait() => anyhow::bail!("{}", exited(status?)),
+                _ = wait_pause(&mut self.pausing) => {
+                    self.pausing = None;
+                    self.plan.paused();
+                    tracing::info!("PgBouncer paused: no transaction is open on the leader");
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.refresh(&shared).await {
+                        tracing::warn!("{e:#}");
+                        self.admin = None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn admin(&mut self) -> anyhow::Result<&Admin> {
+        if self.admin.is_none() {
+            let a = Admin::connect(&self.paths.socket_dir, self.proxy.listen_port).await?;
+            self.admin = Some(a);
+        }
+        Ok(self.admin.as_ref().expect("just connected"))
+    }
+
+    /// Carries out the plan's steps until PgBouncer matches the route.
+    async fn converge(&mut self, routing: &Routing) -> anyhow::Result<()> {
+        while let Some(step) = self.plan.next(routing) {
+            tracing::info!(?step, "PgBouncer");
+            match &step {
+                Step::Pause => self.pause(),
+                Step::Kill => self.kill().await?,
+                Step::Retarget(t) => {
+                    self.write_ini(Some(t))?;
+                    let admin = self.admin().await?;
+                    admin.run("RELOAD").await?;
+                    // Idle server connections to the old leader close now, the rest when
+                    // released.
+                    admin.run("RECONNECT").await?;
+                }
+                Step::Resume => self.resume().await?,
+            }
+            self.plan.done(step);
+        }
+        Ok(())
+    }
+
+    /// `PAUSE` on a connection of its own: PgBouncer answers once no server is in use.
+    fn pause(&mut self) {
+        let (done, rx) = oneshot::channel();
+        let (dir, port) = (self.paths.socket_dir.clone(), self.proxy.listen_port);
+        if let Some(t) = self.pause_task.take() {
+            t.abort();
+        }
+        self.pause_task = Some(tokio::spawn(async move {
+            match Admin::connect(&dir, port).await {
+                Ok(a) => match a.run("PAUSE").await {
+                    Ok(()) => {
+                        let _ = done.send(());
+                        // Held until aborted: PgBouncer would not mind, but keep one path.
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => tracing::warn!("{e}"),
+                },
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }));
+        self.pausing = Some(rx);
+    }
+
+    /// Cuts every session and holds new ones: `PAUSE` stops new server work, `KILL` closes
+    /// each database's clients and servers; databases that appear meanwhile are killed too,
+    /// until PgBouncer confirms the pause.
+    async fn kill(&mut self) -> anyhow::Result<()> {
+        if !self.pause_pending() {
+            self.pause();
+        }
+        let deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
+        let mut killed = std::collections::HashSet::new();
+        loop {
+            let admin = self.admin().await?;
+            for db in admin.databases().await? {
+                if killed.insert(db.clone()) {
+                    admin.run(&format!("KILL {}", quote(&db))).await?;
+                }
+            }
+            let confirmed =
+                tokio::time::timeout(Duration::from_millis(20), wait_pause(&mut self.pausing))
+                    .await;
+            if confirmed.is_ok() {
+                self.pausing = None;
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("PgBouncer did not confirm its pause after killing every database");
+            }
+        }
+    }
+
+    /// Whether a `PAUSE` is on its way (its task ends only when it failed).
+    fn pause_pending(&self) -> bool {
+        self.pausing.is_some() && self.pause_task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    async fn resume(&mut self) -> anyhow::Result<()> {
+        if let Some(t) = self.pause_task.take() {
+            t.abort();
+        }
+        self.pausing = None;
+        let admin = self.admin().await?;
+        // Killed databases are paused one by one; "not paused" answers are expected.
+        for db in admin.databases().await? {
+            let _ = admin.run(&format!("RESUME {}", quote(&db))).await;
+        }
+        let _ = admin.run("RESUME").await;
+        Ok(())
+    }
+
+    fn write_ini(&self, target: Option<&plan::Target>) -> anyhow::Result<()> {
+        let settings = Settings {
+            proxy: &self.proxy,
+            pgb: &self.pgb,
+            live: self.live,
+            paths: &self.paths,
+        };
+        ini::write_whole(&self.paths.ini, &ini::render(&settings, target))
+            .with_context(|| format!("cannot write {}", self.paths.ini.display()))
+    }
+
+    /// Publishes PgBouncer's client counts and applies changed live settings.
+    async fn refresh(&mut self, shared: &Shared) -> anyhow::Result<()> {
+        if self.plan.hold == plan::Hold::Pausing && !self.pause_pending() {
+            self.pause();
+        }
+        let live = shared.live();
+        if live != self.live {
+            self.live = live;
+            self.write_ini(self.plan.target.as_ref())?;
+            self.admin().await?.run("RELOAD").await?;
+            tracing::info!(?live, "pgbouncer.ini rewritten for new proxy directives");
+        }
+        let pools = self.admin().await?.pools().await?;
+        shared.sessions.store(pools.clients, Ordering::Relaxed);
+        shared.held.store(pools.waiting, Ordering::Relaxed);
+        // A drain waits for the transactions PgBouncer's PAUSE still waits for.
+        let left = match self.plan.hold {
+            plan::Hold::Pausing => pools.servers_active,
+            _ => 0,
+        };
+        if shared.drain.waiting.swap(left, Ordering::Relaxed) > left {
+            shared.drain.changed.notify_one();
+        }
+        Ok(())
+    }
+}
+
+async fn wait_pause(pausing: &mut Option<oneshot::Receiver<()>>) {
+    match pausing {
+        Some(rx) => {
+            if rx.await.is_err() {
+                // The pause task ended without an answer: never confirmed.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn exited(status: ExitStatus) -> String {
+    format!("PgBouncer exited ({status}); its log above says why. The agent stops with it")
+}

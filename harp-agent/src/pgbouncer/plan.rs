@@ -1,0 +1,103 @@
+//! What the agent tells PgBouncer, decided from the route alone: a pure state machine that
+//! tests drive step by step. PgBouncer's own commands do the work: `PAUSE` lets sessions
+//! finish their transactions and holds new ones, `KILL` cuts sessions and holds new ones,
+//! `RELOAD`/`RECONNECT` point it at another leader, `RESUME` lets clients go on.
+
+use harp_core::routing::Routing;
+
+/// Where PgBouncer sends its server connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub address: String,
+    pub port: u16,
+    /// The leadership: a re-elected leader at the same address is a new one.
+    pub token: i64,
+}
+
+/// How PgBouncer treats clients right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Clients run queries on the target.
+    Open,
+    /// `PAUSE` sent: sessions finish their transactions; no new ones start.
+    Pausing,
+    /// `PAUSE` done: no server connection is in use, clients wait.
+    Paused,
+    /// Sessions cut, clients wait.
+    Killed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Hold new work and let open transactions finish (`PAUSE`, answered later).
+    Pause,
+    /// Hold new work and cut every session now (`PAUSE` + `KILL` each database).
+    Kill,
+    /// Rewrite pgbouncer.ini for this target, `RELOAD`, `RECONNECT`.
+    Retarget(Target),
+    /// `RESUME` everything held.
+    Resume,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub target: Option<Target>,
+    pub hold: Hold,
+}
+
+impl Plan {
+    /// PgBouncer as the agent starts it: no leader yet, paused.
+    pub fn new() -> Self {
+        Self {
+            target: None,
+            hold: Hold::Paused,
+        }
+    }
+
+    /// The next step towards `routing`, if any. Call [`Plan::done`] once it is carried out,
+    /// then ask again.
+    pub fn next(&self, routing: &Routing) -> Option<Step> {
+        let bound = matches!(self.hold, Hold::Open | Hold::Pausing);
+        if routing.draining.is_some() {
+            // A switchover: the leadership's sessions finish their transactions, new work waits.
+            return (self.hold == Hold::Open).then_some(Step::Pause);
+        }
+        let Some(r) = &routing.route else {
+            // No leader to vouch for: sessions still on a server are cut, new ones wait.
+            return bound.then_some(Step::Kill);
+        };
+        let want = Target {
+            address: r.address.clone(),
+            port: r.port,
+            token: r.token,
+        };
+        if self.target.as_ref() != Some(&want) {
+            // Sessions of the old leadership never go on to run on the new one; a session
+            // PAUSE has already parked holds no server and survives the change.
+            return Some(match bound {
+                true => Step::Kill,
+                false => Step::Retarget(want),
+            });
+        }
+        // The target is right and no drain is asked for: clients go on (a withdrawn
+        // switchover resumes the sessions it paused).
+        (self.hold != Hold::Open).then_some(Step::Resume)
+    }
+
+    /// Records that `step` was carried out.
+    pub fn done(&mut self, step: Step) {
+        match step {
+            Step::Pause => self.hold = Hold::Pausing,
+            Step::Kill => self.hold = Hold::Killed,
+            Step::Retarget(t) => self.target = Some(t),
+            Step::Resume => self.hold = Hold::Open,
+        }
+    }
+
+    /// PgBouncer answered a `PAUSE`: every server connection is back in the pool.
+    pub fn paused(&mut self) {
+        if self.hold == Hold::Pausing {
+            self.hold = Hold::Paused;
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! `proxy.type: pgbouncer`: the agent runs a real PgBouncer on the proxy port and steers it.
+//! Clients authenticate through PgBouncer's passthrough (`auth_user` + `auth_query`), reach the
+//! lead master only, are cut from a failed one, and — pooled per transaction — ride through a
+//! planned switchover without an error. Real etcd, Postgres, managers, agent and PgBouncer.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use harp_tests::TestCluster;
+use harp_tests::agent::{AgentProc, AgentSpec};
+use harp_tests::harpctl::{finish, spawn_harpctl};
+use tokio_postgres::{Client, NoTls};
+
+const PASSWORD: &str = "app-secret";
+
+/// Whether PgBouncer can run here (installed); under CI it must be.
+fn pgbouncer_installed(test: &str) -> bool {
+    let found = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .iter()
+        .any(|p| std::path::Path::new(p).is_file());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: pgbouncer is not installed (.ci/run installs it)");
+        }
+        println!("SKIP: {test}: pgbouncer is not installed");
+    }
+    found
+}
+
+/// Two nodes, a login role `app` with a SCRAM password on each, and an agent running
+/// PgBouncer in `pool_mode`.
+async fn cluster(name: &str, pool_mode: &str) -> (TestCluster, AgentProc) {
+    let mut c = TestCluster::builder(name)
+        .node("n1", "dca", 100)
+        .node("n2", "dca", 100)
+        .extra_yaml("server_transfer_timeout: 20s")
+        .start();
+    for node in ["n1", "n2"] {
+        let pg = c.node(node).pg.connect().await.unwrap();
+        pg.batch_execute(&format!(
+            "SET password_encryption = 'scram-sha-256';
+             CREATE ROLE app LOGIN PASSWORD '{PASSWORD}';
+             CREATE TABLE IF NOT EXISTS pooled (v int);
+             GRANT ALL ON pooled TO app;"
+        ))
+        .await
+        .unwrap();
+    }
+    // PgBouncer looks passwords up as `postgres` (trusted by the test clusters).
+    let userlist = c.dir().join("userlist.txt");
+    std::fs::write(&userlist, "\"postgres\" \"\"\n").unwrap();
+    let mut spec = AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints());
+    spec.extra_yaml = format!(
+        "type: pgbouncer\npool_mode: {pool_mode}\nauth_type: scram-sha-256\n\
+         auth_user: postgres\nauth_file: {}\n",
+        userlist.display()
+    );
+    let mut a = AgentProc::start(c.dir(), spec);
+    assert!(a.wait_ready(LONG), "{}", a.log_tail(30));
+    (c, a)
+}
+
+fn dsn(a: &AgentProc, password: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=app password={password} dbname=postgres",
+        a.listen_port()
+    )
+}
+
+async fn connect(dsn: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The Postgres port the session runs on. (Simple protocol: a statement prepared in one
+/// transaction may not exist on the server a transaction pool gives the next.)
+async fn server_port(client: &Client) -> Result<u16, tokio_postgres::Error> {
+    let rows = client.simple_query("SELECT inet_server_port()").await?;
+    Ok(rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .expect("a port"))
+}
+
+/// Connects through PgBouncer until a session lands on `node`'s Postgres.
+async fn until_on(c: &mut TestCluster, a: &AgentProc, node: &str) -> Client {
+    let want = c.node(node).pg.port();
+    let end = Instant::now() + LONG;
+    loop {
+        if let Ok(client) = connect(&dsn(a, PASSWORD)).await
+            && let Ok(Ok(port)) =
+                tokio::time::timeout(Duration::from_secs(2), server_port(&client)).await
+            && port == want
+        {
+            return client;
+        }
+        assert!(
+            Instant::now() < end,
+            "no session reached {node}\n{}",
+            a.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn status(a: &AgentProc) -> serde_json::Value {
+    let (_, body) = a.http("/status").expect("agent status");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_failover() {
+    if !pgbouncer_installed("pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_failover") {
+        return;
+    }
+    let (mut c, a) = cluster("pgbsession", "session").await;
+    let first = wait_leader_not(&c, "dca", None).node;
+    let session = until_on(&mut c, &a, &first).await;
+    assert_eq!(status(&a)["mode"], "pgbouncer", "{}", status(&a));
+    // Passthrough authentication checks the password against the leader's.
+    let wrong = connect(&dsn(&a, "not-the-password")).await;
+    let err = wrong.err().expect("a wrong password was let in");
+    assert!(
+        err.to_string().contains("password") || err.to_string().contains("auth"),
+        "{err}"
+    );
+    // pgbouncer.ini is written beside config.yml and points at the leader.
+    let ini = std::fs::read_to_string(c.dir().join("pgbouncer.ini")).unwrap();
+    let leader_port = c.node(&first).pg.port();
+    assert!(ini.contains(&format!("port={leader_port}")), "{ini}");
+
+    // The leader's Postgres dies: its session is cut, new ones reach the new leader only.
+    c.node(&first).pg.kill9();
+    let next = wait_leader_not(&c, "dca", Some(&first)).node;
+    let fresh = until_on(&mut c, &a, &next).await;
+    assert!(
+        session.batch_execute("SELECT 1").await.is_err(),
+        "a session to the failed leader went on"
+    );
+    fresh
+        .batch_execute("INSERT INTO pooled VALUES (1)")
+        .await
+        .unwrap();
+    let s = status(&a);
+    assert_eq!(s["leader"], next.as_str(), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error() {
+    if !pgbouncer_installed("transaction_pooled_clients_ride_through_a_switchover_without_an_error")
+    {
+        return;
+    }
+    let (mut c, a) = cluster("pgbtx", "transaction").await;
+    let first = wait_leader_not(&c, "dca", None).node;
+    let target = if first == "n1" { "n2" } else { "n1" };
+    let idle = until_on(&mut c, &a, &first).await;
+    let busy = connect(&dsn(&a, PASSWORD)).await.unwrap();
+    busy.batch_execute("BEGIN; INSERT INTO pooled VALUES (1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // statuses reach every manager
+    let started = Instant::now();
+    let promote = spawn_harpctl(&c, &["promote", target, "--timeout", "50s", "-o", "json"]);
+
+    // The drain waits for the open transaction: the leader does not let go.
+    let drain_seen = {
+        let end = Instant::now() + LONG;
+        loop {
+            let s = status(&a);
+            if s["draining"].is_i64() {
+                break true;
+            }
+            if Instant::now() > end {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(drain_seen, "the agent never drained\n{}", a.log_tail(30));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        leader(&c, "dca").unwrap().0.node,
+        first,
+        "the leader let go with a transaction open"
+    );
+    busy.batch_execute("INSERT INTO pooled VALUES (2); COMMIT")
+        .await
+        .expect("COMMIT during the drain");
+    let next = wait_leader_not(&c, "dca", Some(&first));
+    assert_eq!(next.node, target);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the handover waited for server_transfer_timeout instead of the commit"
+    );
+    let (code, out, err) = finish(promote);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Both sessions go on, without reconnecting, on the new leader.
+    for client in [&idle, &busy] {
+        let port = tokio::time::timeout(LONG, server_port(client))
+            .await
+            .expect("a pooled session hung after the switchover")
+            .expect("a pooled session failed after the switchover");
+        assert_eq!(port, c.node(target).pg.port());
+    }
+    let pg = c.node(&first).pg.connect().await.unwrap();
+    let committed: i64 = pg
+        .query_one("SELECT count(*) FROM pooled", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(committed, 2, "the commit was lost");
+}
