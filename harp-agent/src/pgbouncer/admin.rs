@@ -85,14 +85,15 @@ impl Admin {
         self.rows(command).await.map(drop)
     }
 
-    /// The client databases PgBouncer knows (the wildcard makes one per name used).
-    pub async fn databases(&self) -> Result<Vec<String>, AdminError> {
+    /// The client databases PgBouncer knows (the wildcard makes one per name used), each
+    /// with whether it is paused.
+    pub async fn databases(&self) -> Result<Vec<(String, bool)>, AdminError> {
         Ok(self
             .rows("SHOW DATABASES")
             .await?
             .iter()
-            .filter_map(|r| r.get("name").map(str::to_owned))
-            .filter(|name| name != ADMIN_USER)
+            .filter_map(|r| Some((r.get("name")?.to_owned(), r.get("paused")? == "1")))
+            .filter(|(name, _)| name != ADMIN_USER)
             .collect())
     }
 

@@ -29,7 +29,7 @@ use ini::{Paths, Settings};
 use plan::{Plan, Step};
 
 /// How often client counts are read (and how soon a failed command is tried again).
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
 /// How long PgBouncer may take to open its admin socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on cutting sessions: PgBouncer confirms its `PAUSE` once no server is in use.
@@ -44,6 +44,9 @@ pub struct PgBouncer {
     plan: Plan,
     /// The settings pgbouncer.ini was last written with.
     live: ProxyLive,
+    /// Whether the whole pooler is paused (at start and after a kill), not database by
+    /// database.
+    paused_all: bool,
     /// A `PAUSE` PgBouncer has not confirmed yet.
     pausing: Option<oneshot::Receiver<()>>,
     pause_task: Option<tokio::task::JoinHandle<()>>,
@@ -182,6 +185,7 @@ impl PgBouncer {
             admin: None,
             plan: Plan::new(),
             live,
+            paused_all: true,
             pausing: None,
             pause_task: None,
         };
@@ -271,7 +275,9 @@ impl PgBouncer {
         Ok(())
     }
 
-    /// `PAUSE` on a connection of its own: PgBouncer answers once no server is in use.
+    /// `PAUSE` each database, on a connection of its own: PgBouncer answers each once none
+    /// of its server connections is in use. Databases that appear meanwhile are paused too.
+    /// (Not a global `PAUSE`: PgBouncer refuses `KILL` under one, and a drain may end in one.)
     fn pause(&mut self) {
         let (done, rx) = oneshot::channel();
         let (dir, port) = (self.paths.socket_dir.clone(), self.proxy.listen_port);
@@ -279,47 +285,38 @@ impl PgBouncer {
             t.abort();
         }
         self.pause_task = Some(tokio::spawn(async move {
-            match Admin::connect(&dir, port).await {
-                Ok(a) => match a.run("PAUSE").await {
-                    Ok(()) => {
-                        let _ = done.send(());
-                        // Held until aborted: PgBouncer would not mind, but keep one path.
-                        std::future::pending::<()>().await;
-                    }
-                    Err(e) => tracing::warn!("{e}"),
-                },
-                Err(e) => tracing::warn!("{e}"),
+            if let Err(e) = pause_each(&dir, port).await {
+                tracing::warn!("{e}");
+                return;
             }
+            let _ = done.send(());
+            // Kept until aborted, so a finished task always means a failed one.
+            std::future::pending::<()>().await;
         }));
         self.pausing = Some(rx);
     }
 
-    /// Cuts every session and holds new ones: `PAUSE` stops new server work, `KILL` closes
-    /// each database's clients and servers; databases that appear meanwhile are killed too,
-    /// until PgBouncer confirms the pause.
+    /// Cuts every session and holds new ones: PgBouncer is pointed nowhere first, so no
+    /// server connection opened meanwhile reaches the old leader; then each database is
+    /// killed and the whole pooler paused.
     async fn kill(&mut self) -> anyhow::Result<()> {
-        if !self.pause_pending() {
-            self.pause();
+        if let Some(t) = self.pause_task.take() {
+            t.abort();
         }
-        let deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
-        let mut killed = std::collections::HashSet::new();
-        loop {
-            let admin = self.admin().await?;
-            for db in admin.databases().await? {
-                if killed.insert(db.clone()) {
-                    admin.run(&format!("KILL {}", quote(&db))).await?;
-                }
+        self.pausing = None;
+        self.write_ini(None)?;
+        let admin = self.admin().await?;
+        admin.run("RELOAD").await?;
+        for (db, _) in admin.databases().await? {
+            admin.run(&format!("KILL {}", quote(&db))).await?;
+        }
+        match tokio::time::timeout(KILL_TIMEOUT, admin.run("PAUSE")).await {
+            Ok(Ok(())) => {
+                self.paused_all = true;
+                Ok(())
             }
-            let confirmed =
-                tokio::time::timeout(Duration::from_millis(20), wait_pause(&mut self.pausing))
-                    .await;
-            if confirmed.is_ok() {
-                self.pausing = None;
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("PgBouncer did not confirm its pause after killing every database");
-            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => anyhow::bail!("PgBouncer did not confirm its pause after every KILL"),
         }
     }
 
@@ -333,12 +330,17 @@ impl PgBouncer {
             t.abort();
         }
         self.pausing = None;
+        let all = self.paused_all;
         let admin = self.admin().await?;
-        // Killed databases are paused one by one; "not paused" answers are expected.
-        for db in admin.databases().await? {
-            let _ = admin.run(&format!("RESUME {}", quote(&db))).await;
+        for (db, paused) in admin.databases().await? {
+            if paused {
+                admin.run(&format!("RESUME {}", quote(&db))).await?;
+            }
         }
-        let _ = admin.run("RESUME").await;
+        if all {
+            admin.run("RESUME").await?;
+        }
+        self.paused_all = false;
         Ok(())
     }
 
@@ -368,15 +370,37 @@ impl PgBouncer {
         let pools = self.admin().await?.pools().await?;
         shared.sessions.store(pools.clients, Ordering::Relaxed);
         shared.held.store(pools.waiting, Ordering::Relaxed);
-        // A drain waits for the transactions PgBouncer's PAUSE still waits for.
+        // A drain waits for the server connections in use (open transactions in transaction
+        // pooling, whole sessions in session pooling): what PAUSE waits for. Counted before
+        // a drain too, since the agent reports its first count the moment one starts.
         let left = match self.plan.hold {
-            plan::Hold::Pausing => pools.servers_active,
-            _ => 0,
+            plan::Hold::Open | plan::Hold::Pausing => pools.servers_active,
+            plan::Hold::Paused | plan::Hold::Killed => 0,
         };
         if shared.drain.waiting.swap(left, Ordering::Relaxed) > left {
             shared.drain.changed.notify_one();
         }
         Ok(())
+    }
+}
+
+/// Pauses every database until one look finds none left unpaused.
+async fn pause_each(dir: &Path, port: u16) -> Result<(), admin::AdminError> {
+    let admin = Admin::connect(dir, port).await?;
+    loop {
+        let open: Vec<String> = admin
+            .databases()
+            .await?
+            .into_iter()
+            .filter(|(_, paused)| !paused)
+            .map(|(db, _)| db)
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        for db in open {
+            admin.run(&format!("PAUSE {}", quote(&db))).await?;
+        }
     }
 }
 

@@ -19,7 +19,8 @@ pub struct Target {
 pub enum Hold {
     /// Clients run queries on the target.
     Open,
-    /// `PAUSE` sent: sessions finish their transactions; no new ones start.
+    /// `PAUSE` sent for each database: sessions finish their transactions; no new ones
+    /// start.
     Pausing,
     /// `PAUSE` done: no server connection is in use, clients wait.
     Paused,
@@ -31,7 +32,8 @@ pub enum Hold {
 pub enum Step {
     /// Hold new work and let open transactions finish (`PAUSE`, answered later).
     Pause,
-    /// Hold new work and cut every session now (`PAUSE` + `KILL` each database).
+    /// Point PgBouncer nowhere, cut every session now (`KILL` each database), hold new work
+    /// (`PAUSE`).
     Kill,
     /// Rewrite pgbouncer.ini for this target, `RELOAD`, `RECONNECT`.
     Retarget(Target),
@@ -88,7 +90,10 @@ impl Plan {
     pub fn done(&mut self, step: Step) {
         match step {
             Step::Pause => self.hold = Hold::Pausing,
-            Step::Kill => self.hold = Hold::Killed,
+            Step::Kill => {
+                self.hold = Hold::Killed;
+                self.target = None;
+            }
             Step::Retarget(t) => self.target = Some(t),
             Step::Resume => self.hold = Hold::Open,
         }
