@@ -124,8 +124,9 @@ async fn pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_failover() {
     let session = until_on(&mut c, &a, &first).await;
     assert_eq!(status(&a)["mode"], "pgbouncer", "{}", status(&a));
     // Passthrough authentication checks the password against the leader's.
-    let wrong = connect(&dsn(&a, "not-the-password")).await;
-    let err = wrong.err().expect("a wrong password was let in");
+    let Err(err) = connect(&dsn(&a, "not-the-password")).await else {
+        panic!("a wrong password was let in");
+    };
     let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
     assert!(db.message().contains("authentication failed"), "{db}");
     // pgbouncer.ini is written beside config.yml and points at the leader.
