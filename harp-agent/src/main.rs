@@ -148,14 +148,7 @@ async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> any
     }
     let pgbouncer = match (&proxy.pgbouncer, listener) {
         (Some(pgb), _) => {
-            let p = pgbouncer::PgBouncer::start(
-                &config_dir,
-                &config.cluster.name,
-                &proxy,
-                pgb,
-                shared.live(),
-            )
-            .await?;
+            let p = pgbouncer::PgBouncer::start(&config_dir, &proxy, pgb, shared.live()).await?;
             Some(tokio::spawn(p.run(route_rx_for_pgbouncer, shared.clone())))
         }
         (None, Some(l)) => {

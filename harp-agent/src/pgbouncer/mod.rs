@@ -57,6 +57,8 @@ impl Drop for PgBouncer {
         if let Some(t) = self.pause_task.take() {
             t.abort();
         }
+        // PgBouncer itself goes with `child` (killed on drop); its socket directory here.
+        let _ = std::fs::remove_dir_all(&self.paths.socket_dir);
     }
 }
 
@@ -107,13 +109,10 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// A fresh socket directory only the agent and PgBouncer can enter.
-fn socket_dir(
-    cluster: &str,
-    proxy: &str,
-    run_as: Option<&nix::unistd::User>,
-) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("harp-pgbouncer-{cluster}-{proxy}"));
+/// A fresh socket directory beside the other files, that only the agent and PgBouncer can
+/// enter.
+fn socket_dir(config_dir: &Path, run_as: Option<&nix::unistd::User>) -> anyhow::Result<PathBuf> {
+    let dir = config_dir.join("pgbouncer-run");
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(e).with_context(|| format!("cannot clear {}", dir.display()));
@@ -133,7 +132,6 @@ impl PgBouncer {
     /// until the first leader is known.
     pub async fn start(
         config_dir: &Path,
-        cluster: &str,
         proxy: &ProxyConfig,
         pgb: &PgBouncerConfig,
         live: ProxyLive,
@@ -143,10 +141,9 @@ impl PgBouncer {
             true => Some(os_user(&pgb.user)?),
             false => None,
         };
-        let paths = Paths::new(
-            config_dir,
-            socket_dir(cluster, &proxy.name, run_as.as_ref())?,
-        );
+        // Absolute: PgBouncer and the admin client must find the same socket.
+        let config_dir = std::path::absolute(config_dir)?;
+        let paths = Paths::new(&config_dir, socket_dir(&config_dir, run_as.as_ref())?);
         if pgb.auth_file.is_none() && !paths.userlist.exists() {
             ini::write_whole(&paths.userlist, "")
                 .with_context(|| format!("cannot write {}", paths.userlist.display()))?;
