@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
-use harp_tests::harpctl::{finish, spawn_harpctl};
+use harp_tests::harpctl::{finish, harpctl, spawn_harpctl};
 use tokio_postgres::{Client, NoTls};
 
 const PASSWORD: &str = "app-secret";
@@ -133,6 +133,26 @@ async fn pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_failover() {
     let ini = std::fs::read_to_string(c.dir().join("pgbouncer.ini")).unwrap();
     let leader_port = c.node(&first).pg.port();
     assert!(ini.contains(&format!("port={leader_port}")), "{ini}");
+
+    // `harpctl set proxy` reaches PgBouncer while it runs: one client is the limit now.
+    let (code, out, err) = harpctl(&c, &["set", "proxy", "p1", "max_client_conn=1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let refused = {
+        let end = Instant::now() + LONG;
+        loop {
+            match connect(&dsn(&a, PASSWORD)).await {
+                Err(e) => break e,
+                Ok(_) if Instant::now() > end => panic!("max_client_conn=1 never applied"),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    };
+    let db = refused
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{refused:?}"));
+    assert!(db.message().contains("max_client_conn"), "{db}");
+    let (code, out, err) = harpctl(&c, &["set", "proxy", "p1", "max_client_conn=100"]);
+    assert_eq!(code, 0, "{out}{err}");
 
     // The leader's Postgres dies: its session is cut, new ones reach the new leader only.
     c.node(&first).pg.kill9();
