@@ -109,6 +109,12 @@ async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> any
         tracing::info!("proxy.type is pgbouncer: kernel steering stays off");
         proxy.mode = config::ProxyMode::Userspace;
     }
+    // Found before anything starts: a missing PgBouncer is a setup error, said at once.
+    let pgbouncer_bin = proxy
+        .pgbouncer
+        .as_ref()
+        .map(pgbouncer::binary)
+        .transpose()?;
     let steering = steering::Steering::start(&proxy, &config.cluster.name)
         .map_err(|e| anyhow::anyhow!("proxy.mode is ebpf but kernel steering failed: {e}"))?;
     let keys = Keys::new(&config.cluster.name);
@@ -146,16 +152,16 @@ async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> any
             }
         });
     }
-    let pgbouncer = match (&proxy.pgbouncer, listener) {
-        (Some(pgb), _) => {
-            let p = pgbouncer::PgBouncer::start(&config_dir, &proxy, pgb, shared.live()).await?;
+    if let Some(l) = listener {
+        tokio::spawn(proxy::accept_loop(l, shared.clone()));
+    }
+    let pgbouncer = match (&proxy.pgbouncer, &pgbouncer_bin) {
+        (Some(pgb), Some(bin)) => {
+            let live = shared.live();
+            let p = pgbouncer::PgBouncer::start(bin, &config_dir, &proxy, pgb, live).await?;
             Some(tokio::spawn(p.run(route_rx_for_pgbouncer, shared.clone())))
         }
-        (None, Some(l)) => {
-            tokio::spawn(proxy::accept_loop(l, shared.clone()));
-            None
-        }
-        (None, None) => unreachable!("the builtin proxy always binds"),
+        _ => None,
     };
 
     let (tx, rx) = mpsc::channel(256);

@@ -237,3 +237,37 @@ async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error()
         .get(0);
     assert_eq!(committed, 2, "the commit was lost");
 }
+
+#[test]
+fn an_agent_without_pgbouncer_says_what_to_install_and_exits() {
+    let dir = harp_tests::WorkDir::new();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        "cluster:\n  name: c1\ndcs:\n  driver: etcd\n  endpoints: [127.0.0.1:9]\n\
+         location: dca\nproxy:\n  name: p1\n  type: pgbouncer\n  \
+         pgbouncer_bin_dir: /nonexistent/bin\nhttp:\n  enable: false\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(harp_tests::workspace_bin("harp-agent"))
+        .arg("-f")
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("no pgbouncer binary was found in /nonexistent/bin")
+            && text.contains("set proxy.pgbouncer_bin_dir"),
+        "{text}"
+    );
+    assert!(
+        !dir.join("pgbouncer.ini").exists(),
+        "files written for nothing"
+    );
+}

@@ -63,7 +63,7 @@ impl Drop for PgBouncer {
 }
 
 /// The `pgbouncer` binary: `pgbouncer_bin_dir`, else `PATH`, else Debian's `/usr/sbin`.
-fn binary(pgb: &PgBouncerConfig) -> anyhow::Result<PathBuf> {
+pub fn binary(pgb: &PgBouncerConfig) -> anyhow::Result<PathBuf> {
     let candidates: Vec<PathBuf> = match &pgb.bin_dir {
         Some(dir) => vec![dir.join("pgbouncer")],
         None => std::env::var_os("PATH")
@@ -131,12 +131,12 @@ impl PgBouncer {
     /// Writes PgBouncer's files beside config.yml, starts it and pauses it: clients wait
     /// until the first leader is known.
     pub async fn start(
+        bin: &Path,
         config_dir: &Path,
         proxy: &ProxyConfig,
         pgb: &PgBouncerConfig,
         live: ProxyLive,
     ) -> anyhow::Result<Self> {
-        let bin = binary(pgb)?;
         let run_as = match nix::unistd::geteuid().is_root() {
             true => Some(os_user(&pgb.user)?),
             false => None,
@@ -158,7 +158,7 @@ impl PgBouncer {
         };
         ini::write_whole(&paths.ini, &ini::render(&settings, None))
             .with_context(|| format!("cannot write {}", paths.ini.display()))?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.arg(&paths.ini).stdin(Stdio::null()).kill_on_drop(true);
         if let Some(user) = &run_as {
             // PgBouncer refuses root. Switching before exec (not with its `user` setting)
