@@ -92,18 +92,23 @@ impl Admin {
             .rows("SHOW DATABASES")
             .await?
             .iter()
-            .filter_map(|r| Some((r.get("name")?.to_owned(), r.get("paused")? == "1")))
+            .filter_map(|r| {
+                let name = r.try_get("name").ok()??;
+                let paused = r.try_get("paused").ok()?? == "1";
+                Some((name.to_owned(), paused))
+            })
             .filter(|(name, _)| name != ADMIN_USER)
             .collect())
     }
 
     pub async fn pools(&self) -> Result<Pools, AdminError> {
         let count = |r: &tokio_postgres::SimpleQueryRow, col: &str| -> u64 {
-            r.get(col).and_then(|v| v.parse().ok()).unwrap_or(0)
+            let value = r.try_get(col).ok().flatten();
+            value.and_then(|v| v.parse().ok()).unwrap_or(0)
         };
         let mut p = Pools::default();
         for r in self.rows("SHOW POOLS").await? {
-            if r.get("database") == Some(ADMIN_USER) {
+            if r.try_get("database").ok().flatten() == Some(ADMIN_USER) {
                 continue;
             }
             p.clients += count(&r, "cl_active");

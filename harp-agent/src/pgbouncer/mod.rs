@@ -230,6 +230,7 @@ impl PgBouncer {
                 _ = wait_pause(&mut self.pausing) => {
                     self.pausing = None;
                     self.plan.paused();
+                    self.count_drain(&shared, 0);
                     tracing::info!("PgBouncer paused: no transaction is open on the leader");
                 }
                 _ = tick.tick() => {
@@ -250,94 +251,116 @@ impl PgBouncer {
         Ok(self.admin.as_ref().expect("just connected"))
     }
 
-    /// Carries out the plan's steps until PgBouncer matches the route.
+    /// Carries out the plan's steps until PgBouncer matches the route. A step that fails
+    /// half-way leaves PgBouncer in an unknown state: the plan then starts from the worst.
     async fn converge(&mut self, routing: &Routing) -> anyhow::Result<()> {
         while let Some(step) = self.plan.next(routing) {
             tracing::info!(?step, "PgBouncer");
-            match &step {
-                Step::Pause => self.pause(),
-                Step::Kill => self.kill().await?,
-                Step::Retarget(t) => {
-                    self.write_ini(Some(t))?;
-                    let admin = self.admin().await?;
-                    admin.run("RELOAD").await?;
-                    // Idle server connections to the old leader close now, the rest when
-                    // released.
-                    admin.run("RECONNECT").await?;
-                }
-                Step::Resume => self.resume().await?,
+            let result = match &step {
+                Step::Pause => self.pause().await,
+                Step::Kill => self.kill().await,
+                Step::Retarget(t) => self.retarget(t).await,
+                Step::Resume => self.resume().await,
+            };
+            if let Err(e) = result {
+                self.plan = Plan::unsure();
+                return Err(e);
             }
             self.plan.done(step);
         }
         Ok(())
     }
 
-    /// `PAUSE` each database, on a connection of its own: PgBouncer answers each once none
-    /// of its server connections is in use. Databases that appear meanwhile are paused too.
-    /// (Not a global `PAUSE`: PgBouncer refuses `KILL` under one, and a drain may end in one.)
-    fn pause(&mut self) {
+    /// Points PgBouncer nowhere (a drain holds new work; nothing new may reach the leader
+    /// handing over), then pauses each database until its transactions are done.
+    async fn pause(&mut self) -> anyhow::Result<()> {
+        self.stop_pausing().await;
+        self.point(None).await?;
         let (done, rx) = oneshot::channel();
         let (dir, port) = (self.paths.socket_dir.clone(), self.proxy.listen_port);
-        if let Some(t) = self.pause_task.take() {
-            t.abort();
-        }
         self.pause_task = Some(tokio::spawn(async move {
-            if let Err(e) = pause_each(&dir, port).await {
+            if let Err(e) = pause_each(&dir, port, done).await {
                 tracing::warn!("{e}");
-                return;
             }
-            let _ = done.send(());
-            // Kept until aborted, so a finished task always means a failed one.
-            std::future::pending::<()>().await;
         }));
         self.pausing = Some(rx);
+        Ok(())
     }
 
     /// Cuts every session and holds new ones: PgBouncer is pointed nowhere first, so no
     /// server connection opened meanwhile reaches the old leader; then each database is
     /// killed and the whole pooler paused.
     async fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(t) = self.pause_task.take() {
-            t.abort();
-        }
-        self.pausing = None;
-        self.write_ini(None)?;
+        self.stop_pausing().await;
+        self.point(None).await?;
+        let all = self.paused_all;
         let admin = self.admin().await?;
-        admin.run("RELOAD").await?;
+        if all {
+            // PgBouncer refuses KILL under a global pause (one a failed kill left behind).
+            // Pointed nowhere, a session resumed here reaches no server it does not hold.
+            let _ = admin.run("RESUME").await;
+        }
         for (db, _) in admin.databases().await? {
-            admin.run(&format!("KILL {}", quote(&db))).await?;
-        }
-        match tokio::time::timeout(KILL_TIMEOUT, admin.run("PAUSE")).await {
-            Ok(Ok(())) => {
-                self.paused_all = true;
-                Ok(())
+            if let Err(e) = admin.run(&format!("KILL {}", quote(&db))).await {
+                tracing::error!("{e}; sessions of database {db:?} may outlive the change");
             }
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => anyhow::bail!("PgBouncer did not confirm its pause after every KILL"),
         }
+        // Sent before anything else can fail: from here on new work waits.
+        self.paused_all = true;
+        let admin = self.admin().await?;
+        match tokio::time::timeout(KILL_TIMEOUT, admin.run("PAUSE")).await {
+            Ok(result) => result?,
+            Err(_) => {
+                // The pause holds new work already; PgBouncer only waits for servers in use.
+                tracing::error!("PgBouncer still has servers in use after every KILL");
+                self.admin = None;
+            }
+        }
+        Ok(())
     }
 
-    /// Whether a `PAUSE` is on its way (its task ends only when it failed).
-    fn pause_pending(&self) -> bool {
-        self.pausing.is_some() && self.pause_task.as_ref().is_some_and(|t| !t.is_finished())
+    async fn retarget(&mut self, t: &plan::Target) -> anyhow::Result<()> {
+        self.point(Some(t)).await?;
+        // Idle server connections to an earlier leader close now, the rest when released.
+        self.admin().await?.run("RECONNECT").await?;
+        Ok(())
     }
 
     async fn resume(&mut self) -> anyhow::Result<()> {
-        if let Some(t) = self.pause_task.take() {
-            t.abort();
-        }
-        self.pausing = None;
+        self.stop_pausing().await;
         let all = self.paused_all;
+        self.resume_databases().await?;
+        if all {
+            self.admin().await?.run("RESUME").await?;
+        }
+        self.paused_all = false;
+        Ok(())
+    }
+
+    /// RESUMEs every database paused one by one (by a drain, or by KILL).
+    async fn resume_databases(&mut self) -> anyhow::Result<()> {
         let admin = self.admin().await?;
         for (db, paused) in admin.databases().await? {
             if paused {
                 admin.run(&format!("RESUME {}", quote(&db))).await?;
             }
         }
-        if all {
-            admin.run("RESUME").await?;
+        Ok(())
+    }
+
+    /// Ends a drain's pausing task, and with it its admin connection.
+    async fn stop_pausing(&mut self) {
+        self.pausing = None;
+        if let Some(t) = self.pause_task.take() {
+            t.abort();
+            let _ = t.await;
         }
-        self.paused_all = false;
+    }
+
+    /// Rewrites pgbouncer.ini for `target` (`None`: nowhere) and reloads it.
+    async fn point(&mut self, target: Option<&plan::Target>) -> anyhow::Result<()> {
+        self.write_ini(target)?;
+        self.admin().await?.run("RELOAD").await?;
         Ok(())
     }
 
@@ -352,52 +375,70 @@ impl PgBouncer {
             .with_context(|| format!("cannot write {}", self.paths.ini.display()))
     }
 
-    /// Publishes PgBouncer's client counts and applies changed live settings.
+    /// Publishes PgBouncer's client counts, applies changed live settings, and undoes a
+    /// database pause that raced a resume.
     async fn refresh(&mut self, shared: &Shared) -> anyhow::Result<()> {
-        if self.plan.hold == plan::Hold::Pausing && !self.pause_pending() {
-            self.pause();
+        if self.plan.hold == plan::Hold::Pausing
+            && self.pause_task.as_ref().is_none_or(|t| t.is_finished())
+        {
+            tracing::warn!("PgBouncer's drain lost its admin connection; pausing again");
+            self.pause().await?;
         }
         let live = shared.live();
         if live != self.live {
-            self.live = live;
-            self.write_ini(self.plan.target.as_ref())?;
-            self.admin().await?.run("RELOAD").await?;
+            let target = self.plan.target.clone().filter(|_| self.plan.pointed);
+            let old = std::mem::replace(&mut self.live, live);
+            if let Err(e) = self.point(target.as_ref()).await {
+                self.live = old;
+                return Err(e);
+            }
             tracing::info!(?live, "pgbouncer.ini rewritten for new proxy directives");
+        }
+        if self.plan.hold == plan::Hold::Open {
+            self.resume_databases().await?;
         }
         let pools = self.admin().await?.pools().await?;
         shared.sessions.store(pools.clients, Ordering::Relaxed);
         shared.held.store(pools.waiting, Ordering::Relaxed);
-        // A drain waits for the server connections in use (open transactions in transaction
-        // pooling, whole sessions in session pooling): what PAUSE waits for. Counted before
-        // a drain too, since the agent reports its first count the moment one starts.
+        self.count_drain(shared, pools.servers_active);
+        Ok(())
+    }
+
+    /// What a drain waits for: the server connections in use (open transactions in
+    /// transaction pooling, whole sessions in session pooling) — at least one until PgBouncer
+    /// confirms its pause, since the agent reports this count the moment a drain starts,
+    /// before the pause is even sent.
+    fn count_drain(&self, shared: &Shared, servers_active: u64) {
         let left = match self.plan.hold {
-            plan::Hold::Open | plan::Hold::Pausing => pools.servers_active,
+            plan::Hold::Open | plan::Hold::Pausing => servers_active.max(1),
             plan::Hold::Paused | plan::Hold::Killed => 0,
         };
         if shared.drain.waiting.swap(left, Ordering::Relaxed) > left {
             shared.drain.changed.notify_one();
         }
-        Ok(())
     }
 }
 
-/// Pauses every database until one look finds none left unpaused.
-async fn pause_each(dir: &Path, port: u16) -> Result<(), admin::AdminError> {
+/// Pauses every database, and keeps pausing any that appears, until aborted; `done` is
+/// sent the first time one look finds none left unpaused (no transaction open).
+async fn pause_each(
+    dir: &Path,
+    port: u16,
+    done: oneshot::Sender<()>,
+) -> Result<(), admin::AdminError> {
     let admin = Admin::connect(dir, port).await?;
+    let mut done = Some(done);
     loop {
-        let open: Vec<String> = admin
-            .databases()
-            .await?
-            .into_iter()
-            .filter(|(_, paused)| !paused)
-            .map(|(db, _)| db)
-            .collect();
-        if open.is_empty() {
-            return Ok(());
+        for (db, paused) in admin.databases().await? {
+            if !paused && let Err(e) = admin.run(&format!("PAUSE {}", quote(&db))).await {
+                tracing::error!("{e}; database {db:?} is not held by the drain");
+            }
         }
-        for db in open {
-            admin.run(&format!("PAUSE {}", quote(&db))).await?;
+        let open = admin.databases().await?.iter().any(|(_, paused)| !paused);
+        if !open && let Some(d) = done.take() {
+            let _ = d.send(());
         }
+        tokio::time::sleep(POLL).await;
     }
 }
 

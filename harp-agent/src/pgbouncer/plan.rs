@@ -30,7 +30,8 @@ pub enum Hold {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Hold new work and let open transactions finish (`PAUSE`, answered later).
+    /// Point PgBouncer nowhere, hold new work and let open transactions finish (`PAUSE`
+    /// each database, answered later).
     Pause,
     /// Point PgBouncer nowhere, cut every session now (`KILL` each database), hold new work
     /// (`PAUSE`).
@@ -43,7 +44,10 @@ pub enum Step {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The leadership whose sessions PgBouncer holds (running, paused or draining).
     pub target: Option<Target>,
+    /// Whether pgbouncer.ini points at `target` (else nowhere: no new server connection).
+    pub pointed: bool,
     pub hold: Hold,
 }
 
@@ -52,7 +56,18 @@ impl Plan {
     pub fn new() -> Self {
         Self {
             target: None,
+            pointed: false,
             hold: Hold::Paused,
+        }
+    }
+
+    /// After a step failed half-way: assume the worst (sessions on some server, PgBouncer
+    /// pointed anywhere), so the next steps cut and re-point from scratch.
+    pub fn unsure() -> Self {
+        Self {
+            target: None,
+            pointed: false,
+            hold: Hold::Open,
         }
     }
 
@@ -74,27 +89,37 @@ impl Plan {
             token: r.token,
         };
         if self.target.as_ref() != Some(&want) {
-            // Sessions of the old leadership never go on to run on the new one; a session
-            // PAUSE has already parked holds no server and survives the change.
+            // Sessions of the old leadership never go on to run on the new one; sessions a
+            // drain has paused hold no server and survive the change.
             return Some(match bound {
                 true => Step::Kill,
                 false => Step::Retarget(want),
             });
         }
-        // The target is right and no drain is asked for: clients go on (a withdrawn
-        // switchover resumes the sessions it paused).
+        if !self.pointed {
+            // The same leadership after a withdrawn switchover: point back at it.
+            return Some(Step::Retarget(want));
+        }
+        // The target is right and no drain is asked for: clients go on.
         (self.hold != Hold::Open).then_some(Step::Resume)
     }
 
     /// Records that `step` was carried out.
     pub fn done(&mut self, step: Step) {
         match step {
-            Step::Pause => self.hold = Hold::Pausing,
+            Step::Pause => {
+                self.hold = Hold::Pausing;
+                self.pointed = false;
+            }
             Step::Kill => {
                 self.hold = Hold::Killed;
                 self.target = None;
+                self.pointed = false;
             }
-            Step::Retarget(t) => self.target = Some(t),
+            Step::Retarget(t) => {
+                self.target = Some(t);
+                self.pointed = true;
+            }
             Step::Resume => self.hold = Hold::Open,
         }
     }

@@ -116,12 +116,49 @@ fn a_drain_not_finished_at_the_handover_is_cut() {
 }
 
 #[test]
-fn a_withdrawn_switchover_resumes_the_same_leader() {
+fn a_withdrawn_switchover_points_back_and_resumes_without_a_cut() {
+    for confirmed in [false, true] {
+        let mut plan = Plan::new();
+        converge(&mut plan, &route("a", 1));
+        converge(&mut plan, &draining(1));
+        if confirmed {
+            plan.paused();
+        }
+        assert_eq!(
+            converge(&mut plan, &route("a", 1)),
+            vec![Step::Retarget(target("a", 1)), Step::Resume]
+        );
+        assert_eq!(plan.target, Some(target("a", 1)));
+        assert!(plan.pointed);
+    }
+}
+
+#[test]
+fn a_drain_points_nowhere_so_nothing_new_reaches_the_old_leader() {
     let mut plan = Plan::new();
     converge(&mut plan, &route("a", 1));
+    assert!(plan.pointed);
     converge(&mut plan, &draining(1));
-    assert_eq!(converge(&mut plan, &route("a", 1)), vec![Step::Resume]);
-    assert_eq!(plan.target, Some(target("a", 1)));
+    assert!(
+        !plan.pointed,
+        "new server connections could still reach the old leader"
+    );
+    plan.paused();
+    // The leader lets go, no successor yet (or etcd is lost): nothing is bound, nothing to cut.
+    assert_eq!(converge(&mut plan, &Routing::default()), vec![]);
+}
+
+#[test]
+fn after_a_failed_step_everything_is_cut_and_pointed_again() {
+    let mut plan = Plan::unsure();
+    assert_eq!(
+        converge(&mut plan, &route("a", 1)),
+        vec![Step::Kill, Step::Retarget(target("a", 1)), Step::Resume]
+    );
+    let mut plan = Plan::unsure();
+    assert_eq!(converge(&mut plan, &Routing::default()), vec![Step::Kill]);
+    let mut plan = Plan::unsure();
+    assert_eq!(converge(&mut plan, &draining(1)), vec![Step::Pause]);
 }
 
 fn proxy() -> ProxyConfig {

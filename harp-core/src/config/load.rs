@@ -414,6 +414,22 @@ fn read_pgbouncer<'d>(r: &mut Reader<'d>, s: &Section<'d>) -> Option<Option<PgBo
         non_empty_text,
     );
     let auth_file = r.optional(s, "auth_file", None, path);
+    if let (Some(None), Some(None)) = (&auth_user, &auth_file) {
+        let line = r.line_of(s, "type");
+        let message = "PgBouncer must know the passwords it checks: set proxy.auth_user (a role \
+                       it reads them as, with auth_query) or proxy.auth_file (a userlist.txt)";
+        r.push(line, "proxy.auth_user", message);
+        return None;
+    }
+    if r.optional(s, "splice", false, boolean) == Some(true) {
+        let line = r.line_of(s, "splice");
+        r.push(
+            line,
+            "proxy.splice",
+            "splices only the builtin proxy's sessions; remove it",
+        );
+        return None;
+    }
     Some(Some(PgBouncerConfig {
         bin_dir: bin_dir?,
         user: user?,

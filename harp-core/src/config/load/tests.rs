@@ -504,12 +504,20 @@ fn bad_proxy_values_name_their_key() {
             "config.yml:9: proxy.pool_mode: only `type: pgbouncer` reads this key",
         ),
         (
-            "proxy:\n  name: p1\n  type: pgbouncer\n  mode: ebpf\n",
-            "config.yml:10: proxy.mode: kernel steering would send clients past PgBouncer",
+            "proxy:\n  name: p1\n  type: pgbouncer\n  auth_user: lookup\n  mode: ebpf\n",
+            "config.yml:11: proxy.mode: kernel steering would send clients past PgBouncer",
         ),
         (
-            "proxy:\n  name: p1\n  type: pgbouncer\n  auth_type: cert\n",
-            "config.yml:10: proxy.auth_type: expected one of trust, password, md5, scram-sha-256, got \"cert\"",
+            "proxy:\n  name: p1\n  type: pgbouncer\n  auth_user: x\n  auth_type: cert\n",
+            "config.yml:11: proxy.auth_type: expected one of trust, password, md5, scram-sha-256, got \"cert\"",
+        ),
+        (
+            "proxy:\n  name: p1\n  type: pgbouncer\n",
+            "config.yml:9: proxy.auth_user: PgBouncer must know the passwords it checks",
+        ),
+        (
+            "proxy:\n  name: p1\n  type: pgbouncer\n  auth_file: /u.txt\n  splice: true\n",
+            "config.yml:11: proxy.splice: splices only the builtin proxy's sessions",
         ),
         (
             "http:\n  probes:\n    timeot: 1s\n",
@@ -527,7 +535,7 @@ fn bad_proxy_values_name_their_key() {
 
 #[test]
 fn pgbouncer_type_reads_its_keys_with_defaults() {
-    let text = format!("{BASE}proxy:\n  name: p1\n  type: pgbouncer\n");
+    let text = format!("{BASE}proxy:\n  name: p1\n  type: pgbouncer\n  auth_user: lookup\n");
     let proxy = parse_str(&text, "config.yml").unwrap().proxy.unwrap();
     assert_eq!(
         proxy.pgbouncer,
@@ -537,7 +545,7 @@ fn pgbouncer_type_reads_its_keys_with_defaults() {
             pool_mode: PoolMode::Session,
             default_pool_size: DEFAULT_POOL_SIZE,
             auth_type: DEFAULT_AUTH_TYPE.into(),
-            auth_user: None,
+            auth_user: Some("lookup".into()),
             auth_query: DEFAULT_AUTH_QUERY.into(),
             auth_file: None,
         })
