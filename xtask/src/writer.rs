@@ -26,6 +26,8 @@ pub struct Ack {
 
 /// The child side (`cargo xtask demo-writer <dsn>`): writes every `every` until killed,
 /// reconnecting after any error (the agent holds a new connection until a leader exists).
+/// Prints `<ns> <port>` per acknowledged write and `ERR <ns>` per failed request or connect.
+/// Simple protocol, one round trip per write: it runs unchanged through a transaction pool.
 pub async fn write_forever(dsn: String, every: Duration) {
     let mut client = None;
     loop {
@@ -36,6 +38,7 @@ pub async fn write_forever(dsn: String, every: Duration) {
                     client = Some(c);
                 }
                 Err(_) => {
+                    println!("ERR {}", mono_ns());
                     tokio::time::sleep(every).await;
                     continue;
                 }
@@ -44,9 +47,18 @@ pub async fn write_forever(dsn: String, every: Duration) {
         let c = client.as_ref().expect("connected");
         let sql = "INSERT INTO harp_demo (server_port) VALUES (inet_server_port()) \
                    RETURNING server_port";
-        match c.query_one(sql, &[]).await {
-            Ok(row) => println!("{} {}", mono_ns(), row.get::<_, i32>(0)),
-            Err(_) => client = None,
+        let port = c.simple_query(sql).await.ok().and_then(|msgs| {
+            msgs.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse::<i32>().ok(),
+                _ => None,
+            })
+        });
+        match port {
+            Some(port) => println!("{} {port}", mono_ns()),
+            None => {
+                println!("ERR {}", mono_ns());
+                client = None;
+            }
         }
         tokio::time::sleep(every).await;
     }
@@ -56,6 +68,8 @@ pub async fn write_forever(dsn: String, every: Duration) {
 pub struct App {
     child: Child,
     acks: Arc<Mutex<Vec<Ack>>>,
+    /// When a request or a connect failed (CLOCK_MONOTONIC ns).
+    errors: Arc<Mutex<Vec<u64>>>,
 }
 
 impl App {
@@ -64,9 +78,14 @@ impl App {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
         let out = child.stdout.take().expect("piped stdout");
         let acks = Arc::new(Mutex::new(Vec::new()));
-        let sink = acks.clone();
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (sink, err_sink) = (acks.clone(), errors.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(Ok(at)) = line.strip_prefix("ERR ").map(str::parse::<u64>) {
+                    err_sink.lock().expect("errors").push(at);
+                    continue;
+                }
                 let mut it = line.split_whitespace().map(str::parse::<u64>);
                 if let (Some(Ok(at_ns)), Some(Ok(port))) = (it.next(), it.next()) {
                     let ack = Ack {
@@ -77,12 +96,21 @@ impl App {
                 }
             }
         });
-        Ok(App { child, acks })
+        Ok(App {
+            child,
+            acks,
+            errors,
+        })
     }
 
     /// What it acknowledged so far.
     pub fn acks(&self) -> Vec<Ack> {
         self.acks.lock().expect("acks").clone()
+    }
+
+    /// When its requests or connects failed so far.
+    pub fn errors(&self) -> Vec<u64> {
+        self.errors.lock().expect("errors").clone()
     }
 
     /// Stops the writer and returns what it acknowledged.

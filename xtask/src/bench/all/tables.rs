@@ -272,7 +272,8 @@ pub fn unavailability(u: &Value) -> String {
     let cases = list(u, "cases");
     let faults = distinct(cases, "fault");
     let mut md = format!(
-        "Unavailability = {}. Cells: p50 / p95 ms (runs).\n\n| system |",
+        "Unavailability = {}. Cells: p50 / p95 ms (runs, and the writer's failed requests \
+         and connects over all runs where measured).\n\n| system |",
         u["measure"]
             .as_str()
             .unwrap_or("the longest gap between acknowledged writes")
@@ -290,8 +291,16 @@ pub fn unavailability(u: &Value) -> String {
                 .iter()
                 .find(|c| text(c, "system") == s && text(c, "fault") == *f)
                 .map_or(String::new(), |c| {
+                    // Client errors, where measured: a run with none failed no request.
+                    let errors = c["errors"].as_array().filter(|e| !e.is_empty()).map_or(
+                        String::new(),
+                        |e| {
+                            let total: u64 = e.iter().filter_map(Value::as_u64).sum();
+                            format!(", {total} errors")
+                        },
+                    );
                     format!(
-                        "{} / {} ({})",
+                        "{} / {} ({}{errors})",
                         fmt(num(c, "p50_ms"), 0),
                         fmt(num(c, "p95_ms"), 0),
                         c["n"]

@@ -1,6 +1,6 @@
 //! HARP as deployed by the tests: 3 etcd members, 3 Postgres each with its harp-manager in one
-//! location, and two harp-agents: one userspace proxy, one in mode ebpf steering a child cgroup
-//! (the writer of the kernel systems runs there).
+//! location, and harp-agents: one userspace proxy, one in mode ebpf steering a child cgroup
+//! (the writer of the kernel systems runs there), one running PgBouncer (transaction pooling).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -34,13 +34,18 @@ struct Kernel {
 pub struct Harp {
     user: AgentProc,
     kernel: Option<Kernel>,
+    pgbouncer: Option<AgentProc>,
     cluster: TestCluster,
 }
 
 impl Harp {
     /// Starts the cluster and its agents; the kernel agent only if `kernel`. The reason is
     /// `Some` when kernel steering is unavailable here (the kernel systems are then skipped).
-    pub fn start(tight: bool, kernel: bool) -> anyhow::Result<(Harp, Option<String>)> {
+    pub fn start(
+        tight: bool,
+        kernel: bool,
+        pgbouncer: bool,
+    ) -> anyhow::Result<(Harp, Option<String>)> {
         let (lease, refresh) = if tight { TIGHT } else { DEFAULT };
         let name = if tight { "unavail-tight" } else { "unavail" };
         println!("== HARP: 3 nodes, lease {lease} s, refresh {refresh} ms");
@@ -63,6 +68,10 @@ impl Harp {
         if !user.wait_ready(READY) {
             bail!("harp-agent (userspace) not ready\n{}", user.log_tail(30));
         }
+        let pgbouncer = match pgbouncer {
+            false => None,
+            true => Some(start_pgbouncer_agent(&cluster, name, eps.clone())?),
+        };
         let (kernel, reason) = if !kernel {
             (None, None)
         } else if let Some(reason) = kernel_unavailable() {
@@ -95,6 +104,7 @@ impl Harp {
         let h = Harp {
             user,
             kernel,
+            pgbouncer,
             cluster,
         };
         Ok((h, reason))
@@ -108,6 +118,27 @@ impl Harp {
         .context("no leader")?;
         Ok(l.node)
     }
+}
+
+/// An agent running PgBouncer, pooling per transaction; the writer logs in as `postgres`,
+/// which the test clusters trust.
+fn start_pgbouncer_agent(
+    cluster: &TestCluster,
+    name: &str,
+    eps: Vec<String>,
+) -> anyhow::Result<AgentProc> {
+    let userlist = cluster.dir().join("pgbouncer-users.txt");
+    std::fs::write(&userlist, "\"postgres\" \"\"\n")?;
+    let mut spec = AgentSpec::new("unavail-pgb", LOCATION, name, eps);
+    spec.extra_yaml = format!(
+        "type: pgbouncer\npool_mode: transaction\nauth_type: trust\nauth_file: {}\n",
+        userlist.display()
+    );
+    let mut agent = AgentProc::start(cluster.dir(), spec);
+    if !agent.wait_ready(READY) {
+        bail!("harp-agent (pgbouncer) not ready\n{}", agent.log_tail(30));
+    }
+    Ok(agent)
 }
 
 /// Why kernel steering cannot run here, if it cannot.
@@ -141,8 +172,9 @@ impl Deployment for Harp {
             }
         }
         self.leader()?;
-        let agents =
-            std::iter::once(&mut self.user).chain(self.kernel.as_mut().map(|k| &mut k.agent));
+        let agents = std::iter::once(&mut self.user)
+            .chain(self.kernel.as_mut().map(|k| &mut k.agent))
+            .chain(self.pgbouncer.as_mut());
         for a in agents {
             if !a.wait_ready(READY) {
                 bail!("harp-agent {} not ready\n{}", a.name(), a.log_tail(30));
@@ -158,6 +190,10 @@ impl Deployment for Harp {
         let (mut cmd, agent) = match (&self.kernel, system.is_kernel()) {
             (Some(k), true) => (k.cgroup.command(exe), &k.agent),
             (None, true) => bail!("{} needs the ebpf agent", system.name()),
+            (_, false) if system == System::HarpPgbouncer => {
+                let agent = self.pgbouncer.as_ref().context("no pgbouncer agent")?;
+                (Command::new(exe), agent)
+            }
             (_, false) => (Command::new(exe), &self.user),
         };
         cmd.args(["demo-writer", &agent.dsn("postgres")]);
@@ -220,6 +256,10 @@ impl Deployment for Harp {
         if let Some(k) = &self.kernel {
             s += "\n";
             s += &k.agent.log_tail(20);
+        }
+        if let Some(a) = &self.pgbouncer {
+            s += "\n";
+            s += &a.log_tail(20);
         }
         s
     }

@@ -28,6 +28,8 @@ pub enum System {
     HarpUserspace,
     /// The client runs in a child cgroup; harp-agent's connect4 steers it (lease 6 s).
     HarpKernel,
+    /// The client writes through harp-agent with `type: pgbouncer`, pooling per transaction.
+    HarpPgbouncer,
     /// harp-userspace with lease 2 s, refresh 500 ms.
     HarpUserspaceTight,
     /// harp-kernel with lease 2 s, refresh 500 ms.
@@ -39,13 +41,14 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: &str = "harp-userspace,harp-kernel,harp-userspace-tight,harp-kernel-tight,\
-                           patroni-default,patroni-tight";
+    pub const ALL: &str = "harp-userspace,harp-kernel,harp-pgbouncer,harp-userspace-tight,\
+                           harp-kernel-tight,patroni-default,patroni-tight";
 
     pub fn name(self) -> &'static str {
         match self {
             System::HarpUserspace => "harp-userspace",
             System::HarpKernel => "harp-kernel",
+            System::HarpPgbouncer => "harp-pgbouncer",
             System::HarpUserspaceTight => "harp-userspace-tight",
             System::HarpKernelTight => "harp-kernel-tight",
             System::PatroniDefault => "patroni-default",
@@ -56,7 +59,9 @@ impl System {
     /// The deployment the system runs on: systems sharing one are measured on the same cluster.
     fn deployment(self) -> Deploy {
         match self {
-            System::HarpUserspace | System::HarpKernel => Deploy::Harp { tight: false },
+            System::HarpUserspace | System::HarpKernel | System::HarpPgbouncer => {
+                Deploy::Harp { tight: false }
+            }
             System::HarpUserspaceTight | System::HarpKernelTight => Deploy::Harp { tight: true },
             System::PatroniDefault => Deploy::Patroni { tight: false },
             System::PatroniTight => Deploy::Patroni { tight: true },
@@ -160,7 +165,8 @@ pub fn run(runs: usize, faults: Vec<Fault>, systems: Vec<System>) -> anyhow::Res
         let (mut dep, unavailable): (Box<dyn Deployment>, _) = match d {
             Deploy::Harp { tight } => {
                 let kernel = mine.iter().any(|s| s.is_kernel());
-                let (h, reason) = harp::Harp::start(tight, kernel)?;
+                let pgbouncer = mine.contains(&System::HarpPgbouncer);
+                let (h, reason) = harp::Harp::start(tight, kernel, pgbouncer)?;
                 (Box::new(h), reason)
             }
             Deploy::Patroni { tight } => (Box::new(patroni::Patroni::start(tight)?), None),

@@ -32,6 +32,9 @@ pub struct RunResult {
     /// Where the fault falls in `timeline`, and where the gap ends.
     pub fault_at: Duration,
     pub recovered_at: Duration,
+    /// Requests and connects of the writer that failed in the measured window: what the
+    /// application saw as errors.
+    pub errors: u32,
 }
 
 /// Kills the writer if the run fails half way.
@@ -68,6 +71,11 @@ pub fn one(dep: &mut dyn Deployment, system: System, fault: Fault) -> anyhow::Re
             now - t >= STEADY.as_nanos() as u64
         },
     )?;
+    let errors = app
+        .errors()
+        .into_iter()
+        .filter(|&t| t >= from && t <= end)
+        .count() as u32;
     let acks: Vec<u64> = writer
         .0
         .take()
@@ -93,6 +101,7 @@ pub fn one(dep: &mut dyn Deployment, system: System, fault: Fault) -> anyhow::Re
         timeline: timeline(&acks, t0, t1, BUCKET.as_nanos() as u64),
         fault_at: Duration::from_nanos(fault_ns - t0),
         recovered_at: Duration::from_nanos(stop - t0),
+        errors,
     })
 }
 

@@ -43,6 +43,9 @@ struct CaseOut {
     p95_ms: f64,
     max_ms: f64,
     samples_ms: Vec<f64>,
+    /// Per run, the writer's failed requests and connects around the fault.
+    #[serde(default)]
+    errors: Vec<u32>,
 }
 
 #[derive(Serialize)]
@@ -78,8 +81,9 @@ const MEASURE: &str = "longest gap between two acknowledged writes (one INSERT e
                        have flowed for 3 s with no gap over 500 ms after it";
 
 /// The comparisons the issue sets: HARP and Patroni at their defaults, and at their tightest.
-const PAIRS: [(System, System); 4] = [
+const PAIRS: [(System, System); 5] = [
     (System::HarpUserspace, System::PatroniDefault),
+    (System::HarpPgbouncer, System::PatroniDefault),
     (System::HarpKernel, System::PatroniDefault),
     (System::HarpUserspaceTight, System::PatroniTight),
     (System::HarpKernelTight, System::PatroniTight),
@@ -107,6 +111,7 @@ fn case_out(c: &Case) -> CaseOut {
         p95_ms: s.p95_ms,
         max_ms: s.max_ms,
         samples_ms: samples.into_iter().map(ms).collect(),
+        errors: c.runs.iter().map(|r| r.errors).collect(),
     }
 }
 
@@ -231,11 +236,21 @@ fn order(system: &str, fault: &str) -> (usize, usize) {
 
 fn markdown(r: &Report) -> String {
     let mut md = String::from(
-        "| system | fault | n | p50 ms | p95 ms | max ms |\n| --- | --- | --- | --- | --- | --- |\n",
+        "| system | fault | n | p50 ms | p95 ms | max ms | client errors per run |\n\
+         | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for c in &r.cases {
+        let errors = match c.errors.is_empty() {
+            true => "–".to_owned(),
+            false => c
+                .errors
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {errors} |\n",
             c.system, c.fault, c.n, c.p50_ms, c.p95_ms, c.max_ms
         );
     }
