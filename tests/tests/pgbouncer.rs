@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -113,6 +114,25 @@ async fn until_on(c: &mut TestCluster, a: &AgentProc, node: &str) -> Client {
     }
 }
 
+/// A writer's failed writes and the longest time between two acknowledged ones.
+type Stats = Arc<Mutex<(u32, Duration)>>;
+
+/// Inserts a row every 10 ms on one session until aborted.
+async fn write_until_stopped(client: Client, stats: Stats) {
+    let mut last = Instant::now();
+    loop {
+        match client.simple_query("INSERT INTO pooled VALUES (0)").await {
+            Ok(_) => {
+                let mut s = stats.lock().unwrap();
+                s.1 = s.1.max(last.elapsed());
+                last = Instant::now();
+            }
+            Err(_) => stats.lock().unwrap().0 += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn status(a: &AgentProc) -> serde_json::Value {
     let (_, body) = a.http("/status").expect("agent status");
     serde_json::from_str(&body).unwrap()
@@ -185,6 +205,9 @@ async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error()
     let first = wait_leader_not(&c, "dca", None).node;
     let target = if first == "n1" { "n2" } else { "n1" };
     let idle = until_on(&mut c, &a, &first).await;
+    let stats = Stats::default();
+    let session = connect(&dsn(&a, PASSWORD)).await.unwrap();
+    let writer = tokio::spawn(write_until_stopped(session, stats.clone()));
     let busy = connect(&dsn(&a, PASSWORD)).await.unwrap();
     busy.batch_execute("BEGIN; INSERT INTO pooled VALUES (1)")
         .await
@@ -226,6 +249,23 @@ async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error()
     let (code, out, err) = finish(promote);
     assert_eq!(code, 0, "{out}{err}");
 
+    // A session writing all along saw no error, and no stall beyond the handover.
+    let (errors, longest) = {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        writer.abort();
+        let _ = writer.await;
+        *stats.lock().unwrap()
+    };
+    assert_eq!(
+        errors, 0,
+        "the writing session failed during the switchover"
+    );
+    assert!(
+        longest < Duration::from_secs(5),
+        "the writing session stalled {longest:?}\n{}",
+        a.log_tail(30)
+    );
+
     // Both sessions go on, without reconnecting, on the new leader.
     for client in [&idle, &busy] {
         let port = tokio::time::timeout(LONG, server_port(client))
@@ -236,7 +276,7 @@ async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error()
     }
     let pg = c.node(&first).pg.connect().await.unwrap();
     let committed: i64 = pg
-        .query_one("SELECT count(*) FROM pooled", &[])
+        .query_one("SELECT count(*) FROM pooled WHERE v > 0", &[])
         .await
         .unwrap()
         .get(0);

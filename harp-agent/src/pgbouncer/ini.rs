@@ -74,6 +74,7 @@ pub fn render(s: &Settings, target: Option<&Target>) -> String {
          auth_query = {auth_query}\n\
          admin_users = {ADMIN_USER}\n\
          server_connect_timeout = {connect}\n\
+         server_login_retry = 1\n\
          query_wait_timeout = {wait}\n\
          tcp_keepalive = 1\n\
          tcp_keepidle = {keepalive}\n\

@@ -21,7 +21,7 @@ use harp_core::config::{PgBouncerConfig, ProxyConfig};
 use harp_core::directives::ProxyLive;
 use harp_core::routing::Routing;
 use tokio::process::{Child, Command};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::proxy::Shared;
 use admin::{Admin, quote};
@@ -32,8 +32,10 @@ use plan::{Plan, Step};
 const POLL: Duration = Duration::from_millis(100);
 /// How long PgBouncer may take to open its admin socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound on cutting sessions: PgBouncer confirms its `PAUSE` once no server is in use.
-const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long PgBouncer may take to confirm a `PAUSE` after every database was killed, and
+/// how many times databases that appeared meanwhile are killed before giving up on it.
+const KILL_CONFIRM: Duration = Duration::from_millis(200);
+const KILL_ROUNDS: usize = 10;
 
 pub struct PgBouncer {
     proxy: ProxyConfig,
@@ -47,8 +49,8 @@ pub struct PgBouncer {
     /// Whether the whole pooler is paused (at start and after a kill), not database by
     /// database.
     paused_all: bool,
-    /// A `PAUSE` PgBouncer has not confirmed yet.
-    pausing: Option<oneshot::Receiver<()>>,
+    /// While a drain pauses databases: whether every one is paused (all transactions done).
+    pausing: Option<watch::Receiver<bool>>,
     pause_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -227,12 +229,14 @@ impl PgBouncer {
             tokio::select! {
                 changed = route.changed() => if changed.is_err() { return Ok(()) },
                 status = self.child.wait() => anyhow::bail!("{}", exited(status?)),
-                _ = wait_pause(&mut self.pausing) => {
-                    self.pausing = None;
-                    self.plan.paused();
-                    self.count_drain(&shared, 0);
-                    tracing::info!("PgBouncer paused: no transaction is open on the leader");
-                }
+                all = wait_pause(&mut self.pausing) => match all {
+                    true => {
+                        self.plan.paused();
+                        self.count_drain(&shared, 0);
+                        tracing::info!("PgBouncer paused: no transaction is open on the leader");
+                    }
+                    false => self.plan.busy(),
+                },
                 _ = tick.tick() => {
                     if let Err(e) = self.refresh(&shared).await {
                         tracing::warn!("{e:#}");
@@ -271,15 +275,14 @@ impl PgBouncer {
         Ok(())
     }
 
-    /// Points PgBouncer nowhere (a drain holds new work; nothing new may reach the leader
-    /// handing over), then pauses each database until its transactions are done.
+    /// Pauses each database until its transactions are done; new work waits. PgBouncer
+    /// keeps pointing at the leader handing over: it holds the lease until the drain ends.
     async fn pause(&mut self) -> anyhow::Result<()> {
         self.stop_pausing().await;
-        self.point(None).await?;
-        let (done, rx) = oneshot::channel();
+        let (all_paused, rx) = watch::channel(false);
         let (dir, port) = (self.paths.socket_dir.clone(), self.proxy.listen_port);
         self.pause_task = Some(tokio::spawn(async move {
-            if let Err(e) = pause_each(&dir, port, done).await {
+            if let Err(e) = pause_each(&dir, port, all_paused).await {
                 tracing::warn!("{e}");
             }
         }));
@@ -287,35 +290,40 @@ impl PgBouncer {
         Ok(())
     }
 
-    /// Cuts every session and holds new ones: PgBouncer is pointed nowhere first, so no
-    /// server connection opened meanwhile reaches the old leader; then each database is
-    /// killed and the whole pooler paused.
+    /// Cuts every session and holds new ones: `KILL` each database (which also holds it),
+    /// then `PAUSE` the pooler so databases first used later wait too. PgBouncer confirms
+    /// the pause once no server is in use; if a database appeared between the two, it is
+    /// killed as well and the pause sent again. (Not pointed nowhere first: a failed server
+    /// login stalls a pool for `server_login_retry`.)
     async fn kill(&mut self) -> anyhow::Result<()> {
         self.stop_pausing().await;
-        self.point(None).await?;
-        let all = self.paused_all;
-        let admin = self.admin().await?;
-        if all {
-            // PgBouncer refuses KILL under a global pause (one a failed kill left behind).
-            // Pointed nowhere, a session resumed here reaches no server it does not hold.
-            let _ = admin.run("RESUME").await;
-        }
-        for (db, _) in admin.databases().await? {
-            if let Err(e) = admin.run(&format!("KILL {}", quote(&db))).await {
-                tracing::error!("{e}; sessions of database {db:?} may outlive the change");
+        let mut killed = std::collections::HashSet::new();
+        for _ in 0..KILL_ROUNDS {
+            if self.paused_all {
+                // PgBouncer refuses KILL under a global pause.
+                let _ = self.admin().await?.run("RESUME").await;
+                self.paused_all = false;
+            }
+            let admin = self.admin().await?;
+            for (db, _) in admin.databases().await? {
+                if !killed.insert(db.clone()) {
+                    continue;
+                }
+                if let Err(e) = admin.run(&format!("KILL {}", quote(&db))).await {
+                    tracing::error!("{e}; sessions of database {db:?} may outlive the change");
+                }
+            }
+            self.paused_all = true;
+            let pause = self.admin().await?.run("PAUSE");
+            let confirmed = tokio::time::timeout(KILL_CONFIRM, pause).await;
+            match confirmed {
+                Ok(result) => return Ok(result?),
+                // The answer would come on this connection later: drop it.
+                Err(_) => self.admin = None,
             }
         }
-        // Sent before anything else can fail: from here on new work waits.
-        self.paused_all = true;
-        let admin = self.admin().await?;
-        match tokio::time::timeout(KILL_TIMEOUT, admin.run("PAUSE")).await {
-            Ok(result) => result?,
-            Err(_) => {
-                // The pause holds new work already; PgBouncer only waits for servers in use.
-                tracing::error!("PgBouncer still has servers in use after every KILL");
-                self.admin = None;
-            }
-        }
+        // The pause holds new work already; only servers still in use keep it unconfirmed.
+        tracing::error!("PgBouncer still has servers in use after killing every database");
         Ok(())
     }
 
@@ -419,37 +427,42 @@ impl PgBouncer {
     }
 }
 
-/// Pauses every database, and keeps pausing any that appears, until aborted; `done` is
-/// sent the first time one look finds none left unpaused (no transaction open).
+/// Pauses every database, and keeps pausing any that appears, until aborted; tells whether
+/// one look found every database paused (no transaction open) or not.
 async fn pause_each(
     dir: &Path,
     port: u16,
-    done: oneshot::Sender<()>,
+    all_paused: watch::Sender<bool>,
 ) -> Result<(), admin::AdminError> {
     let admin = Admin::connect(dir, port).await?;
-    let mut done = Some(done);
     loop {
-        for (db, paused) in admin.databases().await? {
-            if !paused && let Err(e) = admin.run(&format!("PAUSE {}", quote(&db))).await {
+        let open: Vec<String> = admin
+            .databases()
+            .await?
+            .into_iter()
+            .filter(|(_, paused)| !paused)
+            .map(|(db, _)| db)
+            .collect();
+        // Said before the PAUSEs, which wait for the transactions to end.
+        let now = open.is_empty();
+        all_paused.send_if_modified(|all| std::mem::replace(all, now) != now);
+        for db in open {
+            if let Err(e) = admin.run(&format!("PAUSE {}", quote(&db))).await {
                 tracing::error!("{e}; database {db:?} is not held by the drain");
             }
-        }
-        let open = admin.databases().await?.iter().any(|(_, paused)| !paused);
-        if !open && let Some(d) = done.take() {
-            let _ = d.send(());
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-async fn wait_pause(pausing: &mut Option<oneshot::Receiver<()>>) {
+/// The next word from a drain's pausing: every database paused, or not.
+async fn wait_pause(pausing: &mut Option<watch::Receiver<bool>>) -> bool {
     match pausing {
-        Some(rx) => {
-            if rx.await.is_err() {
-                // The pause task ended without an answer: never confirmed.
-                std::future::pending::<()>().await;
-            }
-        }
+        Some(rx) => match rx.changed().await {
+            Ok(()) => *rx.borrow_and_update(),
+            // The task ended (it failed): no more word from it.
+            Err(_) => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }

@@ -30,8 +30,8 @@ pub enum Hold {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Point PgBouncer nowhere, hold new work and let open transactions finish (`PAUSE`
-    /// each database, answered later).
+    /// Hold new work and let open transactions finish (`PAUSE` each database, answered
+    /// later).
     Pause,
     /// Point PgBouncer nowhere, cut every session now (`KILL` each database), hold new work
     /// (`PAUSE`).
@@ -46,7 +46,7 @@ pub enum Step {
 pub struct Plan {
     /// The leadership whose sessions PgBouncer holds (running, paused or draining).
     pub target: Option<Target>,
-    /// Whether pgbouncer.ini points at `target` (else nowhere: no new server connection).
+    /// Whether pgbouncer.ini points at `target` (else nowhere: at start, and after a failure).
     pub pointed: bool,
     pub hold: Hold,
 }
@@ -97,7 +97,7 @@ impl Plan {
             });
         }
         if !self.pointed {
-            // The same leadership after a withdrawn switchover: point back at it.
+            // Pointed nowhere (at start): point at the leader.
             return Some(Step::Retarget(want));
         }
         // The target is right and no drain is asked for: clients go on.
@@ -107,10 +107,7 @@ impl Plan {
     /// Records that `step` was carried out.
     pub fn done(&mut self, step: Step) {
         match step {
-            Step::Pause => {
-                self.hold = Hold::Pausing;
-                self.pointed = false;
-            }
+            Step::Pause => self.hold = Hold::Pausing,
             Step::Kill => {
                 self.hold = Hold::Killed;
                 self.target = None;
@@ -128,6 +125,14 @@ impl Plan {
     pub fn paused(&mut self) {
         if self.hold == Hold::Pausing {
             self.hold = Hold::Paused;
+        }
+    }
+
+    /// A server connection is in use after all (a database first used after the pause was
+    /// confirmed): until it is paused too, a change must cut.
+    pub fn busy(&mut self) {
+        if self.hold == Hold::Paused {
+            self.hold = Hold::Pausing;
         }
     }
 }
