@@ -446,12 +446,16 @@ async fn pause_each(
         // Said before the PAUSEs, which wait for the transactions to end.
         let now = open.is_empty();
         all_paused.send_if_modified(|all| std::mem::replace(all, now) != now);
+        if now {
+            tokio::time::sleep(POLL).await;
+        }
+        // Then look again at once: the drain ends as soon as the last PAUSE returns.
         for db in open {
             if let Err(e) = admin.run(&format!("PAUSE {}", quote(&db))).await {
                 tracing::error!("{e}; database {db:?} is not held by the drain");
+                tokio::time::sleep(POLL).await;
             }
         }
-        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -163,11 +163,9 @@ pub fn write(
         timelines.extend(keep_timelines);
         outs.sort_by_key(|c| order(&c.system, &c.fault));
         timelines.sort_by_key(|t| order(&t.system, &t.fault));
-        if let Some(first) = earlier["command"]
-            .as_str()
-            .and_then(|c| c.split(';').next())
-        {
-            command = format!("{first}; {command}");
+        // Every run since the last whole one, so each kept case has its command.
+        if let Some(before) = earlier["command"].as_str() {
+            command = format!("{before}; {command}");
         }
     }
     let p50 = |s: System, f: Fault| {
