@@ -187,9 +187,12 @@ impl Tabular for NodeView {
 
 impl Tabular for ProxyView {
     const HEADERS: &'static [&'static str] = &[
-        "NAME", "LOCATION", "MODE", "LEADER", "TOKEN", "SESSIONS", "HELD", "AGE",
+        "NAME", "LOCATION", "MODE", "LEADER", "TOKEN", "SESSIONS", "HELD", "DRAINING", "MANAGED",
+        "AGE",
     ];
     fn cells(&self) -> Vec<String> {
+        // During a switchover: the sessions the drain still waits for.
+        let draining = opt(self.draining.map(|_| self.drain_left));
         vec![
             self.name.clone(),
             self.location.clone(),
@@ -198,6 +201,8 @@ impl Tabular for ProxyView {
             opt(self.token),
             self.sessions.to_string(),
             self.held.to_string(),
+            draining,
+            self.managed.to_string(),
             age(self.age_ms),
         ]
     }

@@ -213,10 +213,10 @@ fn get_shows_the_cluster_its_leaders_nodes_and_proxies() {
     let (h, rows) = parse_table(&ok(&c, "get proxies"));
     assert_eq!(
         h,
-        words("NAME LOCATION MODE LEADER TOKEN SESSIONS HELD AGE")
+        words("NAME LOCATION MODE LEADER TOKEN SESSIONS HELD DRAINING MANAGED AGE")
     );
-    let want = ["p1", "dca", "userspace", ln, &t, "0", "0"];
-    assert_eq!(table_row(&rows, "p1")[..7], want);
+    let want = ["p1", "dca", "userspace", ln, &t, "0", "0", "<none>", "true"];
+    assert_eq!(table_row(&rows, "p1")[..9], want);
     let v = get_json(&c, "get proxy p1");
     let want =
         json!({"mode": "userspace", "leader": ln, "sessions": 0, "held": 0, "managed": true});

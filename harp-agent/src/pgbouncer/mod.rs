@@ -101,12 +101,18 @@ fn os_user(name: &str) -> anyhow::Result<nix::unistd::User> {
 /// it would keep the proxy's port.
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only makes one prctl(2)
-    // call, which is async-signal-safe; it allocates and locks nothing.
+    let agent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only makes the prctl(2)
+    // and getppid(2) calls, which are async-signal-safe; it allocates and locks nothing (an
+    // errno becomes an io::Error without allocating).
     unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The agent died before the signal was armed: do not start at all.
+            if nix::unistd::getppid() != agent {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
         });
     }
 }
