@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: a local HARP cluster on loopback — 3 etcd members, 3 PostgreSQL 15
 //! instances, 3 harp-managers over two locations, and a harp-agent with an application writing
-//! through it — then a leader crash, the failover, and the gap the application saw.
+//! through it — then a leader crash, the failover, and the gap the application saw; a planned
+//! switchover an open transaction survives; and one a session pooled by PgBouncer does not
+//! notice.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -183,6 +185,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     }
     std::thread::sleep(Duration::from_secs(1));
     report_writes(&app.stop(), &c, from, writer::mono_ns(), "promote");
+    crate::demo_pool::run(&c, &rt)?;
 
     if keep {
         println!("\n== the cluster keeps running; Ctrl-C tears it down");
