@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::harpctl::{finish, harpctl, spawn_harpctl};
+use harp_tests::{TestCluster, TestClusterBuilder};
 use tokio_postgres::{Client, NoTls};
 
 const PASSWORD: &str = "app-secret";
@@ -37,12 +37,23 @@ fn pgbouncer_installed(test: &str) -> bool {
 /// Two nodes, a login role `app` with a SCRAM password on each, and an agent running
 /// PgBouncer in `pool_mode`.
 async fn cluster(name: &str, pool_mode: &str) -> (TestCluster, AgentProc) {
-    let mut c = TestCluster::builder(name)
+    let b = TestCluster::builder(name)
         .node("n1", "dca", 100)
         .node("n2", "dca", 100)
-        .extra_yaml("server_transfer_timeout: 20s")
-        .start();
-    for node in ["n1", "n2"] {
+        .extra_yaml("server_transfer_timeout: 20s");
+    cluster_with(b, pool_mode, |_| {}).await
+}
+
+/// The cluster `b` makes, `app` on each node, and an agent running PgBouncer in `pool_mode`,
+/// its spec changed by `tweak`.
+async fn cluster_with(
+    b: TestClusterBuilder,
+    pool_mode: &str,
+    tweak: impl FnOnce(&mut AgentSpec),
+) -> (TestCluster, AgentProc) {
+    let mut c = b.start();
+    let nodes: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    for node in &nodes {
         let pg = c.node(node).pg.connect().await.unwrap();
         pg.batch_execute(&format!(
             "SET password_encryption = 'scram-sha-256';
@@ -62,6 +73,7 @@ async fn cluster(name: &str, pool_mode: &str) -> (TestCluster, AgentProc) {
          auth_user: postgres\nauth_file: {}\n",
         userlist.display()
     );
+    tweak(&mut spec);
     let mut a = AgentProc::start(c.dir(), spec);
     assert!(a.wait_ready(LONG), "{}", a.log_tail(30));
     (c, a)
@@ -143,10 +155,44 @@ async fn pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_change() {
     if !pgbouncer_installed("pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_change") {
         return;
     }
-    let (mut c, a) = cluster("pgbsession", "session").await;
+    // Clients may use TLS to PgBouncer (a self-signed certificate, `prefer`: both ways work).
+    let tls = harp_tests::WorkDir::new();
+    let (key, cert) = (tls.join("tls.key"), tls.join("tls.crt"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/setup installs it)");
+    assert!(made.status.success(), "{made:?}");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let b = TestCluster::builder("pgbsession")
+        .node("n1", "dca", 100)
+        .node("n2", "dca", 100);
+    let extra = format!(
+        "client_tls_sslmode: prefer\nclient_tls_key_file: {}\nclient_tls_cert_file: {}\n",
+        key.display(),
+        cert.display()
+    );
+    let (mut c, a) = cluster_with(b, "session", |s| s.extra_yaml += &extra).await;
     let first = wait_leader_not(&c, "dca", None).node;
     let session = until_on(&mut c, &a, &first).await;
     assert_eq!(status(&a)["mode"], "pgbouncer", "{}", status(&a));
+    let psql = std::process::Command::new(harp_tests::postgres::pg_bin_dir().join("psql"))
+        .arg(format!("{} sslmode=require", dsn(&a, PASSWORD)))
+        .args(["-XAt", "-c", "SELECT 1"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&psql.stdout);
+    assert!(
+        psql.status.success() && out.trim() == "1",
+        "TLS through PgBouncer: {out}{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
     // Passthrough authentication checks the password against the leader's.
     let Err(err) = connect(&dsn(&a, "not-the-password")).await else {
         panic!("a wrong password was let in");
@@ -281,6 +327,57 @@ async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error()
         .unwrap()
         .get(0);
     assert_eq!(committed, 2, "the commit was lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_from_etcd_pgbouncer_fails_closed_then_resumes() {
+    if !pgbouncer_installed("cut_off_from_etcd_pgbouncer_fails_closed_then_resumes") {
+        return;
+    }
+    let b = TestCluster::builder("pgbclosed")
+        .node("n1", "dca", 100)
+        .lease_secs(3)
+        .refresh_ms(1000);
+    let (mut c, mut a) = cluster_with(b, "session", |s| {
+        s.pause_timeout_ms = 1000;
+        s.extra_yaml += "leader_lease_duration: 3\nlease_refresh_interval: 1000\n";
+    })
+    .await;
+    let session = until_on(&mut c, &a, "n1").await;
+    c.etcd.stop_member(1);
+    c.etcd.stop_member(2);
+    assert!(
+        eventually(LONG, || a.http("/health/is-ready")
+            == Some((500, "false".into()))),
+        "still ready without etcd\n{}",
+        a.log_tail(20)
+    );
+    // The session routed under a leader the agent can no longer vouch for is cut (its
+    // Postgres is up and would answer), and a new client is held, then refused.
+    let cut = tokio::time::timeout(LONG, async {
+        while session.simple_query("SELECT 1").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "the session went on without etcd\n{}",
+        a.log_tail(20)
+    );
+    let refused = match connect(&dsn(&a, PASSWORD)).await {
+        Ok(client) => tokio::time::timeout(LONG, client.simple_query("SELECT 1"))
+            .await
+            .expect("a held client was never refused")
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a new client was served without etcd");
+    // Quorum back: routing resumes.
+    c.etcd.start_member(1);
+    c.etcd.start_member(2);
+    assert!(a.wait_ready(LONG), "{}", a.log_tail(20));
+    until_on(&mut c, &a, "n1").await;
 }
 
 #[test]

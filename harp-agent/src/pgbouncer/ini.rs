@@ -97,6 +97,21 @@ pub fn render(s: &Settings, target: Option<&Target>) -> String {
     if let Some(user) = &s.pgb.auth_user {
         out.push_str(&format!("auth_user = {user}\n"));
     }
+    let tls = &s.pgb.tls;
+    let file = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let settings = [
+        ("client_tls_sslmode", tls.client_sslmode.clone()),
+        ("client_tls_key_file", file(&tls.client_key_file)),
+        ("client_tls_cert_file", file(&tls.client_cert_file)),
+        ("client_tls_ca_file", file(&tls.client_ca_file)),
+        ("server_tls_sslmode", tls.server_sslmode.clone()),
+        ("server_tls_ca_file", file(&tls.server_ca_file)),
+    ];
+    for (key, value) in settings {
+        if let Some(v) = value {
+            out.push_str(&format!("{key} = {v}\n"));
+        }
+    }
     out
 }
 

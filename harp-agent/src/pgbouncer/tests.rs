@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use harp_core::config::{PgBouncerConfig, PoolMode, ProxyConfig, ProxyMode};
+use harp_core::config::{PgBouncerConfig, PgBouncerTls, PoolMode, ProxyConfig, ProxyMode};
 use harp_core::directives::ProxyLive;
 use harp_core::routing::{Route, Routing};
 
@@ -187,6 +187,7 @@ fn pgb() -> PgBouncerConfig {
         auth_user: Some("lookup".into()),
         auth_query: "SELECT usename, passwd FROM pg_shadow WHERE usename=$1".into(),
         auth_file: None,
+        tls: Default::default(),
     }
 }
 
@@ -252,6 +253,32 @@ fn ini_carries_the_directives_and_the_target() {
     for (k, v) in want {
         assert_eq!(value(&text, k).as_deref(), Some(v), "{k} in\n{text}");
     }
+    // TLS only when asked for.
+    assert_eq!(value(&text, "client_tls_sslmode"), None);
+    let tls = PgBouncerConfig {
+        tls: PgBouncerTls {
+            client_sslmode: Some("require".into()),
+            client_key_file: Some("/etc/harp/tls.key".into()),
+            client_cert_file: Some("/etc/harp/tls.crt".into()),
+            server_sslmode: Some("verify-full".into()),
+            ..Default::default()
+        },
+        ..pgb.clone()
+    };
+    let with_tls = ini::render(&Settings { pgb: &tls, ..s }, None);
+    for (k, v) in [
+        ("client_tls_sslmode", "require"),
+        ("client_tls_key_file", "/etc/harp/tls.key"),
+        ("client_tls_cert_file", "/etc/harp/tls.crt"),
+        ("server_tls_sslmode", "verify-full"),
+    ] {
+        assert_eq!(
+            value(&with_tls, k).as_deref(),
+            Some(v),
+            "{k} in\n{with_tls}"
+        );
+    }
+    assert_eq!(value(&with_tls, "client_tls_ca_file"), None);
     // No leader: nowhere a server connection could reach.
     let none = ini::render(&s, None);
     assert!(

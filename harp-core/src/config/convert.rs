@@ -140,6 +140,25 @@ pub(super) fn pool_mode(node: &Node) -> Result<PoolMode, String> {
     }
 }
 
+/// PgBouncer's TLS modes (libpq's names).
+pub(super) fn tls_mode(node: &Node) -> Result<String, String> {
+    const MODES: [&str; 6] = [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ];
+    match scalar_text(node) {
+        Some(m) if MODES.contains(&m.as_str()) => Ok(m),
+        _ => Err(expected(
+            "one of disable, allow, prefer, require, verify-ca, verify-full",
+            node,
+        )),
+    }
+}
+
 /// The client authentications HARP configures PgBouncer for.
 pub(super) fn auth_type(node: &Node) -> Result<String, String> {
     match scalar_text(node) {

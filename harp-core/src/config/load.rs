@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::convert::{
-    Unit, auth_type, boolean, dcs_driver, duration, duration_or_zero, endpoint, identifier,
-    integer, ip_address, non_empty_text, path, pool_mode, proxy_mode, proxy_type,
+    Unit, boolean, dcs_driver, duration, duration_or_zero, endpoint, identifier, integer,
+    ip_address, non_empty_text, path, proxy_mode,
 };
 use super::raw;
 use super::reader::{Reader, Section};
@@ -47,25 +47,6 @@ const PROXY_KEYS: &[&str] = &[
     "splice",
     "cgroup_path",
     "type",
-    "pgbouncer_bin_dir",
-    "pgbouncer_user",
-    "pool_mode",
-    "default_pool_size",
-    "auth_type",
-    "auth_user",
-    "auth_query",
-    "auth_file",
-];
-/// The proxy keys that only `type: pgbouncer` reads.
-const PGBOUNCER_KEYS: &[&str] = &[
-    "pgbouncer_bin_dir",
-    "pgbouncer_user",
-    "pool_mode",
-    "default_pool_size",
-    "auth_type",
-    "auth_user",
-    "auth_query",
-    "auth_file",
 ];
 const HTTP_KEYS: &[&str] = &["enable", "host", "port", "probes"];
 const PROBES_KEYS: &[&str] = &["timeout"];
@@ -312,7 +293,8 @@ fn read_lease<'d>(
 
 /// `Some(None)` when the file has no `proxy` section; `None` when the section is invalid.
 fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<ProxyConfig>> {
-    let s = r.section(root, "proxy", PROXY_KEYS);
+    let keys = [PROXY_KEYS, pgbouncer::KEYS].concat();
+    let s = r.section(root, "proxy", &keys);
     if !s.is_present() {
         return Some(None);
     }
@@ -353,7 +335,7 @@ fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Proxy
     let mode = r.optional(&s, "mode", ProxyMode::Auto, proxy_mode);
     let splice = r.optional(&s, "splice", false, boolean);
     let cgroup_path = r.optional(&s, "cgroup_path", None, path);
-    let pgbouncer = read_pgbouncer(r, &s);
+    let pgbouncer = pgbouncer::read(r, &s);
     if let (Some(Some(_)), Some(ProxyMode::Ebpf)) = (&pgbouncer, mode) {
         let message = "kernel steering would send clients past PgBouncer; \
                        use `mode: userspace` (or `auto`) with `type: pgbouncer`";
@@ -375,70 +357,6 @@ fn read_proxy<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<Option<Proxy
         splice: splice?,
         cgroup_path: cgroup_path?,
         pgbouncer: pgbouncer?,
-    }))
-}
-
-/// `proxy.type` and, for `pgbouncer`, its keys; `None` when invalid.
-fn read_pgbouncer<'d>(r: &mut Reader<'d>, s: &Section<'d>) -> Option<Option<PgBouncerConfig>> {
-    if !r.optional(s, "type", false, proxy_type)? {
-        let mut valid = true;
-        for key in PGBOUNCER_KEYS {
-            if let Some(line) = r.line_of(s, key) {
-                let message = "only `type: pgbouncer` reads this key; set the type or remove it";
-                r.push(Some(line), format!("proxy.{key}"), message);
-                valid = false;
-            }
-        }
-        return valid.then_some(None);
-    }
-    let bin_dir = r.optional(s, "pgbouncer_bin_dir", None, path);
-    let user = r.optional(
-        s,
-        "pgbouncer_user",
-        DEFAULT_PGBOUNCER_USER.to_owned(),
-        identifier,
-    );
-    let pool_mode = r.optional(s, "pool_mode", PoolMode::Session, pool_mode);
-    let default_pool_size = r.optional(
-        s,
-        "default_pool_size",
-        DEFAULT_POOL_SIZE,
-        integer(1, "a whole number >= 1"),
-    );
-    let auth_type = r.optional(s, "auth_type", DEFAULT_AUTH_TYPE.to_owned(), auth_type);
-    let auth_user = r.optional(s, "auth_user", None, |n| identifier(n).map(Some));
-    let auth_query = r.optional(
-        s,
-        "auth_query",
-        DEFAULT_AUTH_QUERY.to_owned(),
-        non_empty_text,
-    );
-    let auth_file = r.optional(s, "auth_file", None, path);
-    if let (Some(None), Some(None)) = (&auth_user, &auth_file) {
-        let line = r.line_of(s, "type");
-        let message = "PgBouncer must know the passwords it checks: set proxy.auth_user (a role \
-                       it reads them as, with auth_query) or proxy.auth_file (a userlist.txt)";
-        r.push(line, "proxy.auth_user", message);
-        return None;
-    }
-    if r.optional(s, "splice", false, boolean) == Some(true) {
-        let line = r.line_of(s, "splice");
-        r.push(
-            line,
-            "proxy.splice",
-            "splices only the builtin proxy's sessions; remove it",
-        );
-        return None;
-    }
-    Some(Some(PgBouncerConfig {
-        bin_dir: bin_dir?,
-        user: user?,
-        pool_mode: pool_mode?,
-        default_pool_size: default_pool_size?,
-        auth_type: auth_type?,
-        auth_user: auth_user?,
-        auth_query: auth_query?,
-        auth_file: auth_file?,
     }))
 }
 
@@ -467,5 +385,6 @@ fn read_http<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<HttpConfig> {
     })
 }
 
+mod pgbouncer;
 #[cfg(test)]
 mod tests;

@@ -156,6 +156,21 @@ pub struct PgBouncerConfig {
     pub auth_query: String,
     /// A PgBouncer `userlist.txt`; `None`: an empty one (every role comes from `auth_query`).
     pub auth_file: Option<PathBuf>,
+    pub tls: PgBouncerTls,
+}
+
+/// PgBouncer's TLS settings, passed as they are; unset ones keep PgBouncer's defaults (no TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PgBouncerTls {
+    /// Clients to PgBouncer: `disable` … `verify-full`.
+    pub client_sslmode: Option<String>,
+    pub client_key_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    /// To verify client certificates.
+    pub client_ca_file: Option<PathBuf>,
+    /// PgBouncer to Postgres.
+    pub server_sslmode: Option<String>,
+    pub server_ca_file: Option<PathBuf>,
 }
 
 /// PgBouncer's pool modes: when a server connection goes back to the pool.

@@ -516,6 +516,14 @@ fn bad_proxy_values_name_their_key() {
             "config.yml:9: proxy.auth_user: PgBouncer must know the passwords it checks",
         ),
         (
+            "proxy:\n  name: p1\n  type: pgbouncer\n  auth_file: /u\n  client_tls_sslmode: require\n",
+            "config.yml:11: proxy.client_tls_sslmode: PgBouncer needs a key and a certificate",
+        ),
+        (
+            "proxy:\n  name: p1\n  type: pgbouncer\n  auth_file: /u\n  server_tls_sslmode: on\n",
+            "config.yml:11: proxy.server_tls_sslmode: expected one of disable, allow, prefer",
+        ),
+        (
             "proxy:\n  name: p1\n  type: pgbouncer\n  auth_file: /u.txt\n  splice: true\n",
             "config.yml:11: proxy.splice: splices only the builtin proxy's sessions",
         ),
@@ -548,13 +556,15 @@ fn pgbouncer_type_reads_its_keys_with_defaults() {
             auth_user: Some("lookup".into()),
             auth_query: DEFAULT_AUTH_QUERY.into(),
             auth_file: None,
+            tls: PgBouncerTls::default(),
         })
     );
     let text = format!(
         "{BASE}proxy:\n  name: p1\n  type: pgbouncer\n  pgbouncer_bin_dir: /opt/pgb/bin\n  \
          pgbouncer_user: pgb\n  pool_mode: transaction\n  default_pool_size: 5\n  \
          auth_type: md5\n  auth_user: lookup\n  auth_query: SELECT 1\n  \
-         auth_file: /etc/harp/userlist.txt\n"
+         auth_file: /etc/harp/userlist.txt\n  client_tls_sslmode: require\n  \
+         client_tls_key_file: /k\n  client_tls_cert_file: /c\n  server_tls_sslmode: prefer\n"
     );
     let proxy = parse_str(&text, "config.yml").unwrap().proxy.unwrap();
     assert_eq!(
@@ -568,6 +578,14 @@ fn pgbouncer_type_reads_its_keys_with_defaults() {
             auth_user: Some("lookup".into()),
             auth_query: "SELECT 1".into(),
             auth_file: Some("/etc/harp/userlist.txt".into()),
+            tls: PgBouncerTls {
+                client_sslmode: Some("require".into()),
+                client_key_file: Some("/k".into()),
+                client_cert_file: Some("/c".into()),
+                client_ca_file: None,
+                server_sslmode: Some("prefer".into()),
+                server_ca_file: None,
+            },
         })
     );
     let text = format!("{BASE}proxy:\n  name: p1\n  type: builtin\n");
