@@ -1,10 +1,14 @@
 //! PgBouncer's admin console, reached over the agent's private socket directory.
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::ini::ADMIN_USER;
+
+/// Bound on an admin command other than PAUSE (which waits for transactions by design).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -14,6 +18,8 @@ pub enum AdminError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("PgBouncer did not answer `{command}` within {COMMAND_TIMEOUT:?}")]
+    Timeout { command: String },
     #[error("PgBouncer refused `{command}`: {source}")]
     Command {
         command: String,
@@ -64,14 +70,20 @@ impl Admin {
     }
 
     async fn rows(&self, command: &str) -> Result<Vec<tokio_postgres::SimpleQueryRow>, AdminError> {
-        let messages =
-            self.client
-                .simple_query(command)
+        let query = self.client.simple_query(command);
+        // A PAUSE answers when transactions end; anything else at once, or the console hangs.
+        let messages = match command.starts_with("PAUSE") {
+            true => query.await,
+            false => tokio::time::timeout(COMMAND_TIMEOUT, query)
                 .await
-                .map_err(|source| AdminError::Command {
+                .map_err(|_| AdminError::Timeout {
                     command: command.to_owned(),
-                    source,
-                })?;
+                })?,
+        }
+        .map_err(|source| AdminError::Command {
+            command: command.to_owned(),
+            source,
+        })?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use harp_core::config::{PgBouncerConfig, ProxyConfig};
@@ -30,6 +30,10 @@ use plan::{Plan, Step};
 
 /// How often client counts are read (and how soon a failed command is tried again).
 const POLL: Duration = Duration::from_millis(100);
+/// How long PgBouncer may fail to follow the route before the agent stops it: under the
+/// margin a lease keeps for clock drift and hand-over, so no client outlives a replaced
+/// leader's lease by much.
+const FAIL_CLOSED_AFTER: Duration = Duration::from_secs(3);
 /// How long PgBouncer may take to open its admin socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long PgBouncer may take to confirm a `PAUSE` after every database was killed, and
@@ -226,13 +230,34 @@ impl PgBouncer {
         shared: Arc<Shared>,
     ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing_since = None;
         loop {
             let routing = route.borrow_and_update().clone();
-            if let Err(e) = self.converge(&routing).await {
-                tracing::warn!("{e:#}; trying again");
-                self.admin = None;
+            match self.converge(&routing).await {
+                Ok(()) => failing_since = None,
+                Err(e) => {
+                    tracing::warn!("{e:#}; trying again");
+                    self.admin = None;
+                    // PgBouncer that cannot be told to cut would go on serving a leader the
+                    // agent no longer vouches for: stop it (and the agent) instead.
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > FAIL_CLOSED_AFTER {
+                        anyhow::bail!(
+                            "PgBouncer has not followed the route for {FAIL_CLOSED_AFTER:?} \
+                             ({e:#}); stopping it so no client reaches a replaced leader"
+                        );
+                    }
+                }
+            }
+            // A drain counts from at least one until PgBouncer confirms (see count_drain).
+            let open = matches!(self.plan.hold, plan::Hold::Open | plan::Hold::Pausing);
+            if open && shared.drain.waiting.load(Ordering::Relaxed) == 0 {
+                shared.drain.waiting.store(1, Ordering::Relaxed);
             }
             tokio::select! {
+                // A new route and a drain's news first: refreshing can wait.
+                biased;
                 changed = route.changed() => if changed.is_err() { return Ok(()) },
                 status = self.child.wait() => anyhow::bail!("{}", exited(status?)),
                 all = wait_pause(&mut self.pausing) => match all {
@@ -265,6 +290,14 @@ impl PgBouncer {
     /// half-way leaves PgBouncer in an unknown state: the plan then starts from the worst.
     async fn converge(&mut self, routing: &Routing) -> anyhow::Result<()> {
         while let Some(step) = self.plan.next(routing) {
+            if self.plan.hold == plan::Hold::Paused && matches!(step, Step::Retarget(_)) {
+                // A database first used after the pause was confirmed may hold a server on
+                // the old leader: then the change must cut.
+                if self.admin().await?.pools().await?.servers_active > 0 {
+                    self.plan.busy();
+                    continue;
+                }
+            }
             tracing::info!(?step, "PgBouncer");
             let result = match &step {
                 Step::Pause => self.pause().await,
@@ -285,6 +318,12 @@ impl PgBouncer {
     /// keeps pointing at the leader handing over: it holds the lease until the drain ends.
     async fn pause(&mut self) -> anyhow::Result<()> {
         self.stop_pausing().await;
+        if self.paused_all {
+            // PgBouncer refuses `PAUSE <db>` under a global pause (one a failed step left).
+            // The leader handing over still holds its lease: work may run there meanwhile.
+            self.admin().await?.run("RESUME").await?;
+            self.paused_all = false;
+        }
         let (all_paused, rx) = watch::channel(false);
         let (dir, port) = (self.paths.socket_dir.clone(), self.proxy.listen_port);
         self.pause_task = Some(tokio::spawn(async move {
@@ -312,11 +351,13 @@ impl PgBouncer {
             }
             let admin = self.admin().await?;
             for (db, _) in admin.databases().await? {
-                if !killed.insert(db.clone()) {
+                if killed.contains(&db) {
                     continue;
                 }
-                if let Err(e) = admin.run(&format!("KILL {}", quote(&db))).await {
-                    tracing::error!("{e}; sessions of database {db:?} may outlive the change");
+                // A failure is tried again next round, and logged if it lasts.
+                match admin.run(&format!("KILL {}", quote(&db))).await {
+                    Ok(()) => drop(killed.insert(db)),
+                    Err(e) => tracing::warn!("{e}"),
                 }
             }
             self.paused_all = true;
@@ -392,9 +433,8 @@ impl PgBouncer {
     /// Publishes PgBouncer's client counts, applies changed live settings, and undoes a
     /// database pause that raced a resume.
     async fn refresh(&mut self, shared: &Shared) -> anyhow::Result<()> {
-        if self.plan.hold == plan::Hold::Pausing
-            && self.pause_task.as_ref().is_none_or(|t| t.is_finished())
-        {
+        let draining = matches!(self.plan.hold, plan::Hold::Pausing | plan::Hold::Paused);
+        if draining && self.pause_task.as_ref().is_none_or(|t| t.is_finished()) {
             tracing::warn!("PgBouncer's drain lost its admin connection; pausing again");
             self.pause().await?;
         }
@@ -408,7 +448,8 @@ impl PgBouncer {
             }
             tracing::info!(?live, "pgbouncer.ini rewritten for new proxy directives");
         }
-        if self.plan.hold == plan::Hold::Open {
+        // Only while PgBouncer is known to point at the leader (never after a failed step).
+        if self.plan.hold == plan::Hold::Open && self.plan.pointed {
             self.resume_databases().await?;
         }
         let pools = self.admin().await?.pools().await?;
@@ -434,20 +475,22 @@ impl PgBouncer {
 }
 
 /// Pauses every database, and keeps pausing any that appears, until aborted; tells whether
-/// one look found every database paused (no transaction open) or not.
+/// every database is paused (no transaction open). Only a `PAUSE` this task saw answered
+/// counts: a database can show as paused while an earlier, unanswered `PAUSE` still waits.
 async fn pause_each(
     dir: &Path,
     port: u16,
     all_paused: watch::Sender<bool>,
 ) -> Result<(), admin::AdminError> {
     let admin = Admin::connect(dir, port).await?;
+    let mut confirmed = std::collections::HashSet::new();
     loop {
         let open: Vec<String> = admin
             .databases()
             .await?
             .into_iter()
-            .filter(|(_, paused)| !paused)
             .map(|(db, _)| db)
+            .filter(|db| !confirmed.contains(db))
             .collect();
         // Said before the PAUSEs, which wait for the transactions to end.
         let now = open.is_empty();
@@ -457,9 +500,12 @@ async fn pause_each(
         }
         // Then look again at once: the drain ends as soon as the last PAUSE returns.
         for db in open {
-            if let Err(e) = admin.run(&format!("PAUSE {}", quote(&db))).await {
-                tracing::error!("{e}; database {db:?} is not held by the drain");
-                tokio::time::sleep(POLL).await;
+            match admin.run(&format!("PAUSE {}", quote(&db))).await {
+                Ok(()) => drop(confirmed.insert(db)),
+                Err(e) => {
+                    tracing::error!("{e}; database {db:?} is not held by the drain");
+                    tokio::time::sleep(POLL).await;
+                }
             }
         }
     }
