@@ -42,3 +42,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     }
     path
 }
+
+/// Whether PgBouncer is installed where harp-agent looks for it without
+/// `pgbouncer_bin_dir` (Debian's /usr/sbin, or /usr/bin, /usr/local/sbin).
+pub fn pgbouncer_installed() -> bool {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin"]
+        .iter()
+        .any(|d| std::path::Path::new(d).join("pgbouncer").is_file())
+}

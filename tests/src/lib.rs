@@ -20,7 +20,7 @@ pub mod rt;
 pub mod workdir;
 
 pub use agent::{AgentProc, AgentSpec};
-pub use bins::workspace_bin;
+pub use bins::{pgbouncer_installed, workspace_bin};
 pub use cluster::{Node, TestCluster, TestClusterBuilder};
 pub use etcd::EtcdCluster;
 pub use http::http_get;

@@ -18,13 +18,7 @@ const PASSWORD: &str = "app-secret";
 
 /// Whether PgBouncer can run here (installed); under CI it must be.
 fn pgbouncer_installed(test: &str) -> bool {
-    let found = [
-        "/usr/sbin/pgbouncer",
-        "/usr/bin/pgbouncer",
-        "/usr/local/sbin/pgbouncer",
-    ]
-    .iter()
-    .any(|p| std::path::Path::new(p).is_file());
+    let found = harp_tests::pgbouncer_installed();
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{test}: pgbouncer is not installed (.ci/run installs it)");

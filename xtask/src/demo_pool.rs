@@ -10,17 +10,6 @@ use harp_tests::harpctl::harpctl;
 use harp_tests::rt::block_on;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-/// Where PgBouncer may be: without it the act is skipped, with a note.
-fn pgbouncer_installed() -> bool {
-    [
-        "/usr/sbin/pgbouncer",
-        "/usr/bin/pgbouncer",
-        "/usr/local/sbin/pgbouncer",
-    ]
-    .iter()
-    .any(|p| std::path::Path::new(p).is_file())
-}
-
 /// The Postgres port a session's next transaction runs on.
 async fn server_port(client: &Client) -> anyhow::Result<u16> {
     let rows = client.simple_query("SELECT inet_server_port()").await?;
@@ -37,7 +26,7 @@ pub fn run(c: &TestCluster, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> 
         "\n== harp-agent pool1 for dca with PgBouncer (proxy.type: pgbouncer, transaction \
          pooling), and a switchover a pooled session does not notice"
     );
-    if !pgbouncer_installed() {
+    if !harp_tests::pgbouncer_installed() {
         println!("   skipped: PgBouncer is not installed (scripts/setup installs it)");
         return Ok(());
     }
