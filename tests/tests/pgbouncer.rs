@@ -324,6 +324,57 @@ async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_switchover_resumes_pgbouncer_on_the_same_leader() {
+    if !pgbouncer_installed("a_withdrawn_switchover_resumes_pgbouncer_on_the_same_leader") {
+        return;
+    }
+    let (mut c, a) = cluster("pgbback", "transaction").await;
+    let first = wait_leader_not(&c, "dca", None).node;
+    let target = if first == "n1" { "n2" } else { "n1" };
+    let (_, token) = c.leader("dca").await.unwrap();
+    let idle = until_on(&mut c, &a, &first).await;
+    let busy = connect(&dsn(&a, PASSWORD)).await.unwrap();
+    busy.batch_execute("BEGIN; INSERT INTO pooled VALUES (1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // statuses reach every manager
+    intent(&c, target, token, false);
+    let end = Instant::now() + LONG;
+    while !status(&a)["draining"].is_i64() {
+        assert!(Instant::now() < end, "never drained\n{}", a.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The request goes away before the transaction ends: the leader stays.
+    delete(
+        &c,
+        harp_core::keys::Keys::new(c.name()).promote_intent("dca"),
+    );
+    let end = Instant::now() + LONG;
+    while status(&a)["draining"].is_i64() {
+        assert!(Instant::now() < end, "still draining\n{}", a.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    busy.batch_execute("INSERT INTO pooled VALUES (2); COMMIT")
+        .await
+        .expect("the transaction failed after the switchover was withdrawn");
+    // Every session goes on, on the same leader, and new clients get through.
+    let port = c.node(&first).pg.port();
+    for client in [&idle, &busy] {
+        let on = tokio::time::timeout(LONG, server_port(client))
+            .await
+            .expect("a session stayed paused")
+            .expect("a session failed");
+        assert_eq!(on, port);
+    }
+    let fresh = tokio::time::timeout(LONG, connect(&dsn(&a, PASSWORD)))
+        .await
+        .expect("new clients are still held")
+        .unwrap();
+    assert_eq!(server_port(&fresh).await.unwrap(), port);
+    assert_eq!(c.leader("dca").await.unwrap().1, token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_off_from_etcd_pgbouncer_fails_closed_then_resumes() {
     if !pgbouncer_installed("cut_off_from_etcd_pgbouncer_fails_closed_then_resumes") {
         return;
