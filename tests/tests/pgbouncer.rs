@@ -139,6 +139,18 @@ async fn write_until_stopped(client: Client, stats: Stats) {
     }
 }
 
+/// Whether the agent's status shows a drain (`draining`) or none within `timeout`.
+async fn drains_within(a: &AgentProc, draining: bool, timeout: Duration) -> bool {
+    let end = Instant::now() + timeout;
+    while status(a)["draining"].is_i64() != draining {
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 fn status(a: &AgentProc) -> serde_json::Value {
     let (_, body) = a.http("/status").expect("agent status");
     serde_json::from_str(&body).unwrap()
@@ -257,20 +269,11 @@ async fn transaction_pooled_clients_ride_through_a_switchover_without_an_error()
     let promote = spawn_harpctl(&c, &["promote", target, "--timeout", "50s", "-o", "json"]);
 
     // The drain waits for the open transaction: the leader does not let go.
-    let drain_seen = {
-        let end = Instant::now() + LONG;
-        loop {
-            let s = status(&a);
-            if s["draining"].is_i64() {
-                break true;
-            }
-            if Instant::now() > end {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    assert!(drain_seen, "the agent never drained\n{}", a.log_tail(30));
+    assert!(
+        drains_within(&a, true, LONG).await,
+        "the agent never drained\n{}",
+        a.log_tail(30)
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         leader(&c, "dca").unwrap().0.node,
@@ -339,21 +342,21 @@ async fn a_withdrawn_switchover_resumes_pgbouncer_on_the_same_leader() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await; // statuses reach every manager
     intent(&c, target, token, false);
-    let end = Instant::now() + LONG;
-    while !status(&a)["draining"].is_i64() {
-        assert!(Instant::now() < end, "never drained\n{}", a.log_tail(30));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        drains_within(&a, true, LONG).await,
+        "never drained\n{}",
+        a.log_tail(30)
+    );
     // The request goes away before the transaction ends: the leader stays.
     delete(
         &c,
         harp_core::keys::Keys::new(c.name()).promote_intent("dca"),
     );
-    let end = Instant::now() + LONG;
-    while status(&a)["draining"].is_i64() {
-        assert!(Instant::now() < end, "still draining\n{}", a.log_tail(30));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        drains_within(&a, false, LONG).await,
+        "still draining\n{}",
+        a.log_tail(30)
+    );
     busy.batch_execute("INSERT INTO pooled VALUES (2); COMMIT")
         .await
         .expect("the transaction failed after the switchover was withdrawn");
