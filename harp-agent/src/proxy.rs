@@ -4,6 +4,7 @@
 //! that must be refused gets a Postgres error it can show.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -248,9 +249,33 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if spliced && let Some(k) = kernel {
         let _ = k.lock().expect("kernel lock").unpair(&client, &server);
     }
+    if abandons_bytes(end, &server) {
+        // Closing gracefully would leave the kernel retransmitting the queued bytes — past a
+        // partition's end, to a leader that lost its lease — and the request would run there.
+        // A reset drops them.
+        let _ = SockRef::from(&server).set_linger(Some(Duration::ZERO));
+    }
     drop(session);
     shared.release(permit);
     shared.drain.changed.notify_one();
+}
+
+/// Whether the server side must be reset rather than closed: cut with a request in flight, or
+/// ended with bytes for the server still unacknowledged.
+fn abandons_bytes(end: End, server: &TcpStream) -> bool {
+    match end {
+        End::Cut { idle } => !idle,
+        End::Closed | End::Refused => unacked_bytes(server) > 0,
+    }
+}
+
+/// Bytes written to `s` that its peer has not acknowledged (`SIOCOUTQ`).
+#[allow(unsafe_code)]
+fn unacked_bytes(s: &TcpStream) -> i32 {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) writes one int to the pointer, which outlives the call.
+    let rc = unsafe { nix::libc::ioctl(s.as_raw_fd(), nix::libc::TIOCOUTQ, &mut n) };
+    if rc == 0 { n } else { 0 }
 }
 
 /// Waits for a route and connects to it, retrying until `pause_timeout`; the route is checked

@@ -393,3 +393,19 @@ fn max_client_conn_is_lowered_to_fit_the_open_files_limit() {
     );
     drop(held);
 }
+
+/// etcd (default settings) closes a connection that pings too often ("too_many_pings"), which
+/// breaks every watch on it; neither the agent's nor the managers' watches may be cut so.
+#[test]
+fn etcd_keeps_the_watches_open() {
+    let c = cluster("pings", &["n1"]).start();
+    let mut a = agent(&c, |_| {});
+    ready(&mut a);
+    // etcd strikes a connection after 3 pings closer than 5 s apart.
+    std::thread::sleep(Duration::from_secs(15));
+    let broken = "etcd watch interrupted";
+    let agent_log = std::fs::read_to_string(a.log_path()).unwrap();
+    assert!(!agent_log.contains(broken), "{}", a.log_tail(20));
+    let mgr_log = std::fs::read_to_string(c.nodes[0].mgr.log_path()).unwrap();
+    assert!(!mgr_log.contains(broken), "{}", c.manager_logs(20));
+}
