@@ -170,9 +170,11 @@ async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> any
         refresh: proxy.lease_refresh_interval,
     };
     tokio::spawn(harp_dcs::session::run(dcs.clone(), session, tx.clone()));
-    // Only the keys the agent acts on: its location's leader and the management switches.
+    // Only the keys the agent acts on: its location's leader, the management switches and
+    // the other proxies' statuses (a new leader is routed once they left the old one).
     for prefix in [
         dcs.keys.leader(&config.location),
+        format!("{}proxies/", dcs.keys.prefix()),
         dcs.keys.managed(),
         dcs.keys.proxy_unmanaged(&proxy.name),
         format!("{}config/proxies/", dcs.keys.prefix()),

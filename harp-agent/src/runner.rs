@@ -1,6 +1,7 @@
 //! The agent's decision loop: etcd session and leader-key events go into the routing state
 //! machine; its decisions go to the proxy (through the route channel) and to etcd (status).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -71,6 +72,8 @@ pub struct Runner {
     global: ProxyOverrides,
     own: ProxyOverrides,
     last_status: Option<ProxyStatus>,
+    /// The other managed proxies of our location: the leaderships they may have sessions under.
+    peers: BTreeMap<String, Vec<i64>>,
 }
 
 impl Runner {
@@ -114,6 +117,7 @@ impl Runner {
             global: ProxyOverrides::new(),
             own: ProxyOverrides::new(),
             last_status: None,
+            peers: BTreeMap::new(),
         }
     }
 
@@ -210,9 +214,11 @@ impl Runner {
         for ch in changes {
             self.apply(ch);
         }
-        // The leader first, its drain request after: a leader gone with its request never
-        // routes to it again in between.
+        // The peers first (a new leader is never routed on their older view), then the leader,
+        // its drain request after: a leader gone with its request never routes to it again in
+        // between.
         let seen = [
+            RouteEvent::Peers(self.peers.values().flatten().copied().collect()),
             RouteEvent::LeaderObserved(self.observed.clone()),
             RouteEvent::Switchover(self.handover),
         ];
@@ -238,6 +244,14 @@ impl Runner {
             }
             Some(KeyKind::ProxyUnmanaged(p)) if p == self.shared.name => {
                 self.proxy_unmanaged = ch.value.is_some();
+                return;
+            }
+            Some(KeyKind::ProxyStatus(p)) if p != self.shared.name => {
+                let status = ch.value.and_then(|(v, _)| ProxyStatus::decode(&v).ok());
+                match status.filter(|s| s.managed && s.location == self.location) {
+                    Some(s) => self.peers.insert(p.to_owned(), s.live_tokens().collect()),
+                    None => self.peers.remove(p),
+                };
                 return;
             }
             Some(KeyKind::ProxyConfig(p)) if p == "global" || p == self.shared.name => {
@@ -302,6 +316,7 @@ impl Runner {
                 Some(_) => drain_left(s),
                 None => 0,
             },
+            managed: self.managed(),
             updated_ms: 0,
         };
         if !force && self.last_status.as_ref() == Some(&status) {

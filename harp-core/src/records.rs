@@ -135,7 +135,22 @@ pub struct ProxyStatus {
     /// Of those, the sessions still open that the proxy can close at a transaction boundary.
     #[serde(default)]
     pub drain_left: u64,
+    /// Whether HARP steers this proxy's route (`harpctl manage|unmanage`).
+    #[serde(default = "yes")]
+    pub managed: bool,
     pub updated_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ProxyStatus {
+    /// The leaderships under which this proxy may have sessions: the one it routes to and
+    /// the one it drains.
+    pub fn live_tokens(&self) -> impl Iterator<Item = i64> {
+        self.token.into_iter().chain(self.draining)
+    }
 }
 
 /// Decodes a versioned JSON record, rejecting versions this build does not read.

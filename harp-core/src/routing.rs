@@ -10,6 +10,12 @@
 //! leader may give up its lease unseen (and another take it), so the agent keeps its route
 //! only for a short grace while the view is read again, and never (re)establishes one from a
 //! view that is not in sync — contact regained after an outage does not revive a stale leader.
+//!
+//! A new leadership is routed only once no other proxy of the location still has sessions
+//! under an older one (their statuses in etcd say so), or one lease after this proxy first
+//! wanted to route to it: by then a proxy that could not say so has failed closed. Each proxy
+//! cuts the old leader's sessions on its own, a few milliseconds apart; without this wait the
+//! new leader could take writes from one proxy's clients while another's still reach the old.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -69,6 +75,9 @@ pub enum RouteEvent {
     /// The planned switchover of our location (`intent/promote/<location>`): the token of the
     /// leadership it replaces, or `None` when there is none.
     Switchover(Option<i64>),
+    /// The leaderships (tokens) under which the other managed proxies of our location may
+    /// still have sessions, from their statuses in etcd.
+    Peers(Vec<i64>),
     Tick,
 }
 
@@ -81,6 +90,9 @@ pub enum RouteAction {
     /// A switchover replaces the leadership `token`: hold new clients and close its sessions
     /// as each reaches a transaction boundary; the leader waits for that before it hands over.
     Drain { token: i64 },
+    /// New clients wait for the leadership `token` until other proxies have closed their
+    /// sessions to an older one.
+    AwaitPeers { token: i64 },
 }
 
 impl fmt::Display for RouteAction {
@@ -100,6 +112,11 @@ impl fmt::Display for RouteAction {
                 "switchover: hold new clients, close the sessions under token {token} \
                  at their next transaction boundary"
             ),
+            RouteAction::AwaitPeers { token } => write!(
+                f,
+                "hold new clients until the other proxies have closed their sessions to the \
+                 former leader, then route them under token {token}"
+            ),
         }
     }
 }
@@ -118,6 +135,11 @@ pub struct Router {
     managed: bool,
     /// `None` while the view is in sync; else when the watch broke.
     unsynced_since: Option<Instant>,
+    /// What [`RouteEvent::Peers`] last said.
+    peers: Vec<i64>,
+    /// `effective` is not routed yet: other proxies may still reach an older leader. Since
+    /// when we have waited for them.
+    awaiting_since: Option<Instant>,
 }
 
 impl Router {
@@ -131,6 +153,8 @@ impl Router {
             intent: None,
             managed: true,
             unsynced_since: None,
+            peers: Vec::new(),
+            awaiting_since: None,
         }
     }
 
@@ -149,7 +173,9 @@ impl Router {
 
     /// The route new clients take now (`None`: they are held).
     pub fn route(&self) -> Option<&Route> {
-        self.effective.as_ref().filter(|_| !self.draining)
+        self.effective
+            .as_ref()
+            .filter(|_| !self.draining && self.awaiting_since.is_none())
     }
 
     /// The leadership whose sessions may live on: the route, or the one being drained.
@@ -190,10 +216,31 @@ impl Router {
             return None;
         }
         let grace_end = self.unsynced_since.map(|s| s + self.grace());
-        match (self.trusted_until, grace_end) {
-            (Some(t), Some(g)) => Some(t.min(g)),
-            (t, g) => t.or(g),
+        let await_end = self.awaiting_since.map(|s| s + self.ttl);
+        [self.trusted_until, grace_end, await_end]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Since when new clients wait for `want`, if they must still: it was never routed, and
+    /// another proxy may have sessions under an older leadership, since less than a lease.
+    fn awaits_peers(&self, want: &Route, now: Instant) -> Option<Instant> {
+        // Once routed, a leadership is never held back again (a drain or a stale peer record).
+        let passed = self.awaiting_since.is_none()
+            && self
+                .effective
+                .as_ref()
+                .is_some_and(|e| e.token == want.token);
+        let older = self.peers.iter().any(|&t| t < want.token);
+        if passed || !older {
+            return None;
         }
+        let since = match (&self.effective, self.awaiting_since) {
+            (Some(e), Some(since)) if e.token == want.token => since,
+            _ => now,
+        };
+        (now < since + self.ttl).then_some(since)
     }
 
     pub fn is_managed(&self) -> bool {
@@ -214,6 +261,7 @@ impl Router {
             RouteEvent::WatchSynced => self.unsynced_since = None,
             RouteEvent::Managed(m) => self.managed = m,
             RouteEvent::Switchover(from) => self.intent = from,
+            RouteEvent::Peers(tokens) => self.peers = tokens,
             RouteEvent::Tick => {}
         }
         if !self.managed {
@@ -227,7 +275,8 @@ impl Router {
             (true, Some(_)) => None,
         };
         let drain = want.as_ref().is_some_and(|w| self.intent == Some(w.token));
-        if want == self.effective && drain == self.draining {
+        let awaiting = want.as_ref().and_then(|w| self.awaits_peers(w, now));
+        if want == self.effective && drain == self.draining && awaiting == self.awaiting_since {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -247,266 +296,25 @@ impl Router {
                 reason,
             });
         }
+        let route_before = self.route().cloned();
         self.effective = want;
         self.draining = drain;
-        out.push(RouteAction::Set(self.route().cloned()));
+        self.awaiting_since = awaiting;
+        let route = self.route().cloned();
+        if route != route_before || out.is_empty() {
+            out.push(RouteAction::Set(route));
+        }
         if let Some(token) = self.draining() {
             out.push(RouteAction::Drain { token });
+        }
+        if awaiting.is_some()
+            && let Some(e) = &self.effective
+        {
+            out.push(RouteAction::AwaitPeers { token: e.token });
         }
         out
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TTL: Duration = Duration::from_secs(6);
-
-    fn route(node: &str, token: i64) -> Option<Route> {
-        Some(Route {
-            node: node.into(),
-            address: "10.0.0.1".into(),
-            port: 5432,
-            token,
-        })
-    }
-
-    #[test]
-    fn routes_only_once_etcd_contact_is_proven() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        assert!(
-            r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0)
-                .is_empty()
-        );
-        assert_eq!(r.route(), None, "no contact yet: hold");
-        let out = r.step(RouteEvent::Contact { sent: t0 }, t0);
-        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
-        assert_eq!(r.route().unwrap().node, "n1");
-    }
-
-    #[test]
-    fn a_new_leader_cuts_the_old_sessions_first() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
-        assert_eq!(
-            out,
-            vec![
-                RouteAction::Cut {
-                    token: 5,
-                    reason: "a new leader took over"
-                },
-                RouteAction::Set(route("n2", 9)),
-            ]
-        );
-        // The same leader seen again changes nothing.
-        assert!(
-            r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0)
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn no_leader_holds_clients_and_cuts_the_old_sessions() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        let out = r.step(RouteEvent::LeaderObserved(None), t0);
-        assert_eq!(
-            out[0],
-            RouteAction::Cut {
-                token: 5,
-                reason: "the leader gave up its lease"
-            }
-        );
-        assert_eq!(out[1], RouteAction::Set(None));
-        assert_eq!(
-            out[1].to_string(),
-            "hold new clients: no leader to route to"
-        );
-    }
-
-    #[test]
-    fn silence_from_etcd_fails_closed_at_the_deadline_and_contact_restores() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        let deadline = t0 + TTL - safety_margin(TTL);
-        assert_eq!(r.next_wake(), Some(deadline));
-        assert!(
-            r.step(RouteEvent::Tick, deadline - Duration::from_millis(1))
-                .is_empty()
-        );
-        let out = r.step(RouteEvent::Tick, deadline);
-        assert!(
-            matches!(out[0], RouteAction::Cut { token: 5, reason } if reason.contains("fail closed"))
-        );
-        assert_eq!(r.route(), None);
-        assert_eq!(r.next_wake(), None);
-        let later = deadline + Duration::from_secs(1);
-        let out = r.step(RouteEvent::Contact { sent: later }, later);
-        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
-    }
-
-    #[test]
-    fn a_lost_session_fails_closed_at_once() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        let out = r.step(RouteEvent::SessionLost, t0);
-        assert!(matches!(out[0], RouteAction::Cut { token: 5, .. }));
-        assert_eq!(r.route(), None);
-    }
-
-    #[test]
-    fn unmanaged_keeps_the_current_route_until_managed_again() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        r.step(RouteEvent::Managed(false), t0);
-        assert!(
-            r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0)
-                .is_empty()
-        );
-        assert_eq!(r.route().unwrap().node, "n1");
-        assert_eq!(
-            r.next_wake(),
-            None,
-            "unmanaged: no fail-closed timer either"
-        );
-        let out = r.step(RouteEvent::Managed(true), t0);
-        assert_eq!(out[1], RouteAction::Set(route("n2", 9)));
-    }
-
-    #[test]
-    fn a_broken_watch_keeps_the_route_for_a_grace_and_contact_alone_never_revives_it() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        assert!(
-            r.step(RouteEvent::WatchLost, t0).is_empty(),
-            "kept in grace"
-        );
-        let grace_end = t0 + TTL / 3;
-        assert_eq!(r.next_wake(), Some(grace_end));
-        // Re-read in time: nothing happens to clients.
-        let mut quick = r.clone();
-        assert!(
-            quick
-                .step(RouteEvent::WatchSynced, t0 + Duration::from_millis(150))
-                .is_empty()
-        );
-        assert_eq!(quick.route().unwrap().node, "n1");
-        // No re-read within the grace: fail closed even though etcd still answers keep-alives.
-        let out = r.step(RouteEvent::Contact { sent: grace_end }, grace_end);
-        assert!(
-            matches!(out[0], RouteAction::Cut { token: 5, reason } if reason.contains("watch lost")),
-            "{out:?}"
-        );
-        assert_eq!(r.route(), None);
-        // Contact goes on, the view is still stale: no route.
-        let later = grace_end + Duration::from_secs(1);
-        assert!(
-            r.step(RouteEvent::Contact { sent: later }, later)
-                .is_empty()
-        );
-        // The re-read shows the leader gave up: still nothing; then the new one: routed.
-        r.step(RouteEvent::LeaderObserved(None), later);
-        assert!(r.step(RouteEvent::WatchSynced, later).is_empty());
-        let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), later);
-        assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
-    }
-
-    #[test]
-    fn after_an_outage_a_stale_view_is_not_routed_until_read_again() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        r.step(RouteEvent::WatchLost, t0);
-        let deadline = t0 + TTL / 3;
-        r.step(RouteEvent::Tick, deadline);
-        assert_eq!(r.route(), None);
-        // etcd is back: keep-alives answer before the watch is read again.
-        let back = t0 + Duration::from_secs(10);
-        assert!(r.step(RouteEvent::Contact { sent: back }, back).is_empty());
-        assert_eq!(r.route(), None, "n1 may have lost its lease meanwhile");
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), back);
-        let out = r.step(RouteEvent::WatchSynced, back);
-        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
-    }
-
-    #[test]
-    fn an_old_acknowledgement_never_shortens_trust() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        let t1 = t0 + Duration::from_secs(2);
-        r.step(RouteEvent::Contact { sent: t1 }, t1);
-        r.step(RouteEvent::Contact { sent: t0 }, t1);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t1);
-        assert_eq!(r.next_wake(), Some(t1 + TTL - safety_margin(TTL)));
-    }
-
-    #[test]
-    fn a_switchover_drains_the_old_leader_then_routes_to_the_new_one() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        // An intent for another leadership is not ours to drain.
-        assert!(r.step(RouteEvent::Switchover(Some(4)), t0).is_empty());
-        let out = r.step(RouteEvent::Switchover(Some(5)), t0);
-        assert_eq!(
-            out,
-            vec![RouteAction::Set(None), RouteAction::Drain { token: 5 }]
-        );
-        assert_eq!(r.route(), None, "new clients are held");
-        assert_eq!(r.live().map(|l| l.token), Some(5), "sessions live on");
-        assert_eq!(r.draining(), Some(5));
-        // The old leader hands over: the rest is cut and the new leader routed.
-        let out = r.step(RouteEvent::LeaderObserved(None), t0);
-        assert_eq!(
-            out[0].clone(),
-            RouteAction::Cut {
-                token: 5,
-                reason: "the leader gave up its lease"
-            }
-        );
-        assert_eq!(r.draining(), None);
-        let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
-        assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
-    }
-
-    #[test]
-    fn a_withdrawn_switchover_routes_to_the_same_leader_again() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        r.step(RouteEvent::Switchover(Some(5)), t0);
-        let out = r.step(RouteEvent::Switchover(None), t0);
-        assert_eq!(out, vec![RouteAction::Set(route("n1", 5))], "no cut");
-        assert_eq!(r.draining(), None);
-    }
-
-    #[test]
-    fn losing_etcd_during_a_drain_cuts_at_once() {
-        let mut r = Router::new(TTL);
-        let t0 = Instant::now();
-        r.step(RouteEvent::Contact { sent: t0 }, t0);
-        r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-        r.step(RouteEvent::Switchover(Some(5)), t0);
-        let out = r.step(RouteEvent::SessionLost, t0);
-        assert!(matches!(out[0], RouteAction::Cut { token: 5, .. }));
-        assert_eq!(r.live(), None);
-    }
-}
+mod tests;
