@@ -1,11 +1,18 @@
 //! Mirrors the cluster's keys: a prefix get, then a watch from the next revision. When the
 //! watch breaks (member lost its leader, connection dropped) it reads again and reports only the
 //! differences, so the decision loop sees one consistent stream of changes and no gap.
+//!
+//! A watch can also go silent: its member frozen or unreachable while the connection looks
+//! open. The mirror asks the watch for its progress every [`PROBE_EVERY`]; etcd answers at
+//! once on the same stream, so silence past one probe and the request bound means the watch is
+//! dead, and it is read again (through whichever member answers).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::{Backoff, Dcs, DcsError};
 
@@ -28,6 +35,9 @@ pub struct KeyChange {
 }
 
 type View = BTreeMap<String, (Vec<u8>, i64)>;
+
+/// How often a watch is asked to prove it is alive.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Mirrors every key under `prefix` until the receiver is dropped.
 pub async fn run<I: From<MirrorEvent>>(dcs: Dcs, prefix: String, tx: mpsc::Sender<I>) {
@@ -92,8 +102,23 @@ async fn sync<I: From<MirrorEvent>>(
     let opts = WatchOptions::new()
         .with_prefix()
         .with_start_revision(rev + 1);
-    let mut stream = c.watch(prefix, Some(opts)).await?;
-    while let Some(resp) = stream.message().await? {
+    let (mut requests, mut stream) = c.watch(prefix, Some(opts)).await?.split();
+    let silent_limit = PROBE_EVERY + dcs.timeout;
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    let mut heard = Instant::now();
+    loop {
+        let resp = tokio::select! {
+            resp = stream.message() => resp?,
+            _ = probe.tick() => {
+                if heard.elapsed() > silent_limit {
+                    return Err(DcsError::Timeout(silent_limit));
+                }
+                requests.request_progress().await?;
+                continue;
+            }
+        };
+        let Some(resp) = resp else { break };
+        heard = Instant::now();
         if resp.canceled() {
             let reason = resp.cancel_reason().to_owned();
             return Err(etcd_client::Error::WatchError(reason).into());
