@@ -45,6 +45,9 @@ pub struct Shared {
     splice: bool,
     /// `proxy.type: pgbouncer`: PgBouncer serves the clients.
     pgbouncer: bool,
+    /// With PgBouncer: the leadership its server connections may still serve (published, so
+    /// the other agents route a new leader only once PgBouncer has cut the old one).
+    pub pooled: watch::Sender<Option<i64>>,
     limit: Arc<Semaphore>,
     /// Settings `harpctl set proxy` may change while the agent runs.
     live: Mutex<ProxyLive>,
@@ -110,6 +113,7 @@ impl Shared {
             held: AtomicU64::new(0),
             splice: p.splice && kernel.is_some(),
             pgbouncer: p.pgbouncer.is_some(),
+            pooled: watch::Sender::new(None),
             kernel,
             limit: Arc::new(Semaphore::new(p.max_client_conn as usize)),
             permit_debt: std::sync::atomic::AtomicUsize::new(0),

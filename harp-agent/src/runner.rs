@@ -74,6 +74,8 @@ pub struct Runner {
     last_status: Option<ProxyStatus>,
     /// The other managed proxies of our location: the leaderships they may have sessions under.
     peers: BTreeMap<String, Vec<i64>>,
+    /// What our PgBouncer serves (see [`Shared::pooled`]).
+    pooled: watch::Receiver<Option<i64>>,
 }
 
 impl Runner {
@@ -89,6 +91,7 @@ impl Runner {
             publish,
         }: Channels,
     ) -> Self {
+        let pooled = shared.pooled.subscribe();
         let ttl = proxy.leader_lease_duration;
         let adopt_grace = steering
             .as_ref()
@@ -118,6 +121,7 @@ impl Runner {
             own: ProxyOverrides::new(),
             last_status: None,
             peers: BTreeMap::new(),
+            pooled,
         }
     }
 
@@ -140,6 +144,11 @@ impl Runner {
                     vec![]
                 }
                 _ = status_tick.tick() => {
+                    self.publish_status(false);
+                    vec![]
+                }
+                // PgBouncer cut (or took up) a leadership: the other agents wait for that.
+                _ = self.pooled.changed() => {
                     self.publish_status(false);
                     vec![]
                 }
@@ -317,6 +326,7 @@ impl Runner {
                 None => 0,
             },
             managed: self.managed(),
+            pooled: *s.pooled.borrow(),
             updated_ms: 0,
         };
         if !force && self.last_status.as_ref() == Some(&status) {

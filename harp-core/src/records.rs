@@ -138,6 +138,9 @@ pub struct ProxyStatus {
     /// Whether HARP steers this proxy's route (`harpctl manage|unmanage`).
     #[serde(default = "yes")]
     pub managed: bool,
+    /// `type: pgbouncer`: the leadership PgBouncer's server connections may still serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooled: Option<i64>,
     pub updated_ms: u64,
 }
 
@@ -146,10 +149,13 @@ fn yes() -> bool {
 }
 
 impl ProxyStatus {
-    /// The leaderships under which this proxy may have sessions: the one it routes to and
-    /// the one it drains.
+    /// The leaderships under which this proxy may have sessions: the one it routes to, the
+    /// one it drains and the one its PgBouncer serves.
     pub fn live_tokens(&self) -> impl Iterator<Item = i64> {
-        self.token.into_iter().chain(self.draining)
+        self.token
+            .into_iter()
+            .chain(self.draining)
+            .chain(self.pooled)
     }
 }
 
@@ -228,5 +234,23 @@ mod tests {
         let err = LeaderRecord::decode(future.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");
         assert!(LeaderRecord::decode(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn a_proxy_status_names_every_leadership_it_may_have_sessions_under() {
+        // As an agent without the newer fields writes it: managed, nothing pooled.
+        let old = r#"{"version":1,"name":"p1","location":"dca","leader":"n1","token":5,
+            "mode":"userspace","sessions":2,"held":0,"updated_ms":1}"#;
+        let s = ProxyStatus::decode(old.as_bytes()).unwrap();
+        assert!(s.managed);
+        assert_eq!(s.live_tokens().collect::<Vec<_>>(), vec![5]);
+        let pooling = ProxyStatus {
+            token: None,
+            draining: Some(5),
+            pooled: Some(4),
+            ..s
+        };
+        let back = ProxyStatus::decode(pooling.encode().as_bytes()).unwrap();
+        assert_eq!(back.live_tokens().collect::<Vec<_>>(), vec![5, 4]);
     }
 }

@@ -188,6 +188,9 @@ async fn pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_change() {
     let first = wait_leader_not(&c, "dca", None).node;
     let session = until_on(&mut c, &a, &first).await;
     assert_eq!(status(&a)["mode"], "pgbouncer", "{}", status(&a));
+    // The agent tells the other agents which leadership its PgBouncer serves.
+    let token = c.leader("dca").await.unwrap().1;
+    assert_eq!(wait_pooled(&c, Some(token)).await, Some(token));
     let psql = std::process::Command::new(harp_tests::postgres::pg_bin_dir().join("psql"))
         .arg(format!("{} sslmode=require", dsn(&a, PASSWORD)))
         .args(["-XAt", "-c", "SELECT 1"])
@@ -235,6 +238,8 @@ async fn pgbouncer_serves_the_leader_and_cuts_its_sessions_at_a_change() {
     set_fenced(&c, &first, true);
     let next = wait_leader_not(&c, "dca", Some(&first)).node;
     let fresh = until_on(&mut c, &a, &next).await;
+    let token = c.leader("dca").await.unwrap().1;
+    assert_eq!(wait_pooled(&c, Some(token)).await, Some(token));
     assert!(
         session.batch_execute("SELECT 1").await.is_err(),
         "a session to the failed leader went on"
@@ -460,4 +465,23 @@ fn an_agent_without_pgbouncer_says_what_to_install_and_exits() {
         !dir.join("pgbouncer.ini").exists(),
         "files written for nothing"
     );
+}
+
+/// Waits until p1's status in etcd says its PgBouncer serves `want`; what it says last.
+async fn wait_pooled(c: &TestCluster, want: Option<i64>) -> Option<i64> {
+    let key = harp_core::keys::Keys::new(c.name()).proxy_status("p1");
+    let mut client = c.client().await;
+    let end = Instant::now() + LONG;
+    loop {
+        let r = client.get(key.as_str(), None).await.unwrap();
+        let pooled = r.kvs().first().and_then(|kv| {
+            harp_core::records::ProxyStatus::decode(kv.value())
+                .unwrap()
+                .pooled
+        });
+        if pooled == want || Instant::now() > end {
+            return pooled;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

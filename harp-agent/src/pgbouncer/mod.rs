@@ -165,7 +165,9 @@ impl PgBouncer {
         let mut failing_since = None;
         loop {
             let routing = route.borrow_and_update().clone();
-            match self.converge(&routing).await {
+            let converged = self.converge(&routing).await;
+            self.report_pooled(&shared);
+            match converged {
                 Ok(()) => failing_since = None,
                 Err(e) => {
                     tracing::warn!("{e:#}; trying again");
@@ -207,6 +209,19 @@ impl PgBouncer {
                 }
             }
         }
+    }
+
+    /// Tells the agent which leadership PgBouncer's server connections may serve now. After a
+    /// step failed half-way nothing is known: the last report stands until a step succeeds.
+    fn report_pooled(&self, shared: &Shared) {
+        let pooled = match (self.plan.hold, &self.plan.target) {
+            (plan::Hold::Open | plan::Hold::Pausing, Some(t)) => Some(t.token),
+            (plan::Hold::Open | plan::Hold::Pausing, None) => return,
+            (plan::Hold::Paused | plan::Hold::Killed, _) => None,
+        };
+        shared
+            .pooled
+            .send_if_modified(|p| std::mem::replace(p, pooled) != pooled);
     }
 
     async fn admin(&mut self) -> anyhow::Result<&Admin> {
