@@ -170,17 +170,27 @@ async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> any
         refresh: proxy.lease_refresh_interval,
     };
     tokio::spawn(harp_dcs::session::run(dcs.clone(), session, tx.clone()));
-    // Only the keys the agent acts on: its location's leader, the management switches and
-    // the other proxies' statuses (a new leader is routed once they left the old one).
+    // Only the keys the agent acts on: its location's leader and the management switches.
     for prefix in [
         dcs.keys.leader(&config.location),
-        format!("{}proxies/", dcs.keys.prefix()),
         dcs.keys.managed(),
         dcs.keys.proxy_unmanaged(&proxy.name),
         format!("{}config/proxies/", dcs.keys.prefix()),
     ] {
         tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
     }
+    // The other proxies' statuses: a new leader is routed once they left the old one.
+    let (peers_tx, mut peers_rx) = mpsc::channel::<harp_dcs::MirrorEvent>(64);
+    let proxies = format!("{}proxies/", dcs.keys.prefix());
+    tokio::spawn(harp_dcs::mirror::run(dcs.clone(), proxies, peers_tx));
+    let to_runner = tx.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = peers_rx.recv().await {
+            if to_runner.send(runner::Input::Peers(ev)).await.is_err() {
+                return;
+            }
+        }
+    });
     let (publish, publish_rx) = watch::channel(None);
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(tx));

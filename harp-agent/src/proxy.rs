@@ -231,6 +231,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         spliced,
     );
     let end = end.await;
+    // Decided before anything more is written to the server.
+    let abandon = abandons_bytes(end, &server);
     // As Postgres does when a backend is terminated, an idle session's client reads why on
     // its next call. A session with a request in flight gets no message: whether the request
     // ran on the old leader is unknown, and an error would claim it did not.
@@ -253,7 +255,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if spliced && let Some(k) = kernel {
         let _ = k.lock().expect("kernel lock").unpair(&client, &server);
     }
-    if abandons_bytes(end, &server) {
+    if abandon {
         // Closing gracefully would leave the kernel retransmitting the queued bytes — past a
         // partition's end, to a leader that lost its lease — and the request would run there.
         // A reset drops them.
@@ -265,11 +267,13 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 }
 
 /// Whether the server side must be reset rather than closed: cut with a request in flight, or
-/// ended with bytes for the server still unacknowledged.
+/// ended with data for the server (or its close) still unacknowledged. A refused request was
+/// never relayed.
 fn abandons_bytes(end: End, server: &TcpStream) -> bool {
     match end {
         End::Cut { idle } => !idle,
-        End::Closed | End::Refused => unacked_bytes(server) > 0,
+        End::Refused => false,
+        End::Closed => unacked_bytes(server) > 0,
     }
 }
 

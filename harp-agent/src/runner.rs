@@ -23,6 +23,8 @@ const STATUS_PERIOD: Duration = Duration::from_secs(1);
 pub enum Input {
     Session(SessionEvent),
     Mirror(MirrorEvent),
+    /// The mirror of the proxies' statuses (apart: its breaks say nothing of the leader's).
+    Peers(MirrorEvent),
     Shutdown,
 }
 
@@ -209,6 +211,15 @@ impl Runner {
                 out
             }
             Input::Mirror(MirrorEvent::Changed(changes)) => self.observe(changes),
+            Input::Peers(MirrorEvent::Interrupted) => vec![RouteEvent::Peers(None)],
+            Input::Peers(MirrorEvent::Synced(changes) | MirrorEvent::Changed(changes)) => {
+                for ch in changes {
+                    self.apply_peer(ch);
+                }
+                // The mirror reads (`Synced`) before it watches (`Changed`): the view is whole.
+                let tokens = self.peers.values().flatten().copied().collect();
+                vec![RouteEvent::Peers(Some(tokens))]
+            }
             Input::Shutdown => vec![],
         }
     }
@@ -223,11 +234,9 @@ impl Runner {
         for ch in changes {
             self.apply(ch);
         }
-        // The peers first (a new leader is never routed on their older view), then the leader,
-        // its drain request after: a leader gone with its request never routes to it again in
-        // between.
+        // The leader first, its drain request after: a leader gone with its request never
+        // routes to it again in between.
         let seen = [
-            RouteEvent::Peers(self.peers.values().flatten().copied().collect()),
             RouteEvent::LeaderObserved(self.observed.clone()),
             RouteEvent::Switchover(self.handover),
         ];
@@ -253,14 +262,6 @@ impl Runner {
             }
             Some(KeyKind::ProxyUnmanaged(p)) if p == self.shared.name => {
                 self.proxy_unmanaged = ch.value.is_some();
-                return;
-            }
-            Some(KeyKind::ProxyStatus(p)) if p != self.shared.name => {
-                let status = ch.value.and_then(|(v, _)| ProxyStatus::decode(&v).ok());
-                match status.filter(|s| s.managed && s.location == self.location) {
-                    Some(s) => self.peers.insert(p.to_owned(), s.live_tokens().collect()),
-                    None => self.peers.remove(p),
-                };
                 return;
             }
             Some(KeyKind::ProxyConfig(p)) if p == "global" || p == self.shared.name => {
@@ -304,6 +305,21 @@ impl Runner {
                     None
                 }
             });
+    }
+
+    /// Records what another proxy of our location says it may have sessions under.
+    fn apply_peer(&mut self, ch: KeyChange) {
+        let Some(KeyKind::ProxyStatus(p)) = self.dcs.keys.parse(&ch.key) else {
+            return;
+        };
+        if p == self.shared.name {
+            return;
+        }
+        let status = ch.value.and_then(|(v, _)| ProxyStatus::decode(&v).ok());
+        match status.filter(|s| s.managed && s.location == self.location) {
+            Some(s) => self.peers.insert(p.to_owned(), s.live_tokens().collect()),
+            None => self.peers.remove(p),
+        };
     }
 
     /// Writes `proxies/<name>/status` when something changed (or when `force`d).

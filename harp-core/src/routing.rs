@@ -12,8 +12,9 @@
 //! view that is not in sync — contact regained after an outage does not revive a stale leader.
 //!
 //! A new leadership is routed only once no other proxy of the location still has sessions
-//! under an older one (their statuses in etcd say so), or one lease after this proxy first
-//! wanted to route to it: by then a proxy that could not say so has failed closed. Each proxy
+//! under an older one (their statuses in etcd say so; statuses not read yet, or whose watch
+//! broke, count as older), and from a view in sync, or one lease after this proxy first wanted
+//! to route to it: by then a proxy that could not say so has failed closed. Each proxy
 //! cuts the old leader's sessions on its own, a few milliseconds apart; without this wait the
 //! new leader could take writes from one proxy's clients while another's still reach the old.
 
@@ -76,8 +77,9 @@ pub enum RouteEvent {
     /// leadership it replaces, or `None` when there is none.
     Switchover(Option<i64>),
     /// The leaderships (tokens) under which the other managed proxies of our location may
-    /// still have sessions, from their statuses in etcd.
-    Peers(Vec<i64>),
+    /// still have sessions, from their statuses in etcd; `None` while their statuses are not
+    /// known to be current (not read yet, or their watch broke).
+    Peers(Option<Vec<i64>>),
     Tick,
 }
 
@@ -136,7 +138,7 @@ pub struct Router {
     /// `None` while the view is in sync; else when the watch broke.
     unsynced_since: Option<Instant>,
     /// What [`RouteEvent::Peers`] last said.
-    peers: Vec<i64>,
+    peers: Option<Vec<i64>>,
     /// `effective` is not routed yet: other proxies may still reach an older leader. Since
     /// when we have waited for them.
     awaiting_since: Option<Instant>,
@@ -153,7 +155,7 @@ impl Router {
             intent: None,
             managed: true,
             unsynced_since: None,
-            peers: Vec::new(),
+            peers: None,
             awaiting_since: None,
         }
     }
@@ -210,13 +212,15 @@ impl Router {
         self.trusted_until.is_some_and(|t| now < t)
     }
 
-    /// When trust runs out, if it is what keeps a route up.
+    /// When trust runs out, if it is what keeps a route up, or a wait for the other proxies
+    /// ends.
     pub fn next_wake(&self) -> Option<Instant> {
-        if !self.managed || self.effective.is_none() {
-            return None;
-        }
-        let grace_end = self.unsynced_since.map(|s| s + self.grace());
         let await_end = self.awaiting_since.map(|s| s + self.ttl);
+        if !self.managed {
+            return await_end; // a wait still ends, frozen or not
+        }
+        self.effective.as_ref()?;
+        let grace_end = self.unsynced_since.map(|s| s + self.grace());
         [self.trusted_until, grace_end, await_end]
             .into_iter()
             .flatten()
@@ -232,15 +236,37 @@ impl Router {
                 .effective
                 .as_ref()
                 .is_some_and(|e| e.token == want.token);
-        let older = self.peers.iter().any(|&t| t < want.token);
-        if passed || !older {
+        if passed {
             return None;
         }
         let since = match (&self.effective, self.awaiting_since) {
             (Some(e), Some(since)) if e.token == want.token => since,
             _ => now,
         };
-        (now < since + self.ttl).then_some(since)
+        // Peers unknown count as older; and a view out of sync never starts a route.
+        let older = self
+            .peers
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|&t| t < want.token));
+        let held = older || self.unsynced_since.is_some();
+        (held && now < since + self.ttl).then_some(since)
+    }
+
+    /// Unmanaged, the route stays as it is, except that a wait for the other proxies still
+    /// ends: a frozen agent would otherwise hold its clients until managed again.
+    fn end_wait_frozen(&mut self, now: Instant) -> Vec<RouteAction> {
+        let Some(e) = self
+            .effective
+            .clone()
+            .filter(|_| self.awaiting_since.is_some())
+        else {
+            return Vec::new();
+        };
+        self.awaiting_since = self.awaits_peers(&e, now);
+        match self.awaiting_since {
+            Some(_) => Vec::new(),
+            None => vec![RouteAction::Set(self.route().cloned())],
+        }
     }
 
     pub fn is_managed(&self) -> bool {
@@ -265,7 +291,7 @@ impl Router {
             RouteEvent::Tick => {}
         }
         if !self.managed {
-            return Vec::new();
+            return self.end_wait_frozen(now);
         }
         let want = match (self.in_contact(now), self.unsynced_since) {
             (false, _) => None,

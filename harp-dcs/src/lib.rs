@@ -24,8 +24,10 @@ pub enum DcsError {
 
 pub type Result<T> = std::result::Result<T, DcsError>;
 
-/// etcd's default `--grpc-keepalive-min-time`: the shortest ping interval it tolerates.
-const ETCD_MIN_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Twice etcd's default `--grpc-keepalive-min-time` (the shortest ping interval it tolerates),
+/// for margin: watches prove themselves alive every second by their progress probes (see
+/// [`mirror`]), so these pings only back up the requests.
+const ETCD_PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A cluster's etcd: the client (cheap to clone), its key schema and the request bound.
 #[derive(Clone)]
@@ -41,8 +43,8 @@ pub async fn connect(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
         .with_connect_timeout(cfg.request_timeout)
         // etcd closes a connection that pings more often than its `--grpc-keepalive-min-time`
         // (5 s by default) or pings with no stream open ("too_many_pings"), which breaks
-        // every watch on it. Ping only under streams, and no faster than etcd allows.
-        .with_keep_alive(ETCD_MIN_PING_INTERVAL, cfg.request_timeout)
+        // every watch on it. Ping only under streams, and slower than etcd requires.
+        .with_keep_alive(ETCD_PING_INTERVAL, cfg.request_timeout)
         .with_keep_alive_while_idle(false)
         // A member cut off from the quorum must not serve stale reads or silent watches.
         .with_require_leader(true);

@@ -102,12 +102,18 @@ async fn sync<I: From<MirrorEvent>>(
     let opts = WatchOptions::new()
         .with_prefix()
         .with_start_revision(rev + 1);
-    let (mut requests, mut stream) = c.watch(prefix, Some(opts)).await?.split();
+    let watch = tokio::time::timeout(dcs.timeout, c.watch(prefix, Some(opts)))
+        .await
+        .map_err(|_| DcsError::Timeout(dcs.timeout))??;
+    let (mut requests, mut stream) = watch.split();
     let silent_limit = PROBE_EVERY + dcs.timeout;
     let mut probe = tokio::time::interval(PROBE_EVERY);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heard = Instant::now();
     loop {
         let resp = tokio::select! {
+            // An answer already there counts before the probe's verdict.
+            biased;
             resp = stream.message() => resp?,
             _ = probe.tick() => {
                 if heard.elapsed() > silent_limit {
@@ -118,7 +124,6 @@ async fn sync<I: From<MirrorEvent>>(
             }
         };
         let Some(resp) = resp else { break };
-        heard = Instant::now();
         if resp.canceled() {
             let reason = resp.cancel_reason().to_owned();
             return Err(etcd_client::Error::WatchError(reason).into());
@@ -140,6 +145,8 @@ async fn sync<I: From<MirrorEvent>>(
         if !changes.is_empty() && tx.send(MirrorEvent::Changed(changes).into()).await.is_err() {
             return Ok(());
         }
+        // Heard now: the time our owner took to take the changes is not the watch's silence.
+        heard = Instant::now();
     }
     Err(etcd_client::Error::WatchError("stream ended".into()).into())
 }

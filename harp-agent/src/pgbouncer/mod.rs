@@ -58,6 +58,8 @@ pub struct PgBouncer {
     /// While a drain pauses databases: whether every one is paused (all transactions done).
     pausing: Option<watch::Receiver<bool>>,
     pause_task: Option<tokio::task::JoinHandle<()>>,
+    /// The leadership PgBouncer was last pointed at (or was being pointed at).
+    pointed_at: Option<i64>,
 }
 
 impl Drop for PgBouncer {
@@ -128,6 +130,7 @@ impl PgBouncer {
             paused_all: true,
             pausing: None,
             pause_task: None,
+            pointed_at: None,
         };
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
@@ -212,11 +215,12 @@ impl PgBouncer {
     }
 
     /// Tells the agent which leadership PgBouncer's server connections may serve now. After a
-    /// step failed half-way nothing is known: the last report stands until a step succeeds.
+    /// step failed half-way nothing is known: the last leadership PgBouncer was pointed at
+    /// (or about to be) stands until a step succeeds.
     fn report_pooled(&self, shared: &Shared) {
         let pooled = match (self.plan.hold, &self.plan.target) {
             (plan::Hold::Open | plan::Hold::Pausing, Some(t)) => Some(t.token),
-            (plan::Hold::Open | plan::Hold::Pausing, None) => return,
+            (plan::Hold::Open | plan::Hold::Pausing, None) => self.pointed_at,
             (plan::Hold::Paused | plan::Hold::Killed, _) => None,
         };
         shared
@@ -245,6 +249,9 @@ impl PgBouncer {
                 }
             }
             tracing::info!(?step, "PgBouncer");
+            if let Step::Retarget(t) = &step {
+                self.pointed_at = Some(t.token);
+            }
             let result = match &step {
                 Step::Pause => self.pause().await,
                 Step::Kill => self.kill().await,
@@ -315,9 +322,11 @@ impl PgBouncer {
                 Err(_) => self.admin = None,
             }
         }
-        // The pause holds new work already; only servers still in use keep it unconfirmed.
-        tracing::error!("PgBouncer still has servers in use after killing every database");
-        Ok(())
+        // The pause holds new work already; only servers still in use keep it unconfirmed:
+        // the plan then starts over, and PgBouncer is stopped if that lasts (fail closed).
+        anyhow::bail!(
+            "PgBouncer still has servers in use after killing every database {KILL_ROUNDS} times"
+        )
     }
 
     async fn retarget(&mut self, t: &plan::Target) -> anyhow::Result<()> {

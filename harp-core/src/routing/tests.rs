@@ -2,6 +2,13 @@ use super::*;
 
 const TTL: Duration = Duration::from_secs(6);
 
+/// A router that knows there is no other proxy (the peers' statuses have been read).
+fn router() -> Router {
+    let mut r = Router::new(TTL);
+    r.step(RouteEvent::Peers(Some(vec![])), Instant::now());
+    r
+}
+
 fn route(node: &str, token: i64) -> Option<Route> {
     Some(Route {
         node: node.into(),
@@ -13,7 +20,7 @@ fn route(node: &str, token: i64) -> Option<Route> {
 
 #[test]
 fn routes_only_once_etcd_contact_is_proven() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     assert!(
         r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0)
@@ -27,7 +34,7 @@ fn routes_only_once_etcd_contact_is_proven() {
 
 #[test]
 fn a_new_leader_cuts_the_old_sessions_first() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -51,7 +58,7 @@ fn a_new_leader_cuts_the_old_sessions_first() {
 
 #[test]
 fn no_leader_holds_clients_and_cuts_the_old_sessions() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -72,7 +79,7 @@ fn no_leader_holds_clients_and_cuts_the_old_sessions() {
 
 #[test]
 fn silence_from_etcd_fails_closed_at_the_deadline_and_contact_restores() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -95,7 +102,7 @@ fn silence_from_etcd_fails_closed_at_the_deadline_and_contact_restores() {
 
 #[test]
 fn a_lost_session_fails_closed_at_once() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -106,7 +113,7 @@ fn a_lost_session_fails_closed_at_once() {
 
 #[test]
 fn unmanaged_keeps_the_current_route_until_managed_again() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -127,7 +134,7 @@ fn unmanaged_keeps_the_current_route_until_managed_again() {
 
 #[test]
 fn a_broken_watch_keeps_the_route_for_a_grace_and_contact_alone_never_revives_it() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -167,7 +174,7 @@ fn a_broken_watch_keeps_the_route_for_a_grace_and_contact_alone_never_revives_it
 
 #[test]
 fn after_an_outage_a_stale_view_is_not_routed_until_read_again() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -186,7 +193,7 @@ fn after_an_outage_a_stale_view_is_not_routed_until_read_again() {
 
 #[test]
 fn an_old_acknowledgement_never_shortens_trust() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     let t1 = t0 + Duration::from_secs(2);
     r.step(RouteEvent::Contact { sent: t1 }, t1);
@@ -197,7 +204,7 @@ fn an_old_acknowledgement_never_shortens_trust() {
 
 #[test]
 fn a_switchover_drains_the_old_leader_then_routes_to_the_new_one() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -227,7 +234,7 @@ fn a_switchover_drains_the_old_leader_then_routes_to_the_new_one() {
 
 #[test]
 fn a_withdrawn_switchover_routes_to_the_same_leader_again() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -239,7 +246,7 @@ fn a_withdrawn_switchover_routes_to_the_same_leader_again() {
 
 #[test]
 fn losing_etcd_during_a_drain_cuts_at_once() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
@@ -251,10 +258,10 @@ fn losing_etcd_during_a_drain_cuts_at_once() {
 
 #[test]
 fn a_new_leader_waits_until_the_other_proxies_left_the_old_one() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
-    r.step(RouteEvent::Peers(vec![5]), t0);
+    r.step(RouteEvent::Peers(Some(vec![5])), t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
     assert_eq!(
         r.route().map(|r| r.token),
@@ -277,19 +284,19 @@ fn a_new_leader_waits_until_the_other_proxies_left_the_old_one() {
     assert_eq!(r.next_wake(), Some(t0 + TTL - safety_margin(TTL)));
     // A peer still on the old leader holds us; one held or on the new leader does not.
     let t1 = t0 + Duration::from_millis(3);
-    assert!(r.step(RouteEvent::Peers(vec![5, 9]), t1).is_empty());
-    let out = r.step(RouteEvent::Peers(vec![9]), t1);
+    assert!(r.step(RouteEvent::Peers(Some(vec![5, 9])), t1).is_empty());
+    let out = r.step(RouteEvent::Peers(Some(vec![9])), t1);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
     // Routed once, a stale older record never holds it back again.
-    assert!(r.step(RouteEvent::Peers(vec![5]), t1).is_empty());
+    assert!(r.step(RouteEvent::Peers(Some(vec![5])), t1).is_empty());
     assert_eq!(r.route().map(|r| r.token), Some(9));
 }
 
 #[test]
 fn a_silent_peer_holds_a_new_leader_back_for_one_lease_at_most() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
-    r.step(RouteEvent::Peers(vec![5]), t0);
+    r.step(RouteEvent::Peers(Some(vec![5])), t0);
     r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     let out = r.step(RouteEvent::Contact { sent: t0 }, t0);
     assert_eq!(
@@ -309,32 +316,110 @@ fn a_silent_peer_holds_a_new_leader_back_for_one_lease_at_most() {
 
 #[test]
 fn peers_on_the_same_or_a_newer_leadership_never_hold_clients() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
-    r.step(RouteEvent::Peers(vec![9, 12]), t0);
+    r.step(RouteEvent::Peers(Some(vec![9, 12])), t0);
     let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
 }
 
 #[test]
 fn a_switchover_routes_the_new_leader_once_every_proxy_closed_the_old_sessions() {
-    let mut r = Router::new(TTL);
+    let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
     r.step(RouteEvent::Switchover(Some(5)), t0);
     // Another proxy is still draining the old leader when the new one appears.
-    r.step(RouteEvent::Peers(vec![5]), t0);
+    r.step(RouteEvent::Peers(Some(vec![5])), t0);
     let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     assert!(matches!(out[0], RouteAction::Cut { token: 5, .. }));
     assert_eq!(out.last(), Some(&RouteAction::AwaitPeers { token: 9 }));
     assert_eq!(r.route(), None);
-    let out = r.step(RouteEvent::Peers(vec![]), t0);
+    let out = r.step(RouteEvent::Peers(Some(vec![])), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
     // A withdrawn drain of a routed leader does not wait for anyone.
     r.step(RouteEvent::Switchover(Some(9)), t0);
-    r.step(RouteEvent::Peers(vec![5]), t0);
+    r.step(RouteEvent::Peers(Some(vec![5])), t0);
     let out = r.step(RouteEvent::Switchover(None), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
+}
+
+#[test]
+fn peers_not_read_yet_hold_a_first_route_until_they_are() {
+    let mut r = Router::new(TTL);
+    let t0 = Instant::now();
+    r.step(RouteEvent::Contact { sent: t0 }, t0);
+    let out = r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+    assert_eq!(
+        out,
+        vec![RouteAction::Set(None), RouteAction::AwaitPeers { token: 5 }]
+    );
+    assert_eq!(
+        r.route(),
+        None,
+        "another proxy may still route an older leader"
+    );
+    let out = r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
+    // Their watch breaks: what is routed stays, a new leader waits again.
+    r.step(RouteEvent::Peers(None), t0);
+    assert_eq!(r.route().map(|r| r.token), Some(5));
+    let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
+    assert_eq!(out.last(), Some(&RouteAction::AwaitPeers { token: 9 }));
+}
+
+#[test]
+fn a_view_out_of_sync_never_ends_a_wait() {
+    let mut r = router();
+    let t0 = Instant::now();
+    r.step(RouteEvent::Contact { sent: t0 }, t0);
+    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
+    assert_eq!(r.route(), None);
+    r.step(RouteEvent::WatchLost, t0);
+    // The peer left the old leader, but our own view of the leader may be stale.
+    let out = r.step(RouteEvent::Peers(Some(vec![])), t0);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(r.route(), None);
+    // Back in sync: the wait ends.
+    let out = r.step(RouteEvent::WatchSynced, t0);
+    assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
+}
+
+#[test]
+fn an_agent_unmanaged_while_it_waits_still_routes_once_the_wait_ends() {
+    let mut r = router();
+    let t0 = Instant::now();
+    r.step(RouteEvent::Contact { sent: t0 }, t0);
+    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
+    assert!(r.step(RouteEvent::Managed(false), t0).is_empty());
+    assert_eq!(r.next_wake(), Some(t0 + TTL), "the wait's end is still due");
+    let out = r.step(RouteEvent::Tick, t0 + TTL);
+    assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
+    // Frozen otherwise: a later leader change is not followed.
+    assert!(
+        r.step(RouteEvent::LeaderObserved(route("n3", 12)), t0 + TTL)
+            .is_empty()
+    );
+    assert_eq!(r.route().map(|r| r.token), Some(9));
+}
+
+#[test]
+fn a_newer_leader_during_a_wait_starts_a_wait_of_its_own() {
+    let mut r = router();
+    let t0 = Instant::now();
+    r.step(RouteEvent::Contact { sent: t0 }, t0);
+    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
+    let t1 = t0 + Duration::from_secs(2);
+    r.step(RouteEvent::Contact { sent: t1 }, t1);
+    let out = r.step(RouteEvent::LeaderObserved(route("n3", 12)), t1);
+    assert_eq!(out.last(), Some(&RouteAction::AwaitPeers { token: 12 }));
+    assert_eq!(r.next_wake(), Some(t1 + TTL - safety_margin(TTL)));
+    // The first wait would have ended here; this one counts from the newer leader.
+    assert!(r.step(RouteEvent::Tick, t0 + TTL).is_empty());
+    assert_eq!(r.route(), None);
 }
