@@ -306,7 +306,11 @@ impl Router {
             return Vec::new();
         }
         let mut out = Vec::new();
-        if let Some(old) = &self.effective
+        // A leadership still awaited was never routed: it has no sessions to cut.
+        if let Some(old) = self
+            .effective
+            .as_ref()
+            .filter(|_| self.awaiting_since.is_none())
             && want.as_ref().is_none_or(|w| w.token != old.token)
         {
             let reason = match (&want, self.in_contact(now)) {

@@ -417,7 +417,14 @@ fn a_newer_leader_during_a_wait_starts_a_wait_of_its_own() {
     let t1 = t0 + Duration::from_secs(2);
     r.step(RouteEvent::Contact { sent: t1 }, t1);
     let out = r.step(RouteEvent::LeaderObserved(route("n3", 12)), t1);
-    assert_eq!(out.last(), Some(&RouteAction::AwaitPeers { token: 12 }));
+    assert_eq!(
+        out,
+        vec![
+            RouteAction::Set(None),
+            RouteAction::AwaitPeers { token: 12 }
+        ],
+        "9 was never routed: nothing to cut"
+    );
     assert_eq!(r.next_wake(), Some(t1 + TTL - safety_margin(TTL)));
     // The first wait would have ended here; this one counts from the newer leader.
     assert!(r.step(RouteEvent::Tick, t0 + TTL).is_empty());
