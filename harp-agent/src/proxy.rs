@@ -318,7 +318,17 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
             }
         };
         let attempt = tokio::time::timeout(live.timeout, connect(&r));
-        let error = match attempt.await {
+        // A leader replaced meanwhile is given up at once, not at the connect timeout (a
+        // leader behind a partition never answers).
+        let replaced = route.wait_for(|now| now.route.as_ref().map(|n| n.token) != Some(r.token));
+        let attempt = tokio::select! {
+            result = attempt => result,
+            changed = replaced => match changed {
+                Ok(_) => continue,
+                Err(_) => return Err("the agent is shutting down".into()),
+            },
+        };
+        let error = match attempt {
             Ok(Ok(server)) => {
                 if route
                     .borrow()

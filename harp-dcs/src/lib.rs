@@ -5,11 +5,13 @@
 pub mod mirror;
 pub mod session;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, PutOptions};
 use harp_core::config::DcsConfig;
 use harp_core::keys::Keys;
+use tokio::sync::Notify;
 
 pub use mirror::{KeyChange, MirrorEvent};
 pub use session::{SessionEvent, SessionParams};
@@ -35,6 +37,8 @@ pub struct Dcs {
     pub client: Client,
     pub keys: Keys,
     pub timeout: Duration,
+    /// Signalled when etcd answers the session again, to end every retry's backoff at once.
+    revived: Arc<Notify>,
 }
 
 /// Connects lazily: etcd may be down at start, and every request retries on its own.
@@ -53,10 +57,26 @@ pub async fn connect(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
         client,
         keys,
         timeout: cfg.request_timeout,
+        revived: Arc::new(Notify::new()),
     })
 }
 
 impl Dcs {
+    /// Waits out a retry's backoff, or less if etcd answers meanwhile: after an outage every
+    /// watch and write is retried the moment the session gets through, not up to a backoff
+    /// later.
+    pub async fn pause(&self, backoff: &mut Backoff) {
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = self.revived.notified() => {}
+        }
+    }
+
+    /// etcd answered the session: see [`Dcs::pause`].
+    pub fn answered(&self) {
+        self.revived.notify_waiters();
+    }
+
     /// Runs one etcd request, failing with [`DcsError::Timeout`] past `request_timeout`.
     pub async fn bounded<T>(
         &self,
@@ -129,7 +149,7 @@ pub async fn publisher(
                 }
                 Err(e) => {
                     tracing::debug!("status write failed: {e}");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    dcs.pause(&mut backoff).await;
                 }
             }
         }

@@ -51,7 +51,7 @@ pub async fn run<I: From<MirrorEvent>>(dcs: Dcs, prefix: String, tx: mpsc::Sende
                 if tx.send(MirrorEvent::Interrupted.into()).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                dcs.pause(&mut backoff).await;
             }
         }
     }

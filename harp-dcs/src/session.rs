@@ -40,6 +40,7 @@ pub async fn run<I: From<SessionEvent>>(dcs: Dcs, p: SessionParams, tx: mpsc::Se
             }
         };
         backoff.reset();
+        dcs.answered();
         tracing::info!(lease = format_args!("{lease:x}"), "etcd session started");
         if tx.send(SessionEvent::Up(lease).into()).await.is_err() {
             return;
@@ -110,6 +111,7 @@ async fn keep_alive<I: From<SessionEvent>>(
                         if resp.ttl() <= 0 {
                             return;
                         }
+                        dcs.answered();
                         let ok = SessionEvent::KeepAliveOk { sent: sent.into_std() }.into();
                         if tx.send(ok).await.is_err() {
                             return;

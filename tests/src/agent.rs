@@ -27,8 +27,10 @@ pub struct AgentSpec {
     /// name a child cgroup it created in `cgroup_path` (never the host's root cgroup).
     pub mode: String,
     pub cgroup_path: Option<PathBuf>,
-    /// Extra YAML lines placed under `proxy:` (indented for you), e.g. `"timeout: 2s"`.
+    /// Extra YAML lines placed under `proxy:` (indented for you), e.g. `"keepalive: 2"`.
     pub extra_yaml: String,
+    /// `proxy.timeout`: how long a connect to the leader may take.
+    pub connect_timeout_ms: u64,
 }
 
 impl AgentSpec {
@@ -43,6 +45,7 @@ impl AgentSpec {
             mode: "userspace".into(),
             cgroup_path: None,
             extra_yaml: String::new(),
+            connect_timeout_ms: 1000,
         }
     }
 
@@ -79,13 +82,14 @@ impl AgentSpec {
              dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
              location: {location}\n\
              proxy:\n  name: {name}\n  listen_address: 127.0.0.1\n  listen_port: {listen_port}\n  \
-             max_client_conn: {max}\n  pause_timeout: {pause}ms\n  timeout: 1s\n{extra}\
+             max_client_conn: {max}\n  pause_timeout: {pause}ms\n  timeout: {connect}ms\n{extra}\
              http:\n  enable: true\n  host: 127.0.0.1\n  port: {http_port}\n",
             cluster = self.cluster,
             location = self.location,
             name = self.name,
             max = self.max_client_conn,
             pause = self.pause_timeout_ms,
+            connect = self.connect_timeout_ms,
         )
     }
 }

@@ -1,7 +1,8 @@
-//! What reaches a replaced leader after the agent cuts a session with a request in flight:
-//! nothing. The "leaders" here are plain TCP listeners whose records the test writes to
-//! etcd itself, so the old one can hold its socket unread — as a busy or partitioned server
-//! does — and show what the agent's side delivers after the cut.
+//! The agent and a leader that stops answering: what reaches it after the agent cut a session
+//! with a request in flight (nothing), and how long a new client waits on it once it is
+//! replaced (not at all). The "leaders" here are plain TCP listeners whose records the test
+//! writes to etcd itself, so the old one can hold its socket unread, or leave connects
+//! unanswered, as a busy or partitioned server does.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -149,4 +150,67 @@ fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// A listener whose accept queue is full: further connects get no answer at all.
+fn unanswering_listener() -> (TcpListener, TcpStream, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    nix::sys::socket::listen(&l, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let filler = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    (l, filler, port)
+}
+
+#[test]
+fn a_connect_to_a_replaced_leader_is_given_up_at_once() {
+    let dir = WorkDir::new();
+    let etcd = EtcdCluster::start(1, &dir);
+    let key = Keys::new(CLUSTER).leader("dca");
+    let (_hung, _filler, hung_port) = unanswering_listener();
+    let new = TcpListener::bind("127.0.0.1:0").unwrap();
+    let new_port = new.local_addr().unwrap().port();
+    block_on(|| async {
+        let mut c = etcd.client().await;
+        c.put(key.as_str(), record("n1", hung_port), None)
+            .await
+            .unwrap();
+    });
+    // A connect may take up to 10 s: only a change of leader should end it sooner.
+    let mut spec = AgentSpec::new("p1", "dca", CLUSTER, etcd.endpoints());
+    spec.pause_timeout_ms = 30_000;
+    spec.connect_timeout_ms = 10_000;
+    let agent = AgentProc::start(&dir, spec);
+    let up = wait_for(Duration::from_secs(20), || {
+        agent.http("/status").filter(|(_, b)| b.contains("\"n1\""))
+    });
+    assert!(
+        up.is_some(),
+        "agent never routed to n1\n{}",
+        agent.log_tail(30)
+    );
+
+    // The client's session waits on n1, which never answers the agent's connect.
+    let _client = TcpStream::connect(("127.0.0.1", agent.listen_port())).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    block_on(|| async {
+        let mut c = etcd.client().await;
+        c.delete(key.as_str(), None).await.unwrap();
+        c.put(key.as_str(), record("n2", new_port), None)
+            .await
+            .unwrap();
+    });
+    let replaced = Instant::now();
+    new.set_nonblocking(true).unwrap();
+    let reached = wait_for(Duration::from_secs(15), || new.accept().ok());
+    let waited = replaced.elapsed();
+    assert!(
+        reached.is_some(),
+        "the session never reached n2\n{}",
+        agent.log_tail(30)
+    );
+    println!("the session reached the new leader {waited:?} after the change");
+    assert!(
+        waited < Duration::from_secs(3),
+        "the agent finished its connect to the replaced leader first ({waited:?})"
+    );
 }
