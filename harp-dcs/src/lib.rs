@@ -26,10 +26,14 @@ pub enum DcsError {
 
 pub type Result<T> = std::result::Result<T, DcsError>;
 
-/// Twice etcd's default `--grpc-keepalive-min-time` (the shortest ping interval it tolerates),
-/// for margin: watches prove themselves alive every second by their progress probes (see
-/// [`mirror`]), so these pings only back up the requests.
-const ETCD_PING_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a connection with a request or watch open pings etcd, so that one dead behind a
+/// partition is dropped (and a fresh one made) within this + the request bound. etcd strikes
+/// pings closer than its `--grpc-keepalive-min-time` (5 s by default) only when it sent nothing
+/// since the last one, and closes the connection at the third strike; streams hear from it at
+/// least every second (watch progress probes, see [`mirror`]) or every
+/// `lease_refresh_interval` (keep-alives, 2 s by default), so these pings are never struck
+/// three times in a row.
+const ETCD_PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A cluster's etcd: the client (cheap to clone), its key schema and the request bound.
 #[derive(Clone)]
@@ -45,9 +49,9 @@ pub struct Dcs {
 pub async fn connect(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
     let opts = ConnectOptions::new()
         .with_connect_timeout(cfg.request_timeout)
-        // etcd closes a connection that pings more often than its `--grpc-keepalive-min-time`
-        // (5 s by default) or pings with no stream open ("too_many_pings"), which breaks
-        // every watch on it. Ping only under streams, and slower than etcd requires.
+        // etcd closes a connection that pings with no stream open, or too often with nothing
+        // to say in between ("too_many_pings"), which breaks every watch on it. Ping only
+        // under streams (see ETCD_PING_INTERVAL).
         .with_keep_alive(ETCD_PING_INTERVAL, cfg.request_timeout)
         .with_keep_alive_while_idle(false)
         // A member cut off from the quorum must not serve stale reads or silent watches.
