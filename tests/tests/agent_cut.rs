@@ -31,6 +31,15 @@ fn record(node: &str, port: u16) -> String {
     .encode()
 }
 
+/// A new leadership (a new token: the key is deleted, then created again) at `port`.
+fn new_leadership(etcd: &EtcdCluster, key: &str, node: &str, port: u16) {
+    block_on(|| async {
+        let mut c = etcd.client().await;
+        c.delete(key, None).await.unwrap();
+        c.put(key, record(node, port), None).await.unwrap();
+    });
+}
+
 /// Accepts every connection (the agent's health probes too) and keeps them unread.
 fn hold_connections(l: TcpListener) -> Arc<std::sync::Mutex<Vec<TcpStream>>> {
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -104,13 +113,7 @@ fn bytes_queued_for_a_replaced_leader_are_dropped_at_the_cut() {
     std::thread::sleep(Duration::from_secs(1)); // every buffer on the way fills
 
     // The leadership changes: the agent cuts the session mid-request.
-    block_on(|| async {
-        let mut c = etcd.client().await;
-        c.delete(key.as_str(), None).await.unwrap();
-        c.put(key.as_str(), record("n2", new_port), None)
-            .await
-            .unwrap();
-    });
+    new_leadership(&etcd, &key, "n2", new_port);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let _ = client.shutdown(std::net::Shutdown::Both);
@@ -192,13 +195,7 @@ fn a_connect_to_a_replaced_leader_is_given_up_at_once() {
     // The client's session waits on n1, which never answers the agent's connect.
     let _client = TcpStream::connect(("127.0.0.1", agent.listen_port())).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    block_on(|| async {
-        let mut c = etcd.client().await;
-        c.delete(key.as_str(), None).await.unwrap();
-        c.put(key.as_str(), record("n2", new_port), None)
-            .await
-            .unwrap();
-    });
+    new_leadership(&etcd, &key, "n2", new_port);
     let replaced = Instant::now();
     new.set_nonblocking(true).unwrap();
     let reached = wait_for(Duration::from_secs(15), || new.accept().ok());
