@@ -263,7 +263,7 @@ mod tests {
              dcs:\n  driver: etcd\n  endpoints: [\"127.0.0.1:2379\"]\n  request_timeout: 500ms\n\
              location: dca\n\
              proxy:\n  name: a1\n  listen_address: 127.0.0.1\n  listen_port: 6432\n  \
-             max_client_conn: 1100\n  pause_timeout: 10000ms\n  timeout: 1s\n  mode: userspace\n  foo: 1\n  bar: 2\n\
+             max_client_conn: 1100\n  pause_timeout: 10000ms\n  timeout: 1000ms\n  mode: userspace\n  foo: 1\n  bar: 2\n\
              http:\n  enable: true\n  host: 127.0.0.1\n  port: 8080\n"
         );
     }
