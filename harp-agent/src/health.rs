@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use harp_core::config::HttpConfig;
+use harp_core::routing::Authority;
 use serde_json::json;
 
 use crate::proxy::Shared;
@@ -72,7 +73,8 @@ async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
     let route = routing.route;
     let kernel = s.kernel.as_ref().map(|k| {
         let k = k.lock().expect("kernel lock");
-        let [steered, peername, spliced, splice_miss] = k.counters();
+        let [steered, peername, spliced, splice_miss, expired, fenced, unrecorded, _] =
+            k.counters();
         let leaders: Vec<_> = k
             .leaders()
             .into_iter()
@@ -88,6 +90,9 @@ async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
                 "getpeername": peername,
                 "spliced": spliced,
                 "splice_miss": splice_miss,
+                "expired": expired,
+                "fenced": fenced,
+                "unrecorded": unrecorded,
             },
         })
     });
@@ -107,5 +112,12 @@ async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
         "sessions": s.sessions.load(Ordering::Relaxed),
         "held": s.held.load(Ordering::Relaxed),
         "draining": routing.draining,
+        "authority": match s.trust.get() {
+            Authority::Lapsed => json!("lapsed"),
+            Authority::Unbounded => json!("unbounded"),
+            Authority::Until(t) => json!({
+                "remaining_ms": t.saturating_duration_since(std::time::Instant::now()).as_millis() as u64
+            }),
+        },
     }))
 }

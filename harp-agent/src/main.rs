@@ -1,6 +1,7 @@
 //! harp-agent: routes Postgres clients to the lead master of its location, holds them while
 //! there is none, cuts sessions to a replaced leader, and fails closed without etcd.
 
+mod authority;
 mod destroy;
 mod health;
 mod kernel;

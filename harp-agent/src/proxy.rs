@@ -20,8 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::authority::Trust;
 use crate::refuse::refuse;
-use crate::relay::{DrainCount, End};
+use crate::relay::{DrainCount, End, Leadership};
 use crate::steering::SharedKernel;
 
 /// How long a refused client may take to send its startup packet.
@@ -34,6 +35,8 @@ pub struct Shared {
     pub name: String,
     pub location: String,
     pub route: watch::Receiver<Routing>,
+    /// The decision loop's authority: relays and connects check it before acting.
+    pub trust: Trust,
     pub sessions: AtomicU64,
     /// The sessions a switchover's drain waits for (followed by the relay, not yet parked)
     /// and a signal when that count drops.
@@ -108,6 +111,7 @@ impl Shared {
             name: p.name.clone(),
             location: location.to_owned(),
             route,
+            trust: Trust::default(),
             sessions: AtomicU64::new(0),
             drain: DrainCount::default(),
             held: AtomicU64::new(0),
@@ -220,16 +224,12 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         paired.is_ok()
     });
     // A switchover drains it: parked once idle between transactions, a new request ends it.
-    let routing = shared.route.clone();
-    let end = crate::relay::relay(
-        &client,
-        &server,
-        cut,
-        routing,
+    let leadership = Leadership {
+        routing: shared.route.clone(),
         token,
-        &shared.drain,
-        spliced,
-    );
+        trust: &shared.trust,
+    };
+    let end = crate::relay::relay(&client, &server, cut, leadership, &shared.drain, spliced);
     let end = end.await;
     // Decided before anything more is written to the server.
     let abandon = abandons_bytes(end, &server);
@@ -242,7 +242,7 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             "planned switchover of the lead master of {loc}; the new request was not run"
         )),
         End::Cut { idle: true } => Some(format!("the lead master of {loc} changed")),
-        End::Cut { idle: false } | End::Closed => None,
+        End::Cut { idle: false } | End::Closed | End::Lapsed => None,
     };
     if let Some(why) = why {
         let msg = format!("terminating connection between transactions: {why}");
@@ -272,6 +272,8 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 fn abandons_bytes(end: End, server: &TcpStream) -> bool {
     match end {
         End::Cut { idle } => !idle,
+        // Earlier requests may still be queued for a leadership that no longer stands.
+        End::Lapsed => true,
         End::Refused => false,
         End::Closed => unacked_bytes(server) > 0,
     }
@@ -293,10 +295,26 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
     let deadline = Instant::now() + live.pause_timeout;
     let mut route = shared.route.clone();
     loop {
-        let current = route.borrow_and_update().route.clone();
+        // Without authority nothing is routed: the client is held as if there were no leader
+        // (the decision loop clears the route at the same deadline, or a keep-alive renews it).
+        let current = route
+            .borrow_and_update()
+            .route
+            .clone()
+            .filter(|_| shared.trust.holds());
         let Some(r) = current else {
             let _held = Count::up(&shared.held);
-            let routed = route.wait_for(|r| r.route.is_some());
+            let routed = async {
+                match shared.trust.holds() {
+                    true => route.wait_for(|r| r.route.is_some()).await.map(|_| ()),
+                    // The route may stand while the authority lapsed for a moment: look again
+                    // shortly rather than at the next route change only.
+                    false => {
+                        tokio::time::sleep(RETRY_DELAY).await;
+                        Ok(())
+                    }
+                }
+            };
             match tokio::time::timeout_at(deadline, routed).await {
                 Ok(Ok(_)) => continue,
                 // Nobody leads now: that, not an earlier failed attempt, is the reason.
@@ -335,6 +353,7 @@ async fn connect_leader(shared: &Shared) -> Result<(TcpStream, i64), String> {
                     .route
                     .as_ref()
                     .is_some_and(|now| now.token == r.token)
+                    && shared.trust.holds()
                 {
                     return Ok((server, r.token));
                 }

@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use harp_core::routing::Routing;
+
+use crate::authority::{Trust, may_send};
 use harp_core::txstate::TxTracker;
 use socket2::SockRef;
 use tokio::io::Interest;
@@ -39,6 +41,23 @@ pub enum End {
     Cut { idle: bool },
     /// Parked by a switchover's drain, the client sent a new request: it was not relayed.
     Refused,
+    /// The client sent bytes after the session's leadership was replaced or the agent's
+    /// authority lapsed (a cut not yet delivered, a process resumed from a freeze): they were
+    /// not relayed.
+    Lapsed,
+}
+
+/// The leadership a session was made under, and what says whether it still stands.
+pub struct Leadership<'a> {
+    pub routing: watch::Receiver<Routing>,
+    pub token: i64,
+    pub trust: &'a Trust,
+}
+
+impl Leadership<'_> {
+    fn may_send(&self) -> bool {
+        may_send(&self.routing, self.trust, self.token)
+    }
 }
 
 /// The session's transaction state and its part in a switchover's drain.
@@ -55,6 +74,7 @@ struct Session<'a> {
     /// Whether the session counts in `drain.waiting`.
     waited: AtomicBool,
     drain: &'a DrainCount,
+    leadership: Leadership<'a>,
 }
 
 impl Session<'_> {
@@ -131,15 +151,19 @@ pub struct DrainCount {
 /// transactions: it stays open (the handover's cut closes it) but a new request ends it
 /// unrelayed. A session the relay cannot follow (encrypted, or `spliced`: the kernel moves its
 /// bytes) is never waited for.
+///
+/// No client byte goes to the server unless, checked right before the write, the session's
+/// leadership is still the live one and the agent's authority holds; and `cut` wins every race
+/// with the relay.
 pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
     cut: impl Future<Output = ()>,
-    mut routing: watch::Receiver<Routing>,
-    token: i64,
+    leadership: Leadership<'_>,
     drain: &DrainCount,
     spliced: bool,
 ) -> End {
+    let (mut routing, token) = (leadership.routing.clone(), leadership.token);
     let session = Session {
         tracker: Mutex::new(match spliced {
             true => TxTracker::opaque(),
@@ -151,6 +175,7 @@ pub async fn relay(
         opaque: AtomicBool::new(spliced),
         waited: AtomicBool::new(false),
         drain,
+        leadership,
     };
     session.set_waited(!spliced);
     let both = async {
@@ -158,6 +183,7 @@ pub async fn relay(
         let down = pump(server, client, false, &session, client);
         match tokio::try_join!(up, down) {
             Err(Stop::Refused) => End::Refused,
+            Err(Stop::Lapsed) => End::Lapsed,
             _ => End::Closed,
         }
     };
@@ -178,10 +204,12 @@ pub async fn relay(
         std::future::pending::<()>().await
     };
     tokio::select! {
-        end = both => end,
+        // The cut first: when both are ready (a process resumed from a freeze), it wins.
+        biased;
         _ = cut => End::Cut {
             idle: session.idle(client),
         },
+        end = both => end,
         _ = follow_drain => unreachable!("following the drain never ends"),
     }
 }
@@ -191,6 +219,8 @@ enum Stop {
     Io,
     /// A parked session's client sent a new request.
     Refused,
+    /// Client bytes arrived once the session's leadership no longer stood.
+    Lapsed,
 }
 
 /// What one read did.
@@ -201,6 +231,8 @@ enum Step {
     Eof,
     /// The bytes read were refused, not written on.
     Refused,
+    /// The bytes read were not written on: the leadership no longer stands.
+    Lapsed,
 }
 
 /// One direction: `from` → `to`, ending at EOF (after passing the close on), an error, or —
@@ -218,6 +250,9 @@ async fn pump(
         loop {
             if !pending.is_empty() {
                 to.writable().await.map_err(|_| Stop::Io)?;
+                if upstream && !session.leadership.may_send() {
+                    return Err(Stop::Lapsed);
+                }
                 match to.try_write(&pending) {
                     Ok(n) => {
                         pending.drain(..n);
@@ -237,12 +272,19 @@ async fn pump(
             from.readable().await.map_err(|_| Stop::Io)?;
             let step = from.try_io(Interest::READABLE, || {
                 move_once(from, to, &mut pending, |data| {
+                    if !upstream {
+                        session.feed(upstream, data);
+                        return Pass::Yes;
+                    }
                     // A parked session relays no new request.
-                    if upstream && session.parked.load(Ordering::Relaxed) {
-                        return false;
+                    if session.parked.load(Ordering::Relaxed) {
+                        return Pass::Refused;
+                    }
+                    if !session.leadership.may_send() {
+                        return Pass::Lapsed;
                     }
                     session.feed(upstream, data);
-                    true
+                    Pass::Yes
                 })
             });
             if !upstream && !pending.is_empty() {
@@ -251,6 +293,7 @@ async fn pump(
             match step {
                 Ok(Step::More) => {}
                 Ok(Step::Refused) => return Err(Stop::Refused),
+                Ok(Step::Lapsed) => return Err(Stop::Lapsed),
                 Ok(Step::Eof) => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => return Err(Stop::Io),
@@ -258,11 +301,18 @@ async fn pump(
         }
     }
     .await;
-    if !matches!(result, Err(Stop::Refused)) {
+    if !matches!(result, Err(Stop::Refused | Stop::Lapsed)) {
         // Pass the close on (or unblock the peer on error) so the other direction can finish.
         let _ = SockRef::from(to).shutdown(Shutdown::Write);
     }
     result
+}
+
+/// Whether bytes just read may be written on.
+enum Pass {
+    Yes,
+    Refused,
+    Lapsed,
 }
 
 /// Reads once from `from` and writes what it got to `to`, keeping any rest in `pending`;
@@ -272,7 +322,7 @@ fn move_once(
     from: &TcpStream,
     to: &TcpStream,
     pending: &mut Vec<u8>,
-    pass: impl FnOnce(&[u8]) -> bool,
+    pass: impl FnOnce(&[u8]) -> Pass,
 ) -> io::Result<Step> {
     BUF.with_borrow_mut(|buf| {
         let n = (&*SockRef::from(from)).read(buf)?;
@@ -280,8 +330,10 @@ fn move_once(
             return Ok(Step::Eof);
         }
         let data = &buf[..n];
-        if !pass(data) {
-            return Ok(Step::Refused);
+        match pass(data) {
+            Pass::Yes => {}
+            Pass::Refused => return Ok(Step::Refused),
+            Pass::Lapsed => return Ok(Step::Lapsed),
         }
         let written = match (&*SockRef::from(to)).write(data) {
             Ok(w) => w,

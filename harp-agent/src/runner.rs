@@ -147,6 +147,9 @@ impl Runner {
                 }
                 _ = status_tick.tick() => {
                     self.publish_status(false);
+                    if let Some(st) = self.steering.as_mut().filter(|st| st.stale_left()) {
+                        st.cut_stale();
+                    }
                     vec![]
                 }
                 // PgBouncer cut (or took up) a leadership: the other agents wait for that.
@@ -166,6 +169,13 @@ impl Runner {
                     tracing::info!("{action}");
                     changed = true;
                 }
+            }
+            // Every keep-alive extends what the data path may do without us; a relay or a
+            // kernel entry acts on nothing past it.
+            let authority = self.router.authority();
+            self.shared.trust.set(authority);
+            if let Some(st) = &mut self.steering {
+                st.extend(authority);
             }
             if changed {
                 let routing = self.router.routing();

@@ -1,12 +1,18 @@
-//! Kernel steering: mirrors the routing decisions into the BPF map that the `connect4`
-//! program reads, and at a change destroys the sockets it steered to the old leader.
+//! Kernel steering: mirrors the routing decisions into the BPF map that the `connect4` and
+//! egress programs read, and at a change destroys the sockets it steered to the old leader.
+//!
+//! Every entry carries the agent's authority as a boot-time deadline, extended at each
+//! acknowledged keep-alive: if the agent dies or freezes, the kernel stops steering connects
+//! and lets no steered socket send once it passes — with no help from userspace.
 
 use std::net::{Ipv4Addr, SocketAddrV4, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use harp_common::leaders::NEVER_EXPIRES;
 use harp_core::config::{ProxyConfig, ProxyMode};
-use harp_core::routing::Route;
+use harp_core::routing::{Authority, Route};
 
 use crate::destroy::{Target, destroy_tcp4};
 use crate::kernel::{Kernel, KernelError};
@@ -34,6 +40,21 @@ pub struct Steering {
     /// The address local clients connect to: the proxy's listen address, or loopback when it
     /// listens on every interface.
     service: SocketAddrV4,
+    /// The service's entry as this process last wrote it (`None` before the first decision:
+    /// an entry adopted from an earlier run keeps its own deadline until then).
+    entry: Option<Entry>,
+    /// The deadline entries carry, boot-time ns.
+    expires_ns: u64,
+    /// A cut left steered sockets of a former leadership open (see [`Steering::cut_stale`]).
+    stale_left: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    backend: SocketAddrV4,
+    token: u64,
+    /// New connects go to it (not while its leadership drains).
+    steer: bool,
 }
 
 impl Steering {
@@ -68,6 +89,9 @@ impl Steering {
         Ok(Some(Steering {
             kernel: Arc::new(Mutex::new(kernel)),
             service,
+            entry: None,
+            expires_ns: 0,
+            stale_left: false,
         }))
     }
 
@@ -75,34 +99,75 @@ impl Steering {
         self.kernel.clone()
     }
 
+    /// Carries the agent's authority into the entry's deadline (a later one at each
+    /// acknowledged keep-alive). Lapsed authority writes nothing: the entry lapses by itself,
+    /// and the decision loop clears it as it cuts.
+    pub fn extend(&mut self, authority: Authority) {
+        let expires_ns = match authority {
+            Authority::Lapsed => return,
+            Authority::Until(t) => boot_ns(t),
+            Authority::Unbounded => NEVER_EXPIRES,
+        };
+        if expires_ns == self.expires_ns {
+            return;
+        }
+        self.expires_ns = expires_ns;
+        if let Some(e) = self.entry {
+            self.write(Some(e));
+        }
+    }
+
+    fn write(&mut self, entry: Option<Entry>) {
+        let mut k = self.kernel.lock().expect("kernel lock");
+        let written = match entry {
+            Some(e) => k.set_leader(self.service, e.backend, e.token, self.expires_ns, e.steer),
+            None => k.clear_leader(self.service),
+        };
+        match written {
+            Ok(()) => self.entry = entry,
+            Err(e) => tracing::error!("cannot update the leader map: {e}"),
+        }
+    }
+
     /// Makes the kernel match `route`: the map names its leader (or nothing, so clients reach
     /// the holding listener), and every steered socket made under a token other than `live`
-    /// is destroyed — only sockets HARP steered. The map is written first, so a client
-    /// reconnecting after the cut already lands on the new leader. During a switchover's drain
-    /// the map is empty but the leadership's sockets live on: the kernel path cannot see
-    /// their transactions, so they are closed at the handover.
+    /// is destroyed — only sockets HARP steered; the egress program lets none of them send
+    /// meanwhile. The map is written first, so a client reconnecting after the cut already
+    /// lands on the new leader. During a switchover's drain the entry stays, not steering, so
+    /// the leadership's sockets live on: the kernel path cannot see their transactions, so
+    /// they are closed at the handover.
     pub fn reconcile(&mut self, route: Option<&Route>, live: Option<i64>) {
-        let mut k = self.kernel.lock().expect("kernel lock");
-        let backend = route.and_then(backend);
-        let written = match (route, backend) {
-            (Some(r), Some(b)) => k.set_leader(self.service, b, r.token as u64),
+        let entry = match (route, route.and_then(backend)) {
+            (Some(r), Some(backend)) => Some(Entry {
+                backend,
+                token: r.token as u64,
+                steer: true,
+            }),
             (Some(r), None) => {
                 // Local clients then reach the userspace listener, which resolves names itself.
                 tracing::warn!(
                     "{} is not an IPv4 address: kernel steering paused",
                     r.address
                 );
-                k.clear_leader(self.service)
+                None
             }
-            (None, _) => k.clear_leader(self.service),
+            (None, _) => live.and_then(|t| self.draining_entry(t as u64)),
         };
-        if let Err(e) = written {
-            tracing::error!("cannot update the leader map: {e}");
-        }
-        let keep = match route {
-            Some(r) => backend.map(|_| r.token as u64),
-            None => live.map(|t| t as u64),
-        };
+        self.write(entry);
+        self.cut_stale();
+    }
+
+    /// Whether some steered socket of a former leadership is still open: a `SOCK_DESTROY`
+    /// failed or ran out of time. [`Steering::cut_stale`] tries again.
+    pub fn stale_left(&self) -> bool {
+        self.stale_left
+    }
+
+    /// Destroys every steered socket whose token is not the entry's. Sockets the kernel could
+    /// not destroy now stay recorded, for the next try.
+    pub fn cut_stale(&mut self) {
+        let keep = self.entry.map(|e| e.token);
+        let mut k = self.kernel.lock().expect("kernel lock");
         let targets: Vec<Target> = k
             .steered()
             .into_iter()
@@ -112,11 +177,15 @@ impl Steering {
                 dst: s.backend(),
             })
             .collect();
+        self.stale_left = false;
         if targets.is_empty() {
             return;
         }
+        let mut retry: Vec<u64> = Vec::new();
         match destroy_tcp4(&targets) {
             Ok(report) => {
+                retry.extend(report.out_of_time.iter().copied());
+                retry.extend(report.failed.iter().map(|f| f.target.cookie));
                 if report.destroyed_count() > 0 {
                     tracing::info!(
                         "closed {} steered sessions to a former leader in {:?}",
@@ -133,12 +202,48 @@ impl Steering {
                     );
                 }
             }
-            Err(e) => tracing::error!("cannot close steered sessions to a former leader: {e}"),
+            Err(e) => {
+                tracing::error!("cannot close steered sessions to a former leader: {e}");
+                retry.extend(targets.iter().map(|t| t.cookie));
+            }
         }
-        for t in &targets {
+        // Closed or gone: forgotten. The rest can send nothing (the egress program) and
+        // are tried again.
+        for t in targets.iter().filter(|t| !retry.contains(&t.cookie)) {
             k.forget_steered(t.cookie);
         }
+        self.stale_left = !retry.is_empty();
     }
+}
+
+impl Steering {
+    /// The entry of a leadership that drains: its backend stays for its sockets, new connects
+    /// are not steered. Found in what this process wrote, or in an adopted entry.
+    fn draining_entry(&self, token: u64) -> Option<Entry> {
+        let backend = match self.entry {
+            Some(e) if e.token == token => e.backend,
+            _ => {
+                let k = self.kernel.lock().expect("kernel lock");
+                let b = k.leader(self.service).filter(|b| b.token == token)?;
+                b.socket_addr()
+            }
+        };
+        Some(Entry {
+            backend,
+            token,
+            steer: false,
+        })
+    }
+}
+
+/// `at` on the kernel's `CLOCK_BOOTTIME` (what `bpf_ktime_get_boot_ns` reads). Boot time runs
+/// on through a suspend, so an entry can only lapse early, never late.
+pub(crate) fn boot_ns(at: Instant) -> u64 {
+    let ahead = at.saturating_duration_since(Instant::now());
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(std::time::Duration::from)
+        .unwrap_or_default();
+    u64::try_from((now + ahead).as_nanos()).unwrap_or(NEVER_EXPIRES - 1)
 }
 
 fn backend(route: &Route) -> Option<SocketAddrV4> {

@@ -31,7 +31,8 @@ pub mod leaders {
         pub port: u32,
     }
 
-    /// Where connects to the service go now.
+    /// The live leadership of a service: where connects go now, and until when the agent's
+    /// authority lets the kernel act on it.
     #[repr(C)]
     #[derive(Copy, Clone, Debug, PartialEq, Eq)]
     pub struct Backend {
@@ -42,13 +43,35 @@ pub mod leaders {
         /// Identifies this leadership (chosen by the agent); copied into `steered` entries so
         /// the agent can find the connections made to a leader that has since been replaced.
         pub token: u64,
+        /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`) from which the entry stands
+        /// for nothing: connects are not steered and steered sockets may not send. The agent
+        /// extends it only while it trusts etcd; a dead or frozen agent lets it lapse.
+        pub expires_ns: u64,
+        /// [`STEER`] or 0: during a switchover's drain the leadership lives on for the
+        /// sockets it has, but new connects are not steered to it.
+        pub flags: u32,
+        pub reserved: u32,
     }
 
+    /// `Backend::flags`: new connects to the service are steered to the backend.
+    pub const STEER: u32 = 1;
+    /// `Backend::expires_ns` of an unmanaged proxy: the operator holds the route.
+    pub const NEVER_EXPIRES: u64 = u64::MAX;
+
     const _: () = assert!(size_of::<ServiceKey>() == 8);
-    const _: () = assert!(size_of::<Backend>() == 16);
+    const _: () = assert!(size_of::<Backend>() == 32);
 }
 
-/// Socket cookie → what `connect4` did to that socket. `getpeername4` reads it back.
+/// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`) with each steered socket's [`steered::Steered`]
+/// record: it lives exactly as long as the socket, so no record pressure can free a live
+/// steered socket from the egress check.
+pub mod steered_sk {
+    /// Map name in the object file (not pinned: the programs hold it).
+    pub const NAME: &str = "HARP_STEERED_SK";
+}
+
+/// Socket cookie → what `connect4` did to that socket. `getpeername4` reads it back, the agent
+/// walks it to find the sockets to close at a leader change.
 pub mod steered {
     /// Map name, in the object file and under the pin directory.
     pub const NAME: &str = "HARP_STEERED";
@@ -83,7 +106,7 @@ pub mod counters {
     /// Map name, in the object file and under the pin directory.
     pub const NAME: &str = "HARP_COUNTERS";
     /// One slot per counter.
-    pub const MAX_ENTRIES: u32 = 4;
+    pub const MAX_ENTRIES: u32 = 8;
 
     /// Values are plain `u64` event counts.
     pub type Value = u64;
@@ -96,8 +119,14 @@ pub mod counters {
     pub const SPLICED: u32 = 2;
     /// Socket buffers for which no partner was found (passed to userspace).
     pub const SPLICE_MISS: u32 = 3;
+    /// Connects to a service left alone because its entry had expired (fail closed).
+    pub const EXPIRED: u32 = 4;
+    /// Packets of steered sockets dropped: their leadership was replaced or its entry expired.
+    pub const FENCED: u32 = 5;
+    /// Connects left alone because their socket record could not be stored.
+    pub const UNRECORDED: u32 = 6;
 
-    const _: () = assert!(SPLICE_MISS < MAX_ENTRIES);
+    const _: () = assert!(UNRECORDED < MAX_ENTRIES);
 }
 
 /// The userspace proxy's spliced socket pairs (a `SockHash`).

@@ -56,6 +56,30 @@ impl Routing {
     }
 }
 
+/// How long the data path may act on the current routing without hearing from the agent's
+/// decision loop again. A relay checks it before every byte it sends a server and the kernel
+/// entries carry it, so a frozen or dead agent routes nothing past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// Nothing may be routed (no etcd contact yet, or it was lost).
+    Lapsed,
+    /// Until the trust deadline: the last acknowledged keep-alive's send time + TTL − margin.
+    Until(Instant),
+    /// Unmanaged: the operator holds the route, HARP's deadlines do not apply.
+    Unbounded,
+}
+
+impl Authority {
+    /// Whether the routing may still be acted on at `now`.
+    pub fn holds(self, now: Instant) -> bool {
+        match self {
+            Authority::Lapsed => false,
+            Authority::Until(t) => now < t,
+            Authority::Unbounded => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteEvent {
     /// The leader key of our location, from a read or a watch event.
@@ -210,6 +234,16 @@ impl Router {
     /// Whether etcd contact is recent enough to trust what it showed.
     pub fn in_contact(&self, now: Instant) -> bool {
         self.trusted_until.is_some_and(|t| now < t)
+    }
+
+    /// The data path's authority: the trust deadline while managed, unbounded while unmanaged
+    /// (HARP then changes no route, whatever etcd shows).
+    pub fn authority(&self) -> Authority {
+        match (self.managed, self.trusted_until) {
+            (false, _) => Authority::Unbounded,
+            (true, Some(t)) => Authority::Until(t),
+            (true, None) => Authority::Lapsed,
+        }
     }
 
     /// When trust runs out, if it is what keeps a route up, or a wait for the other proxies

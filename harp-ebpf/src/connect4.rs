@@ -1,16 +1,19 @@
-//! `cgroup/connect4`: a TCP `connect()` to a service address in `HARP_LEADERS` goes to that
-//! entry's backend instead, and the socket's cookie is recorded in `HARP_STEERED`. Without an
-//! entry nothing changes (the connect reaches the agent's own listener on the service address).
+//! `cgroup/connect4`: a TCP `connect()` to a service address whose `HARP_LEADERS` entry stands
+//! (not expired, steering on) goes to that entry's backend instead; the socket's record is
+//! kept with the socket (`HARP_STEERED_SK`, for the egress check) and by cookie
+//! (`HARP_STEERED`, for `getpeername4` and the agent). Without a standing entry nothing
+//! changes: the connect reaches the agent's own listener on the service address — held if the
+//! agent lives, refused if it is dead (fail closed).
 
 use aya_ebpf::EbpfContext as _;
-use aya_ebpf::helpers::bpf_get_socket_cookie;
+use aya_ebpf::helpers::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns};
 use aya_ebpf::macros::cgroup_sock_addr;
 use aya_ebpf::programs::SockAddrContext;
 use harp_common::counters;
-use harp_common::leaders::ServiceKey;
+use harp_common::leaders::{STEER, ServiceKey};
 use harp_common::steered::Steered;
 
-use crate::maps::{HARP_LEADERS, HARP_STEERED, bump};
+use crate::maps::{HARP_LEADERS, HARP_STEERED, HARP_STEERED_SK, bump};
 
 /// Let the `connect()` go on (0 would fail it with EPERM): this program never refuses.
 const ALLOW: i32 = 1;
@@ -25,7 +28,7 @@ pub fn harp_connect4(ctx: SockAddrContext) -> i32 {
     }
 }
 
-fn try_harp_connect4(ctx: &SockAddrContext) -> Result<(), i32> {
+fn try_harp_connect4(ctx: &SockAddrContext) -> Result<(), i64> {
     // SAFETY: the kernel hands the program a valid `bpf_sock_addr` for its whole run.
     let sa = unsafe { &mut *ctx.sock_addr };
     if sa.type_ != SOCK_STREAM {
@@ -40,17 +43,33 @@ fn try_harp_connect4(ctx: &SockAddrContext) -> Result<(), i32> {
     };
     // SAFETY: a map value pointer from a successful lookup, read once.
     let backend = unsafe { *backend };
-    // SAFETY: `get_socket_cookie` is allowed on a sock_addr context and only reads it.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let steered = Steered {
+    if backend.flags & STEER == 0 {
+        return Ok(()); // drained: new clients wait at the agent's listener
+    }
+    // SAFETY: reads the boot-time clock, no arguments.
+    if unsafe { bpf_ktime_get_boot_ns() } >= backend.expires_ns {
+        bump(counters::EXPIRED);
+        return Ok(());
+    }
+    let mut steered = Steered {
         service_addr: service.addr,
         service_port: service.port,
         backend_addr: backend.addr,
         backend_port: backend.port,
         token: backend.token,
     };
-    // Record first: a connection the agent cannot see is not steered (it would escape the
-    // agent's cut-over on a leader change); unrecorded, it reaches the agent's listener.
+    // Record first: a socket the egress check cannot see is not steered (it would escape a
+    // cut-over); unrecorded, it reaches the agent's listener. Storage created for a socket
+    // that connects twice is overwritten with the new record.
+    let slot = HARP_STEERED_SK.get_or_insert_ptr_mut(ctx, Some(&mut steered));
+    if slot.is_null() {
+        bump(counters::UNRECORDED);
+        return Ok(());
+    }
+    // SAFETY: a non-null pointer to this socket's storage, valid during the program.
+    unsafe { *slot = steered };
+    // SAFETY: `get_socket_cookie` is allowed on a sock_addr context and only reads it.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     HARP_STEERED.insert(&cookie, &steered, 0)?;
     sa.user_ip4 = backend.addr;
     sa.user_port = backend.port;

@@ -3,7 +3,8 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::macros::map;
+use aya_ebpf::btf_maps::SkStorage;
+use aya_ebpf::macros::{btf_map, map};
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, SockHash};
 use harp_common::leaders::{Backend, ServiceKey};
 use harp_common::steered::Steered;
@@ -16,6 +17,10 @@ pub static HARP_LEADERS: HashMap<ServiceKey, Backend> =
 #[map]
 pub static HARP_STEERED: LruHashMap<steered::Key, Steered> =
     LruHashMap::with_max_entries(steered::MAX_ENTRIES, 0);
+
+/// The record of each steered socket, kept with the socket itself (never evicted).
+#[btf_map]
+pub static HARP_STEERED_SK: SkStorage<Steered> = SkStorage::new();
 
 #[map]
 pub static HARP_COUNTERS: Array<counters::Value> =

@@ -17,21 +17,29 @@ use super::{Kernel, KernelError, bpf};
 const ANY: u64 = 0;
 
 impl Kernel {
-    /// From now on, connects to `service` from the cgroup go to `backend`; their sockets are
-    /// recorded with `token`. Replaces the service's earlier backend.
+    /// Until `expires_ns` (boot time), sockets steered to `service` under `token` may send,
+    /// and with `steer` new connects to `service` from the cgroup go to `backend` (recorded
+    /// with `token`). Replaces the service's earlier entry.
     pub fn set_leader(
         &mut self,
         service: SocketAddrV4,
         backend: SocketAddrV4,
         token: u64,
+        expires_ns: u64,
+        steer: bool,
     ) -> Result<(), KernelError> {
         self.leaders
             .insert(
                 &ServiceKey::new(service),
-                &Backend::new(backend, token),
+                &Backend::new(backend, token, expires_ns, steer),
                 ANY,
             )
             .map_err(bpf("cannot set the leader in HARP_LEADERS"))
+    }
+
+    /// The entry of `service`, if any.
+    pub fn leader(&self, service: SocketAddrV4) -> Option<Backend> {
+        self.leaders.get(&ServiceKey::new(service), 0).ok()
     }
 
     /// From now on, connects to `service` are left alone (they reach the agent's listener).
@@ -63,7 +71,7 @@ impl Kernel {
         self.steered.remove(&cookie).is_ok()
     }
 
-    /// `[steered, peername, spliced, splice_miss]`, indexed by `harp_common::counters::*`.
+    /// The event counters, indexed by `harp_common::counters::*`.
     pub fn counters(&self) -> [u64; counters::MAX_ENTRIES as usize] {
         let mut out = [0; counters::MAX_ENTRIES as usize];
         for (i, slot) in (0..).zip(out.iter_mut()) {

@@ -6,6 +6,8 @@
 //!   `HARP_LEADERS` goes to that entry's backend; the socket is recorded in `HARP_STEERED`.
 //!   Without an entry the connect is left alone and reaches the agent's own listener.
 //! - `cgroup/getpeername4`: a steered socket reports the service address as its peer.
+//! - `cgroup_skb/egress`: a steered socket whose leadership no longer stands (replaced, or its
+//!   entry expired because the agent stopped extending it) sends nothing more.
 //! - `sk_skb/stream_verdict` on `HARP_SOCKS`: splices socket pairs of the userspace proxy.
 //!
 //! The links are pinned, so steering goes on while the agent restarts; [`Kernel::adopt`] picks
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 use aya::EbpfLoader;
 use aya::maps::{Array, HashMap, Map, MapData, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SkSkb};
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SkSkb};
 use harp_common::leaders::{Backend, ServiceKey};
 use harp_common::steered::Steered;
 use harp_common::{counters, leaders, socks, steered};
@@ -35,6 +37,7 @@ pub use error::{AyaError, KernelError};
 /// Program names in the object (the function names in `harp-ebpf`).
 const PROG_CONNECT4: &str = "harp_connect4";
 const PROG_GETPEERNAME4: &str = "harp_getpeername4";
+const PROG_EGRESS: &str = "harp_egress";
 const PROG_SPLICE: &str = "harp_splice";
 
 /// How the cgroup programs attach. The kernel attaches through a bpf_link (Linux >= 5.7,
@@ -125,7 +128,23 @@ fn install(object: &[u8], cgroup: &File, pin_dir: &Path) -> Result<(), KernelErr
         map.pin(pins::pin_path(pin_dir, name))
             .map_err(bpf("cannot pin a map"))?;
     }
-    // getpeername4 first: once connect4 steers, steered sockets already report the service.
+    // The egress check first: no socket is ever steered without it. Then getpeername4: once
+    // connect4 steers, steered sockets already report the service.
+    {
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(PROG_EGRESS)
+            .ok_or(KernelError::ObjectMismatch {
+                what: "program",
+                name: PROG_EGRESS,
+            })?
+            .try_into()
+            .map_err(bpf("unexpected program type"))?;
+        prog.load().map_err(bpf("the kernel refused a program"))?;
+        let id = prog
+            .attach(cgroup, CgroupSkbAttachType::Egress, ATTACH_MODE)
+            .map_err(bpf("cannot attach to the cgroup"))?;
+        pin_link(prog.take_link(id), pin_dir, pins::LINK_EGRESS)?;
+    }
     for (prog_name, link_name) in [
         (PROG_GETPEERNAME4, pins::LINK_GETPEERNAME4),
         (PROG_CONNECT4, pins::LINK_CONNECT4),
@@ -142,13 +161,7 @@ fn install(object: &[u8], cgroup: &File, pin_dir: &Path) -> Result<(), KernelErr
         let id = prog
             .attach(cgroup, ATTACH_MODE)
             .map_err(bpf("cannot attach to the cgroup"))?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(bpf("cannot take the link"))?
-            .try_into()
-            .map_err(bpf("the kernel gave no bpf_link (Linux >= 5.7 needed)"))?;
-        link.pin(pins::pin_path(pin_dir, link_name))
-            .map_err(bpf("cannot pin a link"))?;
+        pin_link(prog.take_link(id), pin_dir, link_name)?;
     }
     let socks_fd = {
         let map = ebpf.map(socks::NAME).ok_or(KernelError::ObjectMismatch {
@@ -184,6 +197,23 @@ fn install(object: &[u8], cgroup: &File, pin_dir: &Path) -> Result<(), KernelErr
     link.pin(pins::pin_path(pin_dir, pins::LINK_SPLICE))
         .map_err(bpf("cannot pin a link"))?;
     Ok(())
+}
+
+/// Pins a cgroup program's link under `pin_dir/name`.
+fn pin_link<L, E>(taken: Result<L, E>, pin_dir: &Path, name: &str) -> Result<(), KernelError>
+where
+    L: TryInto<FdLink>,
+    AyaError: From<E> + From<<L as TryInto<FdLink>>::Error>,
+{
+    let link: FdLink = taken
+        .map_err(|e| bpf::<AyaError>("cannot take the link")(e.into()))?
+        .try_into()
+        .map_err(|e| {
+            bpf::<AyaError>("the kernel gave no bpf_link (Linux >= 5.7 needed)")(e.into())
+        })?;
+    link.pin(pins::pin_path(pin_dir, name))
+        .map(drop)
+        .map_err(bpf("cannot pin a link"))
 }
 
 /// Opens the map pinned as `pin_dir/name` with its typed view.

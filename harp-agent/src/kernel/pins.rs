@@ -16,10 +16,12 @@ pub const MAPS: [&str; 4] = [leaders::NAME, steered::NAME, counters::NAME, socks
 pub const LINK_CONNECT4: &str = "link_connect4";
 /// The link of `getpeername4` on the cgroup.
 pub const LINK_GETPEERNAME4: &str = "link_getpeername4";
+/// The link of the egress check on the cgroup.
+pub const LINK_EGRESS: &str = "link_egress";
 /// The link of the stream verdict program on `HARP_SOCKS`.
 pub const LINK_SPLICE: &str = "link_splice";
 /// Links, in the order they are attached.
-pub const LINKS: [&str; 3] = [LINK_GETPEERNAME4, LINK_CONNECT4, LINK_SPLICE];
+pub const LINKS: [&str; 4] = [LINK_EGRESS, LINK_GETPEERNAME4, LINK_CONNECT4, LINK_SPLICE];
 
 /// `pin_dir`, or the nearest existing directory above it, must be on bpffs.
 pub fn require_bpffs(pin_dir: &Path) -> Result<(), KernelError> {

@@ -16,7 +16,14 @@ use harp_tests::{free_port, require_root};
 
 use super::{Kernel, KernelError};
 
+mod deadline;
+
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An entry deadline no test reaches.
+fn far() -> u64 {
+    crate::steering::boot_ns(Instant::now() + Duration::from_secs(600))
+}
 
 /// A client run inside the cgroup: connects to 127.0.0.1:<argv[1]>, prints what it sees, sends
 /// a line and waits for the server's answer (so the test can look at the live connection).
@@ -203,7 +210,9 @@ fn connects_from_the_cgroup_go_to_the_leader_and_report_the_service() {
     let mut kernel = Kernel::load(cgroup.path(), &fs.pin_dir()).expect("load");
     let (backend, backend_addr) = listener();
     let service = service();
-    kernel.set_leader(service, backend_addr, 42).unwrap();
+    kernel
+        .set_leader(service, backend_addr, 42, far(), true)
+        .unwrap();
     assert_eq!(kernel.leaders(), vec![(service, backend_addr, 42)]);
 
     let mut client = Client::spawn(&cgroup, service.port());
@@ -298,7 +307,9 @@ fn pins_outlive_the_agent_and_uninstall_removes_them() {
     let service = service();
     {
         let mut kernel = Kernel::load(cgroup.path(), &pin_dir).expect("load");
-        kernel.set_leader(service, backend_addr, 7).unwrap();
+        kernel
+            .set_leader(service, backend_addr, 7, far(), true)
+            .unwrap();
     } // The agent is gone: only the pins hold maps and links.
 
     let mut client = Client::spawn(&cgroup, service.port());

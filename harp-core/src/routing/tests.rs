@@ -430,3 +430,30 @@ fn a_newer_leader_during_a_wait_starts_a_wait_of_its_own() {
     assert!(r.step(RouteEvent::Tick, t0 + TTL).is_empty());
     assert_eq!(r.route(), None);
 }
+
+#[test]
+fn the_data_path_authority_ends_with_trust_and_is_unbounded_only_while_unmanaged() {
+    let mut r = router();
+    let t0 = Instant::now();
+    assert_eq!(r.authority(), Authority::Lapsed, "no contact yet");
+    assert!(!r.authority().holds(t0));
+    r.step(RouteEvent::Contact { sent: t0 }, t0);
+    r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
+    let deadline = t0 + TTL - safety_margin(TTL);
+    assert_eq!(r.authority(), Authority::Until(deadline));
+    assert!(r.authority().holds(deadline - Duration::from_millis(1)));
+    // A process resumed after a freeze reads the same authority: it has lapsed at once.
+    assert!(!r.authority().holds(deadline));
+    let later = t0 + Duration::from_secs(2);
+    r.step(RouteEvent::Contact { sent: later }, later);
+    assert_eq!(
+        r.authority(),
+        Authority::Until(later + TTL - safety_margin(TTL)),
+        "each acknowledged keep-alive extends it"
+    );
+    r.step(RouteEvent::Managed(false), later);
+    assert_eq!(r.authority(), Authority::Unbounded);
+    r.step(RouteEvent::Managed(true), later);
+    r.step(RouteEvent::SessionLost, later);
+    assert_eq!(r.authority(), Authority::Lapsed);
+}
