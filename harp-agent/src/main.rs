@@ -21,7 +21,7 @@ use clap::Parser;
 use harp_core::config::{self, Config, ConfigError, ConfigIssue, DEFAULT_CONFIG_PATH, ProxyConfig};
 use harp_core::keys::Keys;
 use harp_core::routing::Routing;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Parser)]
@@ -79,7 +79,8 @@ fn main() -> ExitCode {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    match rt.block_on(run(config, proxy, config_dir)) {
+    let path = args.config.clone();
+    match rt.block_on(run(config, proxy, config_dir, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -103,7 +104,15 @@ fn load(path: &std::path::Path) -> Result<(Config, ProxyConfig), ConfigError> {
     Ok((config, proxy))
 }
 
-async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    mut proxy: ProxyConfig,
+    config_dir: PathBuf,
+    path: PathBuf,
+) -> anyhow::Result<()> {
+    // First: SIGHUP's default action ends the process, and logrotate or an operator may send
+    // it at any time.
+    let signals = Signals::new()?;
     proxy.max_client_conn = limits::fit_max_client_conn(proxy.max_client_conn);
     if proxy.pgbouncer.is_some() && proxy.mode == config::ProxyMode::Auto {
         // Steering connects past PgBouncer would bypass its pools.
@@ -194,7 +203,7 @@ async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> any
     });
     let (publish, publish_rx) = watch::channel(None);
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
-    tokio::spawn(forward_signals(tx));
+    tokio::spawn(forward_signals(signals, tx, path, config.clone()));
     let channels = runner::Channels {
         rx,
         route_tx,
@@ -211,13 +220,81 @@ async fn run(config: Config, mut proxy: ProxyConfig, config_dir: PathBuf) -> any
     }
 }
 
-async fn forward_signals(tx: mpsc::Sender<runner::Input>) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// SIGTERM/SIGINT stop the agent; SIGHUP re-reads the config file (see [`reload`]).
+async fn forward_signals(
+    mut s: Signals,
+    tx: mpsc::Sender<runner::Input>,
+    path: PathBuf,
+    running: Config,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = s.term.recv() => break,
+            _ = s.int.recv() => break,
+            _ = s.hup.recv() => reload(&path, &running),
+        }
     }
     tx.send(runner::Input::Shutdown).await?;
     Ok(())
+}
+
+/// SIGHUP: the file is checked and what changed is named. Every file setting applies at the
+/// next restart; the live ones (`max_client_conn`, `pause_timeout`, `timeout`, `keepalive`)
+/// can change now through etcd with `harpctl set proxy`, which layers over the file.
+fn reload(path: &std::path::Path, running: &Config) {
+    let new = match load(path) {
+        Ok((c, _)) => c,
+        Err(e) => {
+            tracing::error!("reload (SIGHUP) refused, the running config stays:\n{e}");
+            return;
+        }
+    };
+    let changed = changed_sections(running, &new);
+    if changed.is_empty() {
+        tracing::info!("reload (SIGHUP): {} unchanged", path.display());
+        return;
+    }
+    tracing::warn!(
+        "reload (SIGHUP): {} changed in {}; the agent applies them at its next restart \
+         (live settings change now with `harpctl set proxy`)",
+        changed.join(", "),
+        path.display()
+    );
+}
+
+/// The config sections that differ between `old` and `new`.
+fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.cluster != new.cluster {
+        out.push("cluster");
+    }
+    if old.dcs != new.dcs {
+        out.push("dcs");
+    }
+    if old.location != new.location {
+        out.push("location");
+    }
+    if old.http != new.http {
+        out.push("http");
+    }
+    if old.proxy != new.proxy {
+        out.push("proxy");
+    }
+    out
 }

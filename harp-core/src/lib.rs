@@ -5,6 +5,7 @@ pub mod config;
 pub mod directives;
 pub mod election;
 pub mod keys;
+pub mod lease;
 pub mod pgwire;
 pub mod records;
 pub mod routing;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, PutOptions};
 use harp_core::config::DcsConfig;
 use harp_core::keys::Keys;
+use harp_core::lease::KeyLease;
 use tokio::sync::Notify;
 
 pub use mirror::{KeyChange, MirrorEvent};
@@ -101,6 +102,34 @@ impl Dcs {
     pub async fn revoke(&self, lease: i64) -> Result<()> {
         let mut c = self.client.clone();
         self.bounded(c.lease_revoke(lease)).await.map(|_| ())
+    }
+
+    /// The lease `key` lives on, as etcd reports it now; `None` when the key is absent or its
+    /// lease already expired. A key written without a lease reports id 0.
+    pub async fn key_lease(&self, key: &str) -> Result<Option<KeyLease>> {
+        let mut c = self.client.clone();
+        let resp = self.bounded(c.get(key, None)).await?;
+        let Some(id) = resp.kvs().first().map(|kv| kv.lease()) else {
+            return Ok(None);
+        };
+        if id == 0 {
+            return Ok(Some(KeyLease {
+                id,
+                granted_secs: 0,
+                remaining_secs: 0,
+            }));
+        }
+        let ttl = match self.bounded(c.lease_time_to_live(id, None)).await {
+            Ok(t) => t,
+            // Expired between the two reads.
+            Err(DcsError::Etcd(e)) if e.to_string().contains("not found") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok((ttl.ttl() >= 0).then(|| KeyLease {
+            id,
+            granted_secs: ttl.granted_ttl(),
+            remaining_secs: ttl.ttl(),
+        }))
     }
 
     /// Writes `value` at `key` on `lease` (it vanishes with the lease).

@@ -1,6 +1,7 @@
 //! harp-manager: runs beside one Postgres node, publishes its status in etcd and competes for
 //! its location's leader lease.
 
+mod claim;
 mod dcs;
 mod http;
 mod pgctl;
@@ -48,6 +49,11 @@ fn main() -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(run(args.config, config)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Like a config error: this configuration cannot run here.
+        Err(e) if e.is::<claim::NameTaken>() => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
@@ -104,6 +110,13 @@ async fn run(
     let file_node = config.manager.clone().context("manager section")?.node;
     let keys = Keys::new(&config.cluster.name);
     let dcs = harp_dcs::connect(&config.dcs, keys).await?;
+    let name = config
+        .manager
+        .as_ref()
+        .context("manager section")?
+        .name
+        .clone();
+    claim::claim_name(&dcs, &name, &path.display().to_string()).await?;
     // Directives set in etcd apply from the start; the runner reports later changes to those
     // that only a restart can apply.
     let layers = startup_directives(&dcs, &config).await;

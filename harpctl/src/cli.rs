@@ -157,7 +157,8 @@ pub struct PromoteArgs {
     #[arg(short = 'l', long)]
     pub location: Option<String>,
     /// Skip harpctl's and the leader's eligibility checks of the target (priority -1,
-    /// unmanaged, not primary); a fenced or down node still cannot lead.
+    /// unmanaged, not primary) and the refusal while a proxy of the location is unmanaged; a
+    /// fenced, down or frozen node still cannot lead.
     #[arg(long)]
     pub force: bool,
     /// How long to wait for the handover; the request expires after it.

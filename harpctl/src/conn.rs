@@ -7,6 +7,7 @@ use std::time::Duration;
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnResponse};
 use harp_core::config::DcsConfig;
 use harp_core::keys::Keys;
+use harp_core::lease::KeyLease;
 use harp_dcs::{Dcs, DcsError};
 use tokio::task::JoinSet;
 
@@ -126,6 +127,11 @@ impl Conn {
             .await
             .map_err(|e| self.fail(e))?;
         Ok(resp.deleted() > 0)
+    }
+
+    /// The lease `key` lives on, as etcd reports it; `None`: absent or expired.
+    pub async fn key_lease(&self, key: &str) -> Result<Option<KeyLease>, CtlError> {
+        self.dcs.key_lease(key).await.map_err(|e| self.fail(e))
     }
 
     pub async fn grant(&self, ttl: Duration) -> Result<i64, CtlError> {

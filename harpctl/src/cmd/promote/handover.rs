@@ -26,6 +26,8 @@ pub struct HandedOver {
 pub enum NotHandedOver {
     /// The deadline passed; `leader` is the last leader seen (`None`: vacant).
     Timeout { leader: Option<String> },
+    /// The lease stayed vacant for `after` (the takeover bound) without the target taking it.
+    NotTaken { after: Duration },
     /// Ctrl-C.
     Interrupted,
 }
@@ -38,6 +40,9 @@ struct Tracker<'a> {
     deleted_at: Option<Instant>,
     marked_at: Option<Instant>,
     leader: Option<String>,
+    /// How long the target gets to take a vacant lease, and since when it is vacant.
+    takeover: Duration,
+    vacant_since: Option<Instant>,
 }
 
 impl Tracker<'_> {
@@ -49,6 +54,7 @@ impl Tracker<'_> {
             self.marked_at.get_or_insert(now);
         }
         self.leader = Some(rec.node.clone());
+        self.vacant_since = None;
         (fresh && rec.node == self.target).then(|| HandedOver {
             token: create_revision,
             pause: self.deleted_at.map(|d| now - d),
@@ -57,21 +63,40 @@ impl Tracker<'_> {
         })
     }
 
-    fn timed_out(&self) -> NotHandedOver {
-        NotHandedOver::Timeout {
-            leader: self.leader.clone(),
+    /// When to stop waiting: at the deadline, or once the lease has been vacant for the
+    /// takeover bound — the target is not coming, and while the request lives nobody else may
+    /// lead.
+    fn give_up_at(&self, deadline: Instant) -> Instant {
+        self.vacant_since
+            .map_or(deadline, |v| deadline.min(v + self.takeover))
+    }
+
+    fn gave_up(&self, deadline: Instant) -> NotHandedOver {
+        match self.vacant_since {
+            Some(v) if v + self.takeover < deadline => NotHandedOver::NotTaken {
+                after: self.takeover,
+            },
+            _ => NotHandedOver::Timeout {
+                leader: self.leader.clone(),
+            },
         }
     }
 
     fn delete(&mut self, now: Instant) {
         self.deleted_at = Some(now);
+        self.vacant_since = Some(now);
         self.leader = None;
     }
 }
 
 /// Watches `key` from `start_revision` (the revision after harpctl's read, so nothing since is
 /// missed) until `target` holds it under a token other than `from_token`. A broken stream is
-/// watched again from the next unseen revision.
+/// watched again from the next unseen revision. Gives up at `deadline`, or once the key has
+/// been vacant for `takeover` (from the request if there was no leader).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, every argument named there"
+)]
 pub async fn wait(
     conn: &Conn,
     key: &str,
@@ -80,6 +105,7 @@ pub async fn wait(
     from_token: i64,
     start_revision: i64,
     deadline: Instant,
+    takeover: Duration,
 ) -> Result<HandedOver, NotHandedOver> {
     let mut t = Tracker {
         target,
@@ -87,6 +113,8 @@ pub async fn wait(
         deleted_at: None,
         marked_at: None,
         leader: from.map(str::to_owned),
+        takeover,
+        vacant_since: from.is_none().then(Instant::now),
     };
     let mut next_rev = start_revision;
     let ctrl_c = tokio::signal::ctrl_c();
@@ -96,19 +124,19 @@ pub async fn wait(
         let opts = WatchOptions::new().with_start_revision(next_rev);
         let stream = tokio::select! {
             s = tokio::time::timeout(conn.timeout(), client.watch(key, Some(opts))) => s,
-            _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+            _ = tokio::time::sleep_until(t.give_up_at(deadline)) => return Err(t.gave_up(deadline)),
             _ = &mut ctrl_c => return Err(NotHandedOver::Interrupted),
         };
         let Ok(Ok(mut stream)) = stream else {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+                _ = tokio::time::sleep_until(t.give_up_at(deadline)) => return Err(t.gave_up(deadline)),
             }
         };
         loop {
             let msg = tokio::select! {
                 m = stream.message() => m,
-                _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+                _ = tokio::time::sleep_until(t.give_up_at(deadline)) => return Err(t.gave_up(deadline)),
                 _ = &mut ctrl_c => return Err(NotHandedOver::Interrupted),
             };
             let now = Instant::now();
@@ -136,7 +164,7 @@ pub async fn wait(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = tokio::time::sleep_until(deadline) => return Err(t.timed_out()),
+            _ = tokio::time::sleep_until(t.give_up_at(deadline)) => return Err(t.gave_up(deadline)),
         }
     }
 }
@@ -154,6 +182,8 @@ mod tests {
             deleted_at: None,
             marked_at: None,
             leader: leader.map(str::to_owned),
+            takeover: Duration::from_secs(6),
+            vacant_since: None,
         }
     }
 
@@ -186,6 +216,27 @@ mod tests {
             .unwrap();
         assert_eq!(done.drain, Some(Duration::from_millis(40)));
         assert_eq!(done.pause, Some(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn a_target_that_does_not_take_the_vacant_lease_is_given_up_on() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let deadline = t0 + 30 * s;
+        let mut t = tracker(10, Some("n1"));
+        assert_eq!(t.give_up_at(deadline), deadline, "n1 still leads");
+        t.delete(t0 + s);
+        assert_eq!(t.give_up_at(deadline), t0 + 7 * s);
+        assert_eq!(
+            t.gave_up(deadline),
+            NotHandedOver::NotTaken { after: 6 * s }
+        );
+        // Near the deadline the deadline wins, and says so.
+        assert_eq!(t.give_up_at(t0 + 3 * s), t0 + 3 * s);
+        assert!(matches!(
+            t.gave_up(t0 + 3 * s),
+            NotHandedOver::Timeout { leader: None }
+        ));
     }
 
     #[test]

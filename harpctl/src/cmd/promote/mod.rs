@@ -1,14 +1,19 @@
 //! `harpctl promote [NODE] [--force] [--timeout 30s]`: the planned switchover.
 //!
-//! 1. One read of the cluster; [`plan`] picks or checks the target.
+//! 1. One read of the cluster; [`plan`] picks or checks the target, and [`guards`] refuses a
+//!    switchover an unmanaged proxy would not follow, or to a target whose manager stopped
+//!    renewing its etcd lease.
 //! 2. `intent/promote/<location>` = [`PromoteIntent`] on a lease of its own (TTL = the
 //!    timeout, so an abandoned request expires), in a txn that also checks that the leader is
 //!    still the one read (its fencing token) and that no other switchover is pending.
 //! 3. The leader holding `from_token` releases; while the intent lives only the target may
 //!    acquire. harpctl watches `leader/<location>` from the revision after its read until the
-//!    target holds it, timing the pause clients saw.
+//!    target holds it, timing the pause clients saw. If the target has not taken the lease one
+//!    of its lease TTLs after it fell vacant, the request is withdrawn (so any healthy node
+//!    may lead again) and the switchover reported failed.
 //! 4. The intent is deleted and its lease revoked, whatever the outcome.
 
+mod guards;
 mod handover;
 mod plan;
 
@@ -113,6 +118,8 @@ pub async fn run(ctx: &Context, args: PromoteArgs) -> Result<String, CtlError> {
             target,
             from,
         } => {
+            let lease = conn.key_lease(&conn.keys().node_status(&target)).await?;
+            let takeover = guards::target_lease(&target, lease).map_err(CtlError::Refused)?;
             let s = Switchover {
                 conn: &conn,
                 location,
@@ -120,6 +127,7 @@ pub async fn run(ctx: &Context, args: PromoteArgs) -> Result<String, CtlError> {
                 from,
                 force: args.force,
                 timeout: args.timeout,
+                takeover,
             };
             s.run(snap.revision).await?
         }
@@ -134,6 +142,8 @@ struct Switchover<'a> {
     from: Option<(String, i64)>,
     force: bool,
     timeout: Duration,
+    /// How long the target gets to take the vacant lease ([`guards::target_lease`]).
+    takeover: Duration,
 }
 
 impl Switchover<'_> {
@@ -158,6 +168,7 @@ impl Switchover<'_> {
             self.old_token(),
             read_revision + 1,
             deadline,
+            self.takeover,
         )
         .await;
         self.withdraw(&intent_key, intent_rev, lease).await;
@@ -177,6 +188,7 @@ impl Switchover<'_> {
                 "interrupted: the switchover request was withdrawn".into(),
             )),
             Err(NotHandedOver::Timeout { leader }) => Err(self.timed_out(leader)),
+            Err(NotHandedOver::NotTaken { after }) => Err(self.not_taken(after)),
         }
     }
 
@@ -267,6 +279,20 @@ impl Switchover<'_> {
                 humantime::format_duration(self.timeout)
             );
         }
+    }
+
+    fn not_taken(&self, after: Duration) -> CtlError {
+        let (t, loc) = (&self.target, &self.location);
+        let released = match &self.from {
+            Some((old, _)) => format!("after {old} released it"),
+            None => "of the request".to_owned(),
+        };
+        CtlError::Refused(format!(
+            "switchover of {loc} to {t} failed: {t} did not take the lead within {} \
+             {released} (is its harp-manager running? check its log); the request was \
+             withdrawn, so any healthy node of {loc} takes the lead",
+            humantime::format_duration(after)
+        ))
     }
 
     fn timed_out(&self, leader_now: Option<String>) -> CtlError {

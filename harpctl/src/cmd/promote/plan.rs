@@ -61,6 +61,11 @@ pub fn plan(snap: &Snapshot, req: &Request) -> Result<Plan, CtlError> {
             "refusing to promote {target}: {why} (--force skips this check)"
         )));
     }
+    if !req.force
+        && let Some(why) = super::guards::unmanaged_refusal(snap, &location, &target)
+    {
+        return Err(CtlError::Refused(why));
+    }
     Ok(Plan::Switchover {
         location,
         target,
@@ -244,6 +249,28 @@ mod tests {
         let err = plan(&s, &other_loc).unwrap_err();
         assert!(err.to_string().contains("not dcb"), "{err}");
     }
+
+    #[test]
+    fn an_unmanaged_proxy_refuses_the_switchover_unless_forced() {
+        let keys = Keys::new("c");
+        let s = snap(&[
+            (keys.proxy_unmanaged("p1"), b"{}".as_slice()),
+            (keys.proxy_status("p1"), PROXY_P1.as_bytes()),
+        ]);
+        let err = plan(&s, &req(Some("b"))).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(err.to_string().contains("proxy p1 is unmanaged"), "{err}");
+        let forced = Request {
+            force: true,
+            ..req(Some("b"))
+        };
+        assert!(plan(&s, &forced).is_ok());
+        // Promoting the node that leads changes no route: nothing to refuse.
+        assert!(plan(&s, &req(Some("a"))).is_ok());
+    }
+
+    const PROXY_P1: &str = r#"{"version":1,"name":"p1","location":"dca","leader":"a","token":9,
+        "mode":"userspace","sessions":0,"held":0,"updated_ms":1}"#;
 
     #[test]
     fn promoting_the_leader_is_a_no_op() {
