@@ -73,8 +73,16 @@ async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
     let route = routing.route;
     let kernel = s.kernel.as_ref().map(|k| {
         let k = k.lock().expect("kernel lock");
-        let [steered, peername, spliced, splice_miss, expired, fenced, unrecorded, _] =
-            k.counters();
+        let [
+            steered,
+            peername,
+            spliced,
+            splice_miss,
+            expired,
+            fenced,
+            unrecorded,
+            splice_held,
+        ] = k.counters();
         let leaders: Vec<_> = k
             .leaders()
             .into_iter()
@@ -93,6 +101,7 @@ async fn status(State(ctx): State<Ctx>) -> axum::Json<serde_json::Value> {
                 "expired": expired,
                 "fenced": fenced,
                 "unrecorded": unrecorded,
+                "splice_held": splice_held,
             },
         })
     });

@@ -147,7 +147,7 @@ async fn run(
     );
     let (route_tx, route_rx) = watch::channel(Routing::default());
     let route_rx_for_pgbouncer = route_rx.clone();
-    let kernel = steering.as_ref().map(steering::Steering::kernel);
+    let kernel = steering.as_ref().map(|s| (s.kernel(), s.service()));
     let shared = Arc::new(proxy::Shared::new(
         &proxy,
         &config.location,

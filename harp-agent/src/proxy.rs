@@ -3,7 +3,7 @@
 //! relaying, so a client held or re-routed mid-connect sees nothing but a delay; only a client
 //! that must be refused gets a Postgres error it can show.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,9 @@ pub struct Shared {
     pub held: AtomicU64,
     /// Kernel steering's handle, when it is on.
     pub kernel: Option<SharedKernel>,
+    /// The service address kernel steering's entry is keyed by (spliced sessions are checked
+    /// against it).
+    service: Option<SocketAddrV4>,
     /// Splice sessions in the kernel (`proxy.splice`, with kernel steering on).
     splice: bool,
     /// `proxy.type: pgbouncer`: PgBouncer serves the clients.
@@ -105,8 +108,9 @@ impl Shared {
         p: &ProxyConfig,
         location: &str,
         route: watch::Receiver<Routing>,
-        kernel: Option<SharedKernel>,
+        kernel: Option<(SharedKernel, SocketAddrV4)>,
     ) -> Self {
+        let (kernel, service) = kernel.unzip();
         Self {
             name: p.name.clone(),
             location: location.to_owned(),
@@ -119,6 +123,7 @@ impl Shared {
             pgbouncer: p.pgbouncer.is_some(),
             pooled: watch::Sender::new(None),
             kernel,
+            service,
             limit: Arc::new(Semaphore::new(p.max_client_conn as usize)),
             permit_debt: std::sync::atomic::AtomicUsize::new(0),
             live: Mutex::new(ProxyLive {
@@ -216,8 +221,11 @@ async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // With the kernel programs loaded, bytes move socket to socket in the kernel; the relay
     // then only sees the closes (and any bytes the kernel passed up).
     let kernel = shared.kernel.as_ref().filter(|_| shared.splice);
-    let spliced = kernel.is_some_and(|k| {
-        let paired = k.lock().expect("kernel lock").pair(&client, &server);
+    let spliced = kernel.zip(shared.service).is_some_and(|(k, service)| {
+        let paired = k
+            .lock()
+            .expect("kernel lock")
+            .pair(&client, &server, service, token as u64);
         if let Err(e) = &paired {
             tracing::debug!("splicing unavailable for {peer}: {e}");
         }

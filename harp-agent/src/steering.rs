@@ -99,6 +99,11 @@ impl Steering {
         self.kernel.clone()
     }
 
+    /// The address local clients connect to, which the kernel entry is keyed by.
+    pub fn service(&self) -> SocketAddrV4 {
+        self.service
+    }
+
     /// Carries the agent's authority into the entry's deadline (a later one at each
     /// acknowledged keep-alive). Lapsed authority writes nothing: the entry lapses by itself,
     /// and the decision loop clears it as it cuts.

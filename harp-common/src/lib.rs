@@ -51,6 +51,10 @@ pub mod leaders {
         /// sockets it has, but new connects are not steered to it.
         pub flags: u32,
         pub reserved: u32,
+        /// The network namespace (`SO_NETNS_COOKIE`) the entry serves: a process of the
+        /// cgroup in another namespace (a container) connecting to its own copy of the service
+        /// address is left alone.
+        pub netns: u64,
     }
 
     /// `Backend::flags`: new connects to the service are steered to the backend.
@@ -59,7 +63,7 @@ pub mod leaders {
     pub const NEVER_EXPIRES: u64 = u64::MAX;
 
     const _: () = assert!(size_of::<ServiceKey>() == 8);
-    const _: () = assert!(size_of::<Backend>() == 32);
+    const _: () = assert!(size_of::<Backend>() == 40);
 }
 
 /// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`) with each steered socket's [`steered::Steered`]
@@ -125,8 +129,21 @@ pub mod counters {
     pub const FENCED: u32 = 5;
     /// Connects left alone because their socket record could not be stored.
     pub const UNRECORDED: u32 = 6;
+    /// Client bytes of a spliced session passed up to the relay: its leadership did not stand.
+    pub const SPLICE_HELD: u32 = 7;
 
-    const _: () = assert!(UNRECORDED < MAX_ENTRIES);
+    const _: () = assert!(SPLICE_HELD < MAX_ENTRIES);
+}
+
+/// Client socket cookie → the leadership a spliced proxy session was made under (a
+/// [`steered::Steered`] record: service, backend, token). The verdict program moves the client's
+/// bytes in the kernel only while that leadership stands; otherwise they go up to the relay,
+/// which checks its own authority before writing anything.
+pub mod spliced {
+    /// Map name, in the object file and under the pin directory.
+    pub const NAME: &str = "HARP_SPLICED";
+    /// One entry per spliced session (removed when it is unpaired).
+    pub const MAX_ENTRIES: u32 = 65536;
 }
 
 /// The userspace proxy's spliced socket pairs (a `SockHash`).

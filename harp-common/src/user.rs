@@ -51,7 +51,13 @@ impl From<SocketAddrV4> for ServiceKey {
 impl Backend {
     /// An entry for `backend` under `token`, standing until `expires_ns` (boot-time ns);
     /// `steer`: new connects go to it (false while its leadership drains).
-    pub fn new(backend: SocketAddrV4, token: u64, expires_ns: u64, steer: bool) -> Backend {
+    pub fn new(
+        backend: SocketAddrV4,
+        token: u64,
+        expires_ns: u64,
+        steer: bool,
+        netns: u64,
+    ) -> Backend {
         Backend {
             addr: addr_to_kernel(*backend.ip()),
             port: port_to_kernel(backend.port()),
@@ -59,6 +65,7 @@ impl Backend {
             expires_ns,
             flags: if steer { crate::leaders::STEER } else { 0 },
             reserved: 0,
+            netns,
         }
     }
 
@@ -103,7 +110,7 @@ mod tests {
 
     #[test]
     fn backend_and_steered_round_trip() {
-        let b = Backend::new("10.1.2.3:5432".parse().unwrap(), 7, 9, true);
+        let b = Backend::new("10.1.2.3:5432".parse().unwrap(), 7, 9, true, 1);
         assert_eq!(b.socket_addr(), "10.1.2.3:5432".parse().unwrap());
         assert_eq!(b.token, 7);
         let s = Steered {

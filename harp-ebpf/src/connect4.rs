@@ -6,7 +6,7 @@
 //! agent lives, refused if it is dead (fail closed).
 
 use aya_ebpf::EbpfContext as _;
-use aya_ebpf::helpers::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns};
+use aya_ebpf::helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_boot_ns};
 use aya_ebpf::macros::cgroup_sock_addr;
 use aya_ebpf::programs::SockAddrContext;
 use harp_common::counters;
@@ -45,6 +45,10 @@ fn try_harp_connect4(ctx: &SockAddrContext) -> Result<(), i64> {
     let backend = unsafe { *backend };
     if backend.flags & STEER == 0 {
         return Ok(()); // drained: new clients wait at the agent's listener
+    }
+    // SAFETY: `get_netns_cookie` is allowed on a sock_addr context and only reads it.
+    if unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } != backend.netns {
+        return Ok(()); // another network namespace: its own service address, not ours
     }
     // SAFETY: reads the boot-time clock, no arguments.
     if unsafe { bpf_ktime_get_boot_ns() } >= backend.expires_ns {

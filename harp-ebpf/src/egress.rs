@@ -9,14 +9,13 @@ use core::ptr;
 
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::bindings::{__sk_buff, bpf_sock};
-use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_sk_storage_get};
+use aya_ebpf::helpers::bpf_sk_storage_get;
 use aya_ebpf::macros::cgroup_skb;
 use aya_ebpf::programs::SkBuffContext;
 use harp_common::counters;
-use harp_common::leaders::ServiceKey;
 use harp_common::steered::Steered;
 
-use crate::maps::{HARP_LEADERS, HARP_STEERED_SK, bump};
+use crate::maps::{HARP_STEERED_SK, bump, stands};
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;
@@ -45,18 +44,7 @@ pub fn harp_egress(ctx: SkBuffContext) -> i32 {
         return PASS; // not steered by HARP
     }
     // SAFETY: non-null storage of this socket, valid during the program, read once.
-    let record = unsafe { *record };
-    let service = ServiceKey {
-        addr: record.service_addr,
-        port: record.service_port,
-    };
-    let stands = HARP_LEADERS.get_ptr(&service).is_some_and(|b| {
-        // SAFETY: a map value pointer from a successful lookup, read once.
-        let b = unsafe { *b };
-        // SAFETY: reads the boot-time clock, no arguments.
-        b.token == record.token && unsafe { bpf_ktime_get_boot_ns() } < b.expires_ns
-    });
-    if stands || payload(&ctx) == Some(0) {
+    if stands(unsafe { &*record }) || payload(&ctx) == Some(0) {
         PASS
     } else {
         bump(counters::FENCED);

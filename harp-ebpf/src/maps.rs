@@ -4,11 +4,12 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::btf_maps::SkStorage;
+use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use aya_ebpf::macros::{btf_map, map};
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, SockHash};
 use harp_common::leaders::{Backend, ServiceKey};
 use harp_common::steered::Steered;
-use harp_common::{counters, leaders, socks, steered};
+use harp_common::{counters, leaders, socks, spliced, steered};
 
 #[map]
 pub static HARP_LEADERS: HashMap<ServiceKey, Backend> =
@@ -23,11 +24,31 @@ pub static HARP_STEERED: LruHashMap<steered::Key, Steered> =
 pub static HARP_STEERED_SK: SkStorage<Steered> = SkStorage::new();
 
 #[map]
+pub static HARP_SPLICED: HashMap<u64, Steered> =
+    HashMap::with_max_entries(spliced::MAX_ENTRIES, 0);
+
+#[map]
 pub static HARP_COUNTERS: Array<counters::Value> =
     Array::with_max_entries(counters::MAX_ENTRIES, 0);
 
 #[map]
 pub static HARP_SOCKS: SockHash<socks::Key> = SockHash::with_max_entries(socks::MAX_ENTRIES, 0);
+
+/// Whether the leadership `record` was made under still stands: its service's entry names
+/// its token and has not expired.
+#[inline(always)]
+pub fn stands(record: &Steered) -> bool {
+    let service = ServiceKey {
+        addr: record.service_addr,
+        port: record.service_port,
+    };
+    HARP_LEADERS.get_ptr(&service).is_some_and(|b| {
+        // SAFETY: a map value pointer from a successful lookup, read once.
+        let b = unsafe { *b };
+        // SAFETY: reads the boot-time clock, no arguments.
+        b.token == record.token && unsafe { bpf_ktime_get_boot_ns() } < b.expires_ns
+    })
+}
 
 /// Adds one to counter `index` (one of `harp_common::counters::*`).
 #[inline(always)]

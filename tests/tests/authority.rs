@@ -176,10 +176,41 @@ fn freeze(a: &AgentProc) -> Pid {
 
 #[test]
 fn a_frozen_userspace_agent_relays_no_queued_request_to_a_fenced_leader() {
-    let mut c = cluster("frzuser");
-    let old = wait_leader_not(&c, "dca", None);
+    let c = cluster("frzuser");
     let mut spec = AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints());
     spec.extra_yaml = TTL.into();
+    frozen_proxy_across_a_fence(c, spec, Queue::BeforeTheFence);
+}
+
+/// The proxy's sessions spliced in the kernel: the verdict program moves client bytes only
+/// while their leadership stands, so a frozen agent's spliced sessions deliver nothing either.
+#[test]
+fn a_frozen_agent_splices_no_queued_request_to_a_fenced_leader() {
+    if !require_root("authority::a_frozen_agent_splices_nothing") {
+        return;
+    }
+    let c = cluster("frzsplice");
+    let cgroup = ChildCgroup::new();
+    let _pins = PinGuard::new(c.name(), "p1");
+    let mut spec = AgentSpec::new("p1", "dca", c.name(), c.etcd.endpoints()).ebpf(cgroup.path());
+    spec.extra_yaml = format!("{TTL}\nsplice: true");
+    // Before the fence the kernel moves the bytes at once, to the leader of the moment: the
+    // requests that matter are those sent once the frozen agent's deadline has passed.
+    frozen_proxy_across_a_fence(c, spec, Queue::PastTheDeadline);
+}
+
+/// When the clients send their INSERTs while the agent is frozen.
+#[derive(PartialEq)]
+enum Queue {
+    BeforeTheFence,
+    PastTheDeadline,
+}
+
+/// Sessions through the agent's proxy (from outside any steered cgroup) on the leader; the
+/// agent freezes, an INSERT is queued in each (`when`), the leader is fenced and another
+/// leads; the agent resumes past its deadline. None of the INSERTs runs anywhere.
+fn frozen_proxy_across_a_fence(mut c: TestCluster, spec: AgentSpec, when: Queue) {
+    let old = wait_leader_not(&c, "dca", None);
     let mut agent = AgentProc::start(c.dir(), spec);
     assert!(agent.wait_ready(LONG), "{}", agent.log_tail(30));
     let dsn = agent.dsn("postgres");
@@ -189,10 +220,16 @@ fn a_frozen_userspace_agent_relays_no_queued_request_to_a_fenced_leader() {
     let _load = load(&c, &agent);
 
     let pid = freeze(&agent);
-    queue_inserts(&mut open);
+    if when == Queue::BeforeTheFence {
+        queue_inserts(&mut open);
+    }
     set_fenced(&c, &old.node, true);
     let new = wait_leader_not(&c, "dca", Some(&old.node));
     std::thread::sleep(LONG_FREEZE);
+    if when == Queue::PastTheDeadline {
+        queue_inserts(&mut open);
+        std::thread::sleep(Duration::from_secs(1));
+    }
     kill(pid, Signal::SIGCONT).unwrap();
     // The resumed relays run before the decision loop: only their own check stops them.
     std::thread::sleep(Duration::from_secs(2));

@@ -31,7 +31,7 @@ impl Kernel {
         self.leaders
             .insert(
                 &ServiceKey::new(service),
-                &Backend::new(backend, token, expires_ns, steer),
+                &Backend::new(backend, token, expires_ns, steer, self.netns),
                 ANY,
             )
             .map_err(bpf("cannot set the leader in HARP_LEADERS"))
@@ -80,18 +80,41 @@ impl Kernel {
         out
     }
 
-    /// Splices two connected TCP sockets of the proxy: from now on bytes received on `a` are
-    /// sent out of `b` in the kernel, and the other way round. Bytes already queued on either
-    /// socket stay there for userspace to relay.
-    pub fn pair(&mut self, a: &impl AsFd, b: &impl AsFd) -> Result<(), KernelError> {
+    /// Splices a client socket `a` and a server socket `b` of the proxy: from now on bytes
+    /// received on one are sent out of the other in the kernel — the client's only while the
+    /// leadership `(service, token)` stands (its `HARP_LEADERS` entry), else they go up to the
+    /// relay. Bytes already queued on either socket stay there for userspace to relay.
+    pub fn pair(
+        &mut self,
+        a: &impl AsFd,
+        b: &impl AsFd,
+        service: SocketAddrV4,
+        token: u64,
+    ) -> Result<(), KernelError> {
         let (ca, cb) = (socket_cookie(a)?, socket_cookie(b)?);
+        let key = ServiceKey::new(service);
+        let record = Steered {
+            service_addr: key.addr,
+            service_port: key.port,
+            backend_addr: 0,
+            backend_port: 0,
+            token,
+        };
+        // First: a pair the verdict program cannot check is never spliced.
+        self.spliced
+            .insert(&ca, &record, ANY)
+            .map_err(bpf("cannot record a spliced session in HARP_SPLICED"))?;
         // Each socket is stored under its partner's cookie: the verdict program looks up the
         // cookie of the socket that received data and finds where to send it.
-        self.socks.insert(&ca, b.as_fd(), ANY).map_err(bpf(
-            "cannot add a socket to HARP_SOCKS (it must be a connected TCP socket)",
-        ))?;
+        if let Err(e) = self.socks.insert(&ca, b.as_fd(), ANY) {
+            let _ = self.spliced.remove(&ca);
+            return Err(bpf(
+                "cannot add a socket to HARP_SOCKS (it must be a connected TCP socket)",
+            )(e));
+        }
         if let Err(e) = self.socks.insert(&cb, a.as_fd(), ANY) {
             let _ = self.socks.remove(&ca);
+            let _ = self.spliced.remove(&ca);
             return Err(bpf(
                 "cannot add a socket to HARP_SOCKS (it must be a connected TCP socket)",
             )(e));
@@ -100,8 +123,9 @@ impl Kernel {
     }
 
     /// Ends the splice of `a` and `b` (both stay open; their data goes to userspace again).
-    /// Closed sockets leave the map by themselves: unpairing them is not needed.
+    /// Closed sockets leave `HARP_SOCKS` by themselves, not `HARP_SPLICED`: unpair every pair.
     pub fn unpair(&mut self, a: &impl AsFd, b: &impl AsFd) -> Result<(), KernelError> {
+        let _ = self.spliced.remove(&socket_cookie(a)?);
         for cookie in [socket_cookie(a)?, socket_cookie(b)?] {
             match self.socks.remove(&cookie) {
                 Err(e) if is_not_found(&e) => {}

@@ -29,7 +29,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SkSkb};
 use harp_common::leaders::{Backend, ServiceKey};
 use harp_common::steered::Steered;
-use harp_common::{counters, leaders, socks, steered};
+use harp_common::{counters, leaders, socks, spliced, steered};
 
 use error::bpf;
 pub use error::{AyaError, KernelError};
@@ -66,6 +66,9 @@ pub struct Kernel {
     steered: HashMap<MapData, steered::Key, Steered>,
     counters: Array<MapData, counters::Value>,
     socks: SockHash<MapData, socks::Key>,
+    spliced: HashMap<MapData, u64, Steered>,
+    /// This process's network namespace: entries serve only it.
+    netns: u64,
 }
 
 impl Kernel {
@@ -102,6 +105,8 @@ impl Kernel {
             steered: open_map(pin_dir, steered::NAME)?,
             counters: open_map(pin_dir, counters::NAME)?,
             socks: open_map(pin_dir, socks::NAME)?,
+            spliced: open_map(pin_dir, spliced::NAME)?,
+            netns: netns_cookie()?,
         })
     }
 
@@ -238,6 +243,35 @@ fn pinned_error(pin_dir: &Path, name: &str, source: AyaError) -> KernelError {
     } else {
         bpf("cannot open a pin")(source)
     }
+}
+
+/// The cookie of this process's network namespace (`SO_NETNS_COOKIE`, Linux >= 5.14), what
+/// `bpf_get_netns_cookie` returns for its sockets.
+#[allow(unsafe_code)]
+fn netns_cookie() -> Result<u64, KernelError> {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).and_then(|s| {
+            let mut cookie: u64 = 0;
+            let mut len = size_of::<u64>() as nix::libc::socklen_t;
+            // SAFETY: SO_NETNS_COOKIE writes one u64 into `cookie`, whose size `len` gives.
+            let rc = unsafe {
+                nix::libc::getsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    nix::libc::SOL_SOCKET,
+                    nix::libc::SO_NETNS_COOKIE,
+                    (&raw mut cookie).cast(),
+                    &mut len,
+                )
+            };
+            match rc {
+                0 => Ok(cookie),
+                _ => Err(io::Error::last_os_error()),
+            }
+        });
+    sock.map_err(|source| KernelError::Io {
+        action: "cannot read this network namespace's cookie (SO_NETNS_COOKIE, Linux >= 5.14)",
+        source,
+    })
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the cgroup. Raising

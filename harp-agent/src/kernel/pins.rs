@@ -5,13 +5,19 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use harp_common::{counters, leaders, socks, steered};
+use harp_common::{counters, leaders, socks, spliced, steered};
 use nix::sys::statfs::{BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 
 use super::KernelError;
 
 /// Maps, pinned under their own names.
-pub const MAPS: [&str; 4] = [leaders::NAME, steered::NAME, counters::NAME, socks::NAME];
+pub const MAPS: [&str; 5] = [
+    leaders::NAME,
+    steered::NAME,
+    counters::NAME,
+    socks::NAME,
+    spliced::NAME,
+];
 /// The link of `connect4` on the cgroup.
 pub const LINK_CONNECT4: &str = "link_connect4";
 /// The link of `getpeername4` on the cgroup.

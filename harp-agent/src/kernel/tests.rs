@@ -266,8 +266,12 @@ fn paired_sockets_are_spliced_in_the_kernel() {
     let b = TcpStream::connect(server_addr).unwrap();
     let mut srv = accept(&server);
     let before = kernel.counters();
+    let service = service();
+    kernel
+        .set_leader(service, server_addr, 5, far(), true)
+        .unwrap();
 
-    kernel.pair(&a, &b).unwrap();
+    kernel.pair(&a, &b, service, 5).unwrap();
     client.write_all(b"ping\n").unwrap();
     let mut buf = [0; 5];
     srv.read_exact(&mut buf).unwrap();
@@ -285,6 +289,22 @@ fn paired_sockets_are_spliced_in_the_kernel() {
     a.set_nonblocking(true).unwrap();
     assert_eq!(a.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
     a.set_nonblocking(false).unwrap();
+
+    // The leadership the session was made under is replaced: the client's bytes go up to the
+    // relay (which checks its own authority) instead of on to the old server.
+    kernel
+        .set_leader(service, server_addr, 6, far(), true)
+        .unwrap();
+    client.write_all(b"held\n").unwrap();
+    a.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"held\n");
+    srv.set_nonblocking(true).unwrap();
+    assert_eq!(
+        srv.read(&mut buf).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    srv.set_nonblocking(false).unwrap();
+    assert!(kernel.counters()[counters::SPLICE_HELD as usize] >= 1);
 
     // Unpaired, data goes to userspace again.
     kernel.unpair(&a, &b).unwrap();

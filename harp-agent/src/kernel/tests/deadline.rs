@@ -203,3 +203,62 @@ fn a_replaced_or_cleared_leadership_lets_its_sockets_send_nothing() {
     assert_eq!(received(&fresh_conn, Duration::from_secs(2)), "");
     Kernel::uninstall(&fs.pin_dir()).unwrap();
 }
+
+/// Inside a network namespace of its own: listens on the service and backend ports of its own
+/// loopback, connects to the service port and prints which of its listeners accepted.
+const CONTAINER: &str = r#"
+import socket, subprocess, sys
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+service, backend = int(sys.argv[1]), int(sys.argv[2])
+ls = {}
+for port in (service, backend):
+    l = socket.socket()
+    l.bind(("127.0.0.1", port))
+    l.listen()
+    l.settimeout(5)
+    ls[port] = l
+c = socket.create_connection(("127.0.0.1", service), timeout=5)
+for port, l in ls.items():
+    l.setblocking(False)
+    try:
+        l.accept()
+        print(f"accepted on {'service' if port == service else 'backend'}", flush=True)
+    except BlockingIOError:
+        pass
+"#;
+
+#[test]
+fn a_container_of_the_cgroup_keeps_its_own_service_address() {
+    if !require_root("kernel::a_container_keeps_its_own_service_address") {
+        return;
+    }
+    let cgroup = ChildCgroup::new();
+    let fs = Bpffs::new();
+    let mut kernel = Kernel::load(cgroup.path(), &fs.pin_dir()).expect("load");
+    let (_backend, backend_addr) = listener();
+    let service = service();
+    kernel
+        .set_leader(service, backend_addr, 4, far(), true)
+        .unwrap();
+    let before = counter(&kernel, counters::STEERED);
+    // Joined to the cgroup first (`ip netns exec` would hide the cgroup mount), then unshared.
+    let out = cgroup
+        .command("unshare")
+        .args(["--net", "python3", "-c", CONTAINER])
+        .args([service.port().to_string(), backend_addr.port().to_string()])
+        .output()
+        .expect("unshare --net python3");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        said.trim(),
+        "accepted on service",
+        "a connect in another network namespace was steered"
+    );
+    assert_eq!(counter(&kernel, counters::STEERED), before);
+    Kernel::uninstall(&fs.pin_dir()).unwrap();
+}
