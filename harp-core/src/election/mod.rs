@@ -175,9 +175,10 @@ impl Election {
             Role::Leader { deadline, .. } => Some(deadline),
             Role::Follower => None,
         };
+        // Unmanaged, nothing ends a wait: asking to be woken for it would spin.
         let leave_end = match self.role {
-            Role::Leader { token, .. } => self.leave_wake(token),
-            Role::Follower => None,
+            Role::Leader { token, .. } if self.managed => self.leave_wake(token),
+            _ => None,
         };
         [deadline, self.retry_at, self.candidate_at(), leave_end]
             .into_iter()

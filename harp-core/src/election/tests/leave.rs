@@ -150,6 +150,31 @@ fn unfenced_while_waiting_the_leader_leads_on_and_proxies_route_to_it_again() {
 }
 
 #[test]
+fn an_unmanaged_leader_waits_for_nothing_and_releases_nothing() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(drain_state("p1", Some(7), None, 0), t0);
+    e.step(fence(true), t0);
+    e.step(Event::Managed(false), t0);
+    let end = t0 + TTL;
+    assert!(!has_release(&keep_alive(&mut e, t0, end), ""));
+    assert!(!has_release(&e.step(Event::Tick, end), ""));
+    assert!(e.is_leader());
+    // The only wake left is our own lease deadline, not a wait long over.
+    assert!(
+        e.next_wake().is_some_and(|w| w > end),
+        "{:?}",
+        e.next_wake()
+    );
+    // Managed again, the wait resumes where it was: one agent lease is long over.
+    let out = e.step(Event::Managed(true), end);
+    assert!(
+        has_release(&out, "p1 still carried our sessions"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn postgres_failing_while_fenced_releases_at_once() {
     let mut e = Election::new(params("n1", 100));
     let t0 = leader(&mut e);
