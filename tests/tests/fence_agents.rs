@@ -8,8 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use etcd_client::{Txn, TxnOp, TxnOpResponse};
 use harp_core::keys::Keys;
-use harp_core::records::ProxyStatus;
+use harp_core::records::{LeaderRecord, ProxyStatus};
 use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::rt::block_on;
@@ -43,6 +44,26 @@ fn published_token(c: &TestCluster, proxy: &str) -> Option<Option<i64>> {
         let r = client.get(key, None).await.unwrap();
         let kv = r.kvs().first()?;
         Some(ProxyStatus::decode(kv.value()).unwrap().token)
+    })
+}
+
+/// One consistent read (a single etcd revision): the leader of dca (node, token) and whether
+/// `proxy`'s status exists.
+fn snapshot(c: &TestCluster, proxy: &str) -> (Option<(String, i64)>, bool) {
+    let keys = Keys::new(c.name());
+    let (leader_key, status_key) = (keys.leader("dca"), keys.proxy_status(proxy));
+    block_on(|| async {
+        let txn = Txn::new().and_then([TxnOp::get(leader_key, None), TxnOp::get(status_key, None)]);
+        let r = c.client().await.txn(txn).await.unwrap();
+        let mut found = r.op_responses().into_iter().map(|op| match op {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| {
+                let node = LeaderRecord::decode(kv.value()).map(|l| l.node);
+                (node.unwrap_or_default(), kv.create_revision())
+            }),
+            _ => None,
+        });
+        let leader = found.next().flatten();
+        (leader, found.next().flatten().is_some())
     })
 }
 
@@ -92,28 +113,22 @@ fn a_fenced_leader_keeps_its_lease_while_a_frozen_agent_routes_to_it() {
     // Until p2's status expires with its lease, the fenced node keeps the lease.
     let mut status_gone = None;
     let new = loop {
-        // Read p2's status first: a leader seen after it still names the moment after.
-        let p2_status = published_token(&c, "p2");
-        if p2_status.is_none() {
+        let (now, p2_status) = snapshot(&c, "p2");
+        if !p2_status {
             status_gone.get_or_insert_with(|| fenced_at.elapsed());
         }
-        let now = leader(&c, "dca");
-        match &now {
-            Some((r, t)) if r.node == old && *t == token => {}
-            Some((r, _)) => {
+        match now {
+            Some((node, t)) if node == old && t == token => {}
+            now => {
                 assert!(
-                    p2_status.is_none(),
-                    "{} leads while frozen p2 still routes to the fenced {old}\n{}",
-                    r.node,
+                    !p2_status,
+                    "{now:?} while frozen p2 still routes to the fenced {old}\n{}",
                     c.manager_logs(20)
                 );
-                break r.node.clone();
+                if let Some((node, _)) = now {
+                    break node;
+                }
             }
-            None => assert!(
-                p2_status.is_none(),
-                "the fenced leader released while p2 still routes to it\n{}",
-                c.manager_logs(20)
-            ),
         }
         assert!(
             fenced_at.elapsed() < LONG,
