@@ -202,7 +202,7 @@ impl Runner {
 
     fn translate(&mut self, input: Input) -> Vec<RouteEvent> {
         match input {
-            Input::Session(SessionEvent::Up(lease)) => {
+            Input::Session(SessionEvent::Up { lease, .. }) => {
                 self.lease = Some(lease);
                 self.publish_status(true);
                 vec![]
@@ -300,6 +300,8 @@ impl Runner {
         self.observed = ch
             .value
             .and_then(|(v, token)| match LeaderRecord::decode(&v) {
+                // About to release (fenced): gone for us already, so its sessions are cut.
+                Ok(r) if r.leaving => None,
                 Ok(r) => {
                     self.handover = r.handover_to.map(|_| token);
                     Some(Route {

@@ -35,6 +35,11 @@ pub struct LeaderRecord {
     /// then hold new clients and close its sessions at transaction boundaries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover_to: Option<String>,
+    /// Set by a leader about to release while its Postgres still takes writes (fenced, or a
+    /// switchover's drain over): proxies treat it as gone — they cut its sessions and route
+    /// no new client to it — and it releases once their statuses show that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// Health of a node's Postgres as its manager last saw it.
@@ -220,6 +225,7 @@ mod tests {
             address: "10.0.0.1".into(),
             port: 5432,
             handover_to: None,
+            leaving: false,
         };
         assert_eq!(LeaderRecord::decode(rec.encode().as_bytes()).unwrap(), rec);
         let handing = LeaderRecord {
@@ -230,6 +236,16 @@ mod tests {
             LeaderRecord::decode(handing.encode().as_bytes()).unwrap(),
             handing
         );
+        let leaving = LeaderRecord {
+            leaving: true,
+            ..rec.clone()
+        };
+        assert_eq!(
+            LeaderRecord::decode(leaving.encode().as_bytes()).unwrap(),
+            leaving
+        );
+        // Written by a HARP without the field: not leaving.
+        assert!(!rec.encode().contains("leaving"));
         let future = rec.encode().replace("\"version\":1", "\"version\":9");
         let err = LeaderRecord::decode(future.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");

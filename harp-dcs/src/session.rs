@@ -14,8 +14,12 @@ use crate::{Backoff, Dcs};
 /// What the session reports to its owner's decision loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEvent {
-    /// A lease exists (newly granted).
-    Up(i64),
+    /// A lease exists (newly granted); its grant was sent at `sent`, so etcd cannot expire it
+    /// before `sent` + TTL.
+    Up {
+        lease: i64,
+        sent: std::time::Instant,
+    },
     /// The lease is gone; a new one is being requested.
     Lost,
     /// A keep-alive sent at `sent` was acknowledged with the lease alive.
@@ -31,6 +35,7 @@ pub struct SessionParams {
 pub async fn run<I: From<SessionEvent>>(dcs: Dcs, p: SessionParams, tx: mpsc::Sender<I>) {
     let mut backoff = Backoff::default();
     loop {
+        let sent = std::time::Instant::now();
         let lease = match dcs.grant(p.ttl).await {
             Ok(id) => id,
             Err(e) => {
@@ -42,7 +47,11 @@ pub async fn run<I: From<SessionEvent>>(dcs: Dcs, p: SessionParams, tx: mpsc::Se
         backoff.reset();
         dcs.answered();
         tracing::info!(lease = format_args!("{lease:x}"), "etcd session started");
-        if tx.send(SessionEvent::Up(lease).into()).await.is_err() {
+        if tx
+            .send(SessionEvent::Up { lease, sent }.into())
+            .await
+            .is_err()
+        {
             return;
         }
         keep_alive(&dcs, lease, &p, &tx).await;

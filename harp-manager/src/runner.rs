@@ -116,9 +116,9 @@ impl Runner {
                 }
                 out.push_back(Event::Postgres { state, wal_lsn });
             }
-            Input::Session(SessionEvent::Up(lease)) => {
+            Input::Session(SessionEvent::Up { lease, sent }) => {
                 self.lease = Some(lease);
-                out.push_back(Event::SessionUp);
+                out.push_back(Event::SessionUp { sent });
                 self.publish_status();
             }
             Input::Session(SessionEvent::Lost) => {
@@ -205,6 +205,7 @@ impl Runner {
                             token: s.token,
                             draining: s.draining,
                             left: s.drain_left,
+                            pooled: s.pooled,
                         }),
                         Err(e) => {
                             tracing::warn!("ignoring the status of proxy {proxy}: {e}");
@@ -290,7 +291,7 @@ impl Runner {
                     ));
                     return false;
                 };
-                let record = self.leader_record(None);
+                let record = self.leader_record();
                 let (dcs, tx) = (self.dcs.clone(), self.tx.clone());
                 tokio::spawn(async move {
                     let sent = Instant::now();
@@ -315,10 +316,18 @@ impl Runner {
                 });
             }
             Action::StepDown { .. } => {}
-            Action::MarkHandover { token, handover_to } => {
+            Action::MarkLeader {
+                token,
+                handover_to,
+                leaving,
+            } => {
                 // Without a session the key is gone with our lease: nothing to mark.
                 if let Some(lease) = self.lease {
-                    let record = self.leader_record(handover_to);
+                    let record = LeaderRecord {
+                        handover_to,
+                        leaving,
+                        ..self.leader_record()
+                    };
                     let _ = self.marks.send(dcs::Mark {
                         lease,
                         token,
@@ -348,14 +357,15 @@ impl Runner {
     }
 
     /// Our `leader/<location>` value.
-    fn leader_record(&self, handover_to: Option<String>) -> LeaderRecord {
+    fn leader_record(&self) -> LeaderRecord {
         LeaderRecord {
             version: RECORD_VERSION,
             node: self.me().to_owned(),
             location: self.location().to_owned(),
             address: self.address.clone(),
             port: self.port,
-            handover_to,
+            handover_to: None,
+            leaving: false,
         }
     }
 

@@ -194,6 +194,7 @@ pub(crate) mod tests {
             address: "127.0.0.1".into(),
             port: 5432,
             handover_to: None,
+            leaving: false,
         }
     }
 

@@ -27,6 +27,7 @@ fn record(node: &str, port: u16) -> String {
         address: "127.0.0.1".into(),
         port,
         handover_to: None,
+        leaving: false,
     }
     .encode()
 }

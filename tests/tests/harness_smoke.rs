@@ -113,6 +113,7 @@ async fn leader_helpers_read_and_watch_the_leader_key() {
         address: "127.0.0.1".into(),
         port: 5432,
         handover_to: None,
+        leaving: false,
     };
     assert!(read_leader(&c, "smoke", "dca").await.is_none());
     let key = harp_core::keys::Keys::new("smoke").leader("dca");

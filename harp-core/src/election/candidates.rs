@@ -1,8 +1,10 @@
-//! The peers of a location as their status records describe them, and the ranking that decides
-//! who tries first when the leader lease is vacant.
+//! The peers of a location as their status records describe them, whether this node may lead,
+//! and the ranking that decides who tries first when the leader lease is vacant.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
+use super::Election;
 use crate::records::PgState;
 
 /// What the election needs to know of a peer (from `nodes/<n>/status` and `fenced/<n>`).
@@ -102,5 +104,52 @@ impl Peers {
             .filter_map(|p| p.wal_lsn)
             .chain(mine)
             .max()
+    }
+}
+
+impl Election {
+    /// Why this node may not lead whatever the operator says: priority, Postgres, lag.
+    pub(super) fn unfit_reason(&self) -> Option<String> {
+        let p = &self.params;
+        if p.priority < 0 {
+            return Some(format!("priority {} never leads", p.priority));
+        }
+        match self.postgres {
+            PgState::Primary => {}
+            PgState::Standby => return Some("postgres is in recovery".into()),
+            PgState::Down => return Some("postgres is down".into()),
+            PgState::Unknown => return Some("postgres has not been checked yet".into()),
+        }
+        if p.maximum_lag >= 0 {
+            let best = self.peers.max_lsn(&p.location, self.wal_lsn);
+            let lag = best.unwrap_or(0).saturating_sub(self.wal_lsn.unwrap_or(0));
+            if lag > p.maximum_lag as u64 {
+                return Some(format!(
+                    "{lag} bytes behind, beyond maximum_lag {}",
+                    p.maximum_lag
+                ));
+            }
+        }
+        None
+    }
+
+    /// When this node will try the vacant lease, if it wants to.
+    pub(super) fn candidate_at(&self) -> Option<Instant> {
+        if self.is_leader() || self.acquiring || !self.session || self.holder.is_some() {
+            return None;
+        }
+        if self.ineligible_reason().is_some() {
+            return None;
+        }
+        let p = &self.params;
+        // During a switchover only its target may take the lease, and at once.
+        let rank = match &self.switchover {
+            Some(s) if s.target != p.node => return None,
+            Some(_) => 0,
+            None => self.peers.rank(&p.node, &p.location, p.priority) as u32,
+        };
+        // Ranks count from when both are known: the vacancy and the peers (after settling).
+        let at = self.vacant_since?.max(self.settle_until?) + p.candidate_step * rank;
+        Some(self.retry_at.map_or(at, |r| r.max(at)))
     }
 }

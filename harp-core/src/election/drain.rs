@@ -1,5 +1,5 @@
-//! What a leader handing over at a planned switchover waits for: every proxy of its location
-//! that carries its sessions has closed them at transaction boundaries.
+//! What a leader giving up the lead while its Postgres still takes writes (a switchover, a
+//! fence) waits for: every proxy of its location has stopped carrying its sessions.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +13,8 @@ pub struct ProxyDrain {
     /// The leadership being drained, and how many of its sessions are still open.
     pub draining: Option<i64>,
     pub left: u64,
+    /// The leadership its PgBouncer's server connections may still serve.
+    pub pooled: Option<i64>,
 }
 
 /// The proxies as their statuses show them.
@@ -40,13 +42,17 @@ impl Proxies {
     }
 
     /// The proxies of `location` that still carry sessions of leadership `token`: routing to
-    /// it (they have not begun to drain) or draining it with sessions left. A proxy whose
+    /// it, draining it with sessions left, or pooling server connections to it. A proxy whose
     /// status vanished (its lease expired) carries nothing any more.
-    pub fn undrained(&self, location: &str, token: i64) -> Vec<&str> {
+    pub fn carrying(&self, location: &str, token: i64) -> Vec<&str> {
         self.status
             .iter()
             .filter(|(name, p)| p.location == location && !self.unmanaged.contains(*name))
-            .filter(|(_, p)| p.token == Some(token) || (p.draining == Some(token) && p.left > 0))
+            .filter(|(_, p)| {
+                p.token == Some(token)
+                    || (p.draining == Some(token) && p.left > 0)
+                    || p.pooled == Some(token)
+            })
             .map(|(name, _)| name.as_str())
             .collect()
     }

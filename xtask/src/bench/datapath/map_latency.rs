@@ -126,6 +126,7 @@ fn measure(cluster: &TestCluster, agent: &KernelAgent) -> anyhow::Result<(Vec<f6
             address: leader.ip().to_string(),
             port: leader.port(),
             handover_to: None,
+            leaving: false,
         };
         let mut c = client.clone();
         let k = key.clone();

@@ -44,12 +44,13 @@ fn holder(node: &str, token: i64) -> Option<Holder> {
     })
 }
 
-/// A healthy node whose session started a settle period ago and that sees the lease vacant;
-/// returns the clock.
+/// A healthy node whose session started a settle period ago, whose lease etcd renewed just now,
+/// and that sees the lease vacant; returns the clock.
 fn ready(e: &mut Election) -> (Instant, Vec<Action>) {
     let start = Instant::now();
-    e.step(Event::SessionUp, start);
+    e.step(Event::SessionUp { sent: start }, start);
     let t0 = start + STEP;
+    e.step(Event::KeepAliveOk { sent: t0 }, t0);
     e.step(healthy(), t0);
     let out = e.step(Event::LeaderObserved(None), t0);
     (t0, out)
@@ -80,11 +81,11 @@ fn a_healthy_node_acquires_a_vacant_lease_at_once() {
 fn nothing_is_tried_before_postgres_is_checked_or_the_key_is_seen() {
     let mut e = Election::new(params("n1", 100));
     let t0 = Instant::now();
-    assert!(e.step(Event::SessionUp, t0).is_empty());
+    assert!(e.step(Event::SessionUp { sent: t0 }, t0).is_empty());
     assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
     assert_eq!(e.next_wake(), None);
     let mut e = Election::new(params("n1", 100));
-    e.step(Event::SessionUp, t0);
+    e.step(Event::SessionUp { sent: t0 }, t0);
     assert_eq!(e.step(healthy(), t0), vec![Action::PublishStatus]);
 }
 
@@ -164,7 +165,7 @@ fn a_lapsed_key_is_released_when_we_may_not_lead_and_forgotten_with_the_lease() 
     let deadline = e.next_wake().unwrap();
     e.step(Event::Tick, deadline);
     e.step(Event::SessionLost, deadline);
-    e.step(Event::SessionUp, deadline);
+    e.step(Event::SessionUp { sent: deadline }, deadline);
     let later = deadline + Duration::from_secs(1);
     e.step(Event::KeepAliveOk { sent: later }, later);
     assert!(!e.is_leader());
@@ -220,7 +221,7 @@ fn postgres_down_releases_at_once_and_up_again_competes_again() {
 fn a_standby_never_leads() {
     let mut e = Election::new(params("n1", 100));
     let t0 = Instant::now();
-    e.step(Event::SessionUp, t0);
+    e.step(Event::SessionUp { sent: t0 }, t0);
     e.step(
         Event::Postgres {
             state: PgState::Standby,
@@ -250,7 +251,7 @@ fn a_fenced_node_never_leads_and_releases_if_leading() {
         t0,
     );
     e.step(healthy(), t0);
-    e.step(Event::SessionUp, t0);
+    e.step(Event::SessionUp { sent: t0 }, t0);
     assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
     assert_eq!(e.next_wake(), None);
 
@@ -283,7 +284,7 @@ fn priority_minus_one_never_leads() {
 fn a_lower_priority_candidate_waits_for_the_better_one() {
     let mut e = Election::new(params("n2", 50));
     let start = Instant::now();
-    e.step(Event::SessionUp, start);
+    e.step(Event::SessionUp { sent: start }, start);
     let t0 = start + STEP; // settled
     e.step(
         Event::PeerStatus {
@@ -426,7 +427,10 @@ fn lease_lost_in_etcd_steps_down() {
     assert!(!e.is_leader());
     // No new attempt until a new session exists.
     assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
-    assert_eq!(e.step(Event::SessionUp, t0), vec![Action::TryAcquire]);
+    assert_eq!(
+        e.step(Event::SessionUp { sent: t0 }, t0),
+        vec![Action::TryAcquire]
+    );
 }
 
 #[test]
@@ -532,7 +536,7 @@ fn a_key_left_by_an_earlier_run_of_this_node_is_deleted_by_its_token() {
     let mut e = Election::new(params("n1", 100));
     let t0 = Instant::now();
     e.step(healthy(), t0);
-    e.step(Event::SessionUp, t0);
+    e.step(Event::SessionUp { sent: t0 }, t0);
     let out = e.step(Event::LeaderObserved(holder("n1", 3)), t0);
     assert_eq!(
         out,
@@ -634,7 +638,7 @@ fn a_fresh_manager_settles_before_competing_so_priority_decides_the_first_electi
     let mut e = Election::new(params("n2", 50));
     let t0 = Instant::now();
     e.step(healthy(), t0);
-    e.step(Event::SessionUp, t0);
+    e.step(Event::SessionUp { sent: t0 }, t0);
     assert!(e.step(Event::LeaderObserved(None), t0).is_empty());
     assert_eq!(e.next_wake(), Some(t0 + STEP));
     // The better node's status arrives while we settle: we now wait our rank on top.
@@ -652,7 +656,7 @@ fn a_manager_joining_a_running_cluster_does_not_settle() {
     let t0 = Instant::now();
     e.step(healthy(), t0);
     e.step(Event::LeaderObserved(holder("n2", 4)), t0);
-    e.step(Event::SessionUp, t0);
+    e.step(Event::SessionUp { sent: t0 }, t0);
     // The leader goes: we are the best candidate and try at once.
     assert_eq!(
         e.step(Event::LeaderObserved(None), t0),
@@ -697,6 +701,7 @@ fn proxy_at(
         token,
         draining,
         left,
+        pooled: None,
     };
     Event::ProxyDrain {
         proxy: name.into(),
@@ -708,111 +713,14 @@ fn drain_state(name: &str, token: Option<i64>, draining: Option<i64>, left: u64)
     proxy_at(name, "dca", token, draining, left)
 }
 
-fn mark(to: Option<&str>) -> Action {
-    Action::MarkHandover {
+/// Our leader record rewritten: drain for a switchover to `to`, or cut when `leaving`.
+fn mark(to: Option<&str>, leaving: bool) -> Action {
+    Action::MarkLeader {
         token: 7,
         handover_to: to.map(str::to_owned),
+        leaving,
     }
 }
 
-#[test]
-fn a_switchover_waits_for_the_proxies_to_drain_our_sessions() {
-    let mut e = Election::new(params("n1", 100));
-    let t0 = leader(&mut e);
-    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
-    e.step(drain_state("p1", Some(7), None, 0), t0);
-    // A proxy elsewhere, or routing to someone else, carries nothing of ours.
-    e.step(proxy_at("p-nyc", "nyc", Some(7), None, 0), t0);
-    e.step(drain_state("p2", None, None, 0), t0);
-    let out = e.step(switchover("n2", 7), t0);
-    assert_eq!(
-        out,
-        vec![mark(Some("n2"))],
-        "ask the proxies to drain first"
-    );
-    assert!(e.is_leader());
-    assert_eq!(e.next_wake().map(|w| w - t0), Some(DRAIN));
-    let t1 = t0 + Duration::from_millis(10);
-    let out = e.step(drain_state("p1", None, Some(7), 2), t1);
-    assert!(
-        !has_release(&out, ""),
-        "two sessions still in a transaction"
-    );
-    let out = e.step(drain_state("p1", None, Some(7), 0), t1);
-    assert!(
-        has_release(&out, "the proxies closed our sessions"),
-        "{out:?}"
-    );
-    assert!(!out.contains(&mark(Some("n2"))), "asked once");
-}
-
-#[test]
-fn a_switchover_cuts_what_is_left_at_server_transfer_timeout() {
-    let mut e = Election::new(params("n1", 100));
-    let t0 = leader(&mut e);
-    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
-    e.step(drain_state("p1", None, Some(7), 1), t0);
-    e.step(switchover("n2", 7), t0);
-    let almost = t0 + DRAIN - Duration::from_millis(1);
-    assert!(!has_release(&e.step(Event::Tick, almost), ""));
-    let out = e.step(Event::Tick, t0 + DRAIN);
-    assert!(has_release(&out, "p1 still had sessions"), "{out:?}");
-    // A proxy whose status vanished (its lease expired) is not waited for.
-    let mut e = Election::new(params("n1", 100));
-    let t0 = leader(&mut e);
-    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
-    e.step(drain_state("p1", Some(7), None, 0), t0);
-    e.step(switchover("n2", 7), t0);
-    let out = e.step(
-        Event::ProxyDrain {
-            proxy: "p1".into(),
-            state: None,
-        },
-        t0,
-    );
-    assert!(has_release(&out, "switchover to n2"), "{out:?}");
-    // An unmanaged proxy keeps its route whatever happens: nothing to wait for.
-    let mut e = Election::new(params("n1", 100));
-    let t0 = leader(&mut e);
-    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
-    e.step(drain_state("p1", Some(7), None, 0), t0);
-    e.step(
-        Event::ProxyManaged {
-            proxy: "p1".into(),
-            managed: false,
-        },
-        t0,
-    );
-    let out = e.step(switchover("n2", 7), t0);
-    assert!(
-        has_release(&out, "no proxy carries our sessions"),
-        "{out:?}"
-    );
-}
-
-#[test]
-fn a_withdrawn_switchover_lets_the_proxies_route_to_us_again() {
-    let mut e = Election::new(params("n1", 100));
-    let t0 = leader(&mut e);
-    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
-    e.step(drain_state("p1", Some(7), None, 0), t0);
-    e.step(switchover("n2", 7), t0);
-    let out = e.step(Event::Switchover(None), t0);
-    assert_eq!(out, vec![mark(None)]);
-    assert!(e.is_leader());
-    assert_eq!(e.next_wake(), Some(t0 + TTL - safety_margin(TTL)));
-}
-
-#[test]
-fn with_no_transfer_time_the_leader_hands_over_at_once() {
-    let mut e = Election::new(Params {
-        server_transfer_timeout: Duration::ZERO,
-        ..params("n1", 100)
-    });
-    let t0 = leader(&mut e);
-    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
-    e.step(drain_state("p1", Some(7), None, 0), t0);
-    let out = e.step(switchover("n2", 7), t0);
-    assert!(has_release(&out, "switchover to n2"), "{out:?}");
-    assert!(!out.contains(&mark(Some("n2"))));
-}
+mod acquire;
+mod leave;
