@@ -37,6 +37,9 @@ struct Args {
     /// and exit. Kernel steering stops; clients reach the userspace listener, if one runs.
     #[arg(long)]
     uninstall: bool,
+    /// Internal: run as the guard of the PgBouncer process with this PID.
+    #[arg(long, hide = true, value_name = "PID")]
+    pgbouncer_guard: Option<i32>,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if let Some(pid) = args.pgbouncer_guard {
+        return pgbouncer::guard::run(pid);
+    }
     let (config, proxy) = match load(&args.config) {
         Ok(c) => c,
         Err(e) => {

@@ -129,6 +129,8 @@ impl Runner {
 
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut status_tick = tokio::time::interval(STATUS_PERIOD);
+        let mut watchdog = harp_dcs::watchdog::Watchdog::from_env();
+        watchdog.ready();
         loop {
             let wake = self.router.next_wake();
             let events = tokio::select! {
@@ -143,6 +145,12 @@ impl Runner {
                         let routing = self.router.routing();
                         st.reconcile(routing.route.as_ref(), routing.live);
                     }
+                    vec![]
+                }
+                // Sent from this loop: systemd kills an agent whose routing decisions hang
+                // (and its PgBouncer with it).
+                _ = watchdog.due() => {
+                    watchdog.kick();
                     vec![]
                 }
                 _ = status_tick.tick() => {

@@ -4,6 +4,7 @@
 
 pub mod mirror;
 pub mod session;
+pub mod watchdog;
 
 use std::sync::Arc;
 use std::time::Duration;

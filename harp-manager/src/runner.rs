@@ -75,11 +75,18 @@ impl Runner {
 
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut events = VecDeque::new();
+        let mut watchdog = harp_dcs::watchdog::Watchdog::from_env();
+        watchdog.ready();
         loop {
             let wake = self.election.next_wake();
             let input = tokio::select! {
                 i = self.rx.recv() => i,
                 _ = sleep_until(wake) => None,
+                // Sent from this loop: systemd kills a manager whose decisions hang.
+                _ = watchdog.due() => {
+                    watchdog.kick();
+                    continue;
+                }
             };
             match input {
                 Some(Input::ForceExit) => {

@@ -433,6 +433,55 @@ async fn cut_off_from_etcd_pgbouncer_fails_closed_then_resumes() {
     until_on(&mut c, &a, "n1").await;
 }
 
+/// The agent freezes (SIGSTOP) while PgBouncer pools sessions on the leader; the leader is
+/// fenced and another node leads. PgBouncer runs on, but its guard stops it once the agent's
+/// deadline has passed: a request sent then reaches no leader, least of all the fenced one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_leaves_no_pgbouncer_serving_past_its_deadline() {
+    if !pgbouncer_installed("a_frozen_agent_leaves_no_pgbouncer_serving_past_its_deadline") {
+        return;
+    }
+    let b = TestCluster::builder("pgbfrozen")
+        .node("n1", "dca", 100)
+        .node("n2", "dca", 90)
+        .lease_secs(3)
+        .refresh_ms(500);
+    let (mut c, a) = cluster_with(b, "session", |s| {
+        s.extra_yaml += "leader_lease_duration: 3\nlease_refresh_interval: 500\n";
+    })
+    .await;
+    let old = wait_leader_not(&c, "dca", None);
+    let session = until_on(&mut c, &a, &old.node).await;
+    let agent = nix::unistd::Pid::from_raw(a.pid() as i32);
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    set_fenced(&c, &old.node, true);
+    let new = wait_leader_not(&c, "dca", Some(&old.node));
+    // Past the frozen agent's trust deadline (3 s after its last keep-alive at most).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let late = tokio::time::timeout(
+        Duration::from_secs(5),
+        session.simple_query("INSERT INTO pooled VALUES (42)"),
+    )
+    .await;
+    nix::sys::signal::kill(agent, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "a pooled session wrote through a frozen agent past its deadline\n{}",
+        a.log_tail(20)
+    );
+    for node in [&old.node, &new.node] {
+        let pg = c.node(node).pg.connect().await.unwrap();
+        let rows = pg.query("SELECT v FROM pooled", &[]).await.unwrap();
+        assert!(rows.is_empty(), "{node} ran the late INSERT");
+    }
+    let log = std::fs::read_to_string(a.log_path()).unwrap();
+    assert!(
+        log.contains("did not renew its authority in time"),
+        "{}",
+        a.log_tail(20)
+    );
+}
+
 #[test]
 fn an_agent_without_pgbouncer_says_what_to_install_and_exits() {
     let dir = harp_tests::WorkDir::new();

@@ -51,14 +51,20 @@ impl Drop for Admin {
 }
 
 impl Admin {
+    /// Bounded like a command: a PgBouncer that accepts but never answers must not hold the
+    /// driver past its fail-closed bound.
     pub async fn connect(socket_dir: &Path, port: u16) -> Result<Self, AdminError> {
-        let (client, connection) = tokio_postgres::Config::new()
+        let mut config = tokio_postgres::Config::new();
+        config
             .host_path(socket_dir)
             .port(port)
             .user(ADMIN_USER)
-            .dbname(ADMIN_USER)
-            .connect(NoTls)
+            .dbname(ADMIN_USER);
+        let (client, connection) = tokio::time::timeout(COMMAND_TIMEOUT, config.connect(NoTls))
             .await
+            .map_err(|_| AdminError::Timeout {
+                command: "connect".to_owned(),
+            })?
             .map_err(|source| AdminError::Connect {
                 socket: socket_dir.display().to_string(),
                 source,

@@ -4,6 +4,7 @@
 //! switchovers drained with `PAUSE`).
 
 mod admin;
+pub mod guard;
 mod ini;
 mod plan;
 mod process;
@@ -32,10 +33,16 @@ use process::{die_with_parent, exited, os_user, socket_dir};
 
 /// How often client counts are read (and how soon a failed command is tried again).
 const POLL: Duration = Duration::from_millis(100);
-/// How long PgBouncer may fail to follow the route before the agent stops it: under the
-/// margin a lease keeps for clock drift and hand-over, so no client outlives a replaced
-/// leader's lease by much.
+/// How long PgBouncer may fail to follow the route before the agent stops it, at most: other
+/// agents route a new leader at the latest one lease after it appears, so the bound is also
+/// half the lease (see [`fail_closed_after`]).
 const FAIL_CLOSED_AFTER: Duration = Duration::from_secs(3);
+
+/// [`FAIL_CLOSED_AFTER`], or half the lease when that is shorter: PgBouncer is stopped before
+/// any other agent gives up waiting for it.
+fn fail_closed_after(lease_ttl: Duration) -> Duration {
+    FAIL_CLOSED_AFTER.min(lease_ttl / 2)
+}
 /// How long PgBouncer may take to open its admin socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long PgBouncer may take to confirm a `PAUSE` after every database was killed, and
@@ -60,6 +67,8 @@ pub struct PgBouncer {
     pause_task: Option<tokio::task::JoinHandle<()>>,
     /// The leadership PgBouncer was last pointed at (or was being pointed at).
     pointed_at: Option<i64>,
+    /// Stops PgBouncer if the agent's authority lapses while it may serve a leadership.
+    guard: guard::Guard,
 }
 
 impl Drop for PgBouncer {
@@ -104,7 +113,10 @@ impl PgBouncer {
         ini::write_whole(&paths.ini, &ini::render(&settings, None))
             .with_context(|| format!("cannot write {}", paths.ini.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.arg(&paths.ini).stdin(Stdio::null()).kill_on_drop(true);
+        cmd.arg(&paths.ini)
+            .stdin(Stdio::null())
+            .env_remove("NOTIFY_SOCKET")
+            .kill_on_drop(true);
         if let Some(user) = &run_as {
             // PgBouncer refuses root. Switching before exec (not with its `user` setting)
             // keeps the parent-death signal, which a credential change would clear.
@@ -119,6 +131,11 @@ impl PgBouncer {
             ini = %paths.ini.display(),
             "PgBouncer started; clients wait for a leader"
         );
+        let guard = guard::Guard::start(
+            child.id().context("PgBouncer exited at once")?,
+            proxy.leader_lease_duration,
+        )
+        .context("cannot start PgBouncer's guard")?;
         let mut me = Self {
             proxy: proxy.clone(),
             pgb: pgb.clone(),
@@ -131,6 +148,7 @@ impl PgBouncer {
             pausing: None,
             pause_task: None,
             pointed_at: None,
+            guard,
         };
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
@@ -170,6 +188,11 @@ impl PgBouncer {
             let routing = route.borrow_and_update().clone();
             let converged = self.converge(&routing).await;
             self.report_pooled(&shared);
+            let serving = shared.pooled.borrow().is_some();
+            if let Err(e) = self.guard.feed(shared.trust.get(), serving).await {
+                // Without its guard PgBouncer could outlive a frozen agent's authority.
+                anyhow::bail!("PgBouncer's guard is gone ({e}); stopping PgBouncer");
+            }
             match converged {
                 Ok(()) => failing_since = None,
                 Err(e) => {
@@ -178,10 +201,11 @@ impl PgBouncer {
                     // PgBouncer that cannot be told to cut would go on serving a leader the
                     // agent no longer vouches for: stop it (and the agent) instead.
                     let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > FAIL_CLOSED_AFTER {
+                    let bound = fail_closed_after(self.proxy.leader_lease_duration);
+                    if since.elapsed() > bound {
                         anyhow::bail!(
-                            "PgBouncer has not followed the route for {FAIL_CLOSED_AFTER:?} \
-                             ({e:#}); stopping it so no client reaches a replaced leader"
+                            "PgBouncer has not followed the route for {bound:?} ({e:#}); \
+                             stopping it so no client reaches a replaced leader"
                         );
                     }
                 }

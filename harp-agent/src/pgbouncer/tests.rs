@@ -320,3 +320,16 @@ fn hba_keeps_the_admin_console_on_the_private_socket() {
     }
     assert!(rules.iter().any(|r| r[..3] == ["host", "all", "all"]));
 }
+
+#[test]
+fn pgbouncer_is_stopped_before_other_agents_stop_waiting_for_it() {
+    // Other agents wait at most one lease: a short lease shortens the bound with it.
+    assert_eq!(
+        super::fail_closed_after(Duration::from_secs(1)),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        super::fail_closed_after(Duration::from_secs(6)),
+        Duration::from_secs(3)
+    );
+}
