@@ -58,6 +58,8 @@ struct Report {
     bench: &'static str,
     cases: Vec<Case>,
     machine: String,
+    #[serde(flatten)]
+    provenance: crate::bench::Provenance,
     lease_duration_ms: u64,
     lease_refresh_interval_ms: u64,
     nodes: usize,
@@ -113,6 +115,7 @@ pub fn run(runs: usize, only: Option<&str>) -> anyhow::Result<()> {
         bench: "failover",
         cases,
         machine: super::machine(),
+        provenance: crate::bench::provenance(),
         lease_duration_ms: LEASE_SECS * 1000,
         lease_refresh_interval_ms: 2000,
         nodes: 3,

@@ -180,6 +180,37 @@ pub fn results_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// A line describing the machine, for the report.
+/// What a result file was measured on: the commit (and whether the tree had changes), the
+/// build profile of the binaries measured, and when.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    pub commit: String,
+    pub dirty: bool,
+    pub profile: String,
+    pub measured_at: String,
+}
+
+/// The provenance of a measurement made now with release binaries (benchmarks and the lab
+/// build nothing else).
+pub fn provenance() -> Provenance {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(workspace_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    Provenance {
+        commit: git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into()),
+        dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|s| !s.is_empty()),
+        profile: "release".into(),
+        measured_at: crate::bench::all::utc_now(),
+    }
+}
+
 pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

@@ -208,6 +208,8 @@ pub struct Report {
     postgres_max_connections: u32,
     versions: BTreeMap<&'static str, String>,
     machine: String,
+    #[serde(flatten)]
+    provenance: crate::bench::Provenance,
     command: String,
     duration_s: f64,
     run_log: Vec<Run>,
@@ -270,6 +272,7 @@ pub fn build(
         postgres_max_connections: MAX_CONNECTIONS,
         versions: versions(&setup.paths),
         machine: super::super::machine(),
+        provenance: crate::bench::provenance(),
         command: setup.command.clone(),
         duration_s: round_to(setup.started.elapsed().as_secs_f64(), 1),
         run_log,

@@ -142,6 +142,8 @@ pub(super) struct Targets {
 pub struct Report {
     pub(super) bench: &'static str,
     pub(super) machine: String,
+    #[serde(flatten)]
+    pub(super) provenance: crate::bench::Provenance,
     pub(super) date: String,
     pub(super) command: String,
     pub(super) steps: Vec<Step>,
@@ -202,6 +204,7 @@ pub fn build(i: Inputs) -> Report {
     Report {
         bench: "scale",
         machine: crate::bench::machine(),
+        provenance: crate::bench::provenance(),
         date: crate::bench::all::utc_now(),
         command: i.command,
         max_connected: i.out.steps.iter().map(|s| s.connected).max().unwrap_or(0),

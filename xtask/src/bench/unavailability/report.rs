@@ -14,6 +14,8 @@ use crate::bench::stats::{nearest_rank, summarize};
 struct Report {
     bench: &'static str,
     machine: String,
+    #[serde(flatten)]
+    provenance: crate::bench::Provenance,
     runs: usize,
     command: String,
     measure: &'static str,
@@ -194,6 +196,7 @@ pub fn write(
     let report = Report {
         bench: "unavailability",
         machine: super::super::machine(),
+        provenance: crate::bench::provenance(),
         runs,
         command,
         measure: MEASURE,

@@ -176,11 +176,20 @@ fn notes(report: &Report) -> String {
          over rounds; each round runs the paths in an order rotated by one); × direct: median \
          over rounds of the path's run ÷ direct's run of that round; {}{scale}. \
          Proxy CPU: user + system time of the path's process (with its reaped children) during a \
-         run, per transaction (bulk: per GB) and in total.{kernel} Machine: {}. Command: `{}`.\n",
+         run, per transaction (bulk: per GB) and in total.{kernel} Machine: {}. Command: `{}`. \
+         Measured {} on commit {}{} ({} build).\n",
         report.rounds,
         report.secs,
         workloads.join(", "),
         report.machine,
-        report.command
+        report.command,
+        report.provenance.measured_at,
+        report.provenance.commit,
+        if report.provenance.dirty {
+            " with local changes"
+        } else {
+            ""
+        },
+        report.provenance.profile,
     )
 }
