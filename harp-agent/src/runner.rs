@@ -141,10 +141,9 @@ impl Runner {
                 _ = sleep_until(wake) => vec![RouteEvent::Tick],
                 _ = sleep_until(self.adopt_grace) => {
                     self.adopt_grace = None;
-                    if let Some(st) = &mut self.steering {
-                        let routing = self.router.routing();
-                        st.reconcile(routing.route.as_ref(), routing.live);
-                    }
+                    let routing = self.router.routing();
+                    self.steer(move |st| st.reconcile(routing.route.as_ref(), routing.live))
+                        .await;
                     vec![]
                 }
                 // Sent from this loop: systemd kills an agent whose routing decisions hang
@@ -155,8 +154,8 @@ impl Runner {
                 }
                 _ = status_tick.tick() => {
                     self.publish_status(false);
-                    if let Some(st) = self.steering.as_mut().filter(|st| st.stale_left()) {
-                        st.cut_stale();
+                    if self.steering.as_ref().is_some_and(Steering::stale_left) {
+                        self.steer(Steering::cut_stale).await;
                     }
                     vec![]
                 }
@@ -192,8 +191,9 @@ impl Runner {
                     *r = routing.clone();
                     new
                 });
-                if let Some(st) = &mut self.steering {
-                    st.reconcile(routing.route.as_ref(), routing.live);
+                if self.steering.is_some() {
+                    self.steer(move |st| st.reconcile(routing.route.as_ref(), routing.live))
+                        .await;
                     self.adopt_grace = None;
                 }
                 self.publish_status(true);
@@ -206,6 +206,24 @@ impl Runner {
             tracing::warn!("could not revoke the etcd lease ({e}); it will expire");
         }
         Ok(())
+    }
+
+    /// Runs `f` on the kernel steering off the runtime: map walks, name lookups and netlink
+    /// `SOCK_DESTROY` block, and this runtime relays client bytes and keeps etcd's session.
+    /// Awaited, so the status published after it says what the kernel really does.
+    async fn steer(&mut self, f: impl FnOnce(&mut Steering) + Send + 'static) {
+        let Some(mut st) = self.steering.take() else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            f(&mut st);
+            st
+        });
+        match done.await {
+            Ok(st) => self.steering = Some(st),
+            // Blocking tasks are never cancelled: only a panic gets here; it stays one.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     fn translate(&mut self, input: Input) -> Vec<RouteEvent> {

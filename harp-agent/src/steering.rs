@@ -172,9 +172,10 @@ impl Steering {
     /// not destroy now stay recorded, for the next try.
     pub fn cut_stale(&mut self) {
         let keep = self.entry.map(|e| e.token);
-        let mut k = self.kernel.lock().expect("kernel lock");
-        let targets: Vec<Target> = k
-            .steered()
+        // The walk under the lock, the destroys (up to a second) without: the proxy splices
+        // its new sessions through the same handle meanwhile.
+        let steered = self.kernel.lock().expect("kernel lock").steered();
+        let targets: Vec<Target> = steered
             .into_iter()
             .filter(|(_, s)| Some(s.token) != keep)
             .map(|(cookie, s)| Target {
@@ -214,6 +215,7 @@ impl Steering {
         }
         // Closed or gone: forgotten. The rest can send nothing (the egress program) and
         // are tried again.
+        let mut k = self.kernel.lock().expect("kernel lock");
         for t in targets.iter().filter(|t| !retry.contains(&t.cookie)) {
             k.forget_steered(t.cookie);
         }
