@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: a local HARP cluster on loopback — 3 etcd members, 3 PostgreSQL 15
 //! instances, 3 harp-managers over two locations, and a harp-agent with an application writing
 //! through it — then a leader crash, the failover, and the gap the application saw; a planned
-//! switchover an open transaction survives; and one a session pooled by PgBouncer does not
+//! switchover an open transaction survives; a killed kernel-path agent whose kernel programs
+//! stop on their own at its deadline; and a switchover a session pooled by PgBouncer does not
 //! notice.
 
 use std::process::Command;
@@ -185,6 +186,13 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     }
     std::thread::sleep(Duration::from_secs(1));
     report_writes(&app.stop(), &c, from, writer::mono_ns(), "promote");
+    match &cgroup {
+        Some(cg) => crate::demo_authority::run(&mut c, &mut agent, cg, &rt)?,
+        None => println!(
+            "\n== (kernel path only, as root) a killed agent's kernel programs stop at its \
+             deadline: skipped"
+        ),
+    }
     crate::demo_pool::run(&c, &rt)?;
 
     if keep {

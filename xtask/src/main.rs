@@ -3,6 +3,7 @@
 mod bench;
 mod build_ebpf;
 mod demo;
+mod demo_authority;
 mod demo_pool;
 mod lab;
 mod test;
