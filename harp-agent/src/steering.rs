@@ -65,8 +65,20 @@ impl Steering {
         }
         let pins = pin_dir(cluster, &cfg.name);
         let cgroup = cfg.cgroup_path.clone().unwrap_or_else(default_cgroup);
-        // A pinned install from an earlier run keeps routing while we start: adopt it.
-        let loaded = Kernel::adopt(&pins).or_else(|_| Kernel::load(&cgroup, &pins));
+        // A pinned install from an earlier run keeps routing while we start: adopt it. One of
+        // another build (an upgrade: other maps or programs) is replaced; meanwhile local
+        // connects reach the listener, which holds or proxies them.
+        let loaded = match Kernel::adopt(&pins) {
+            Ok(k) => Ok(k),
+            Err(e) if pins.exists() => {
+                tracing::warn!(
+                    "the kernel programs pinned in {} are not this build's ({e}): replacing them",
+                    pins.display()
+                );
+                Kernel::uninstall(&pins).and_then(|()| Kernel::load(&cgroup, &pins))
+            }
+            Err(_) => Kernel::load(&cgroup, &pins),
+        };
         let kernel = match (loaded, cfg.mode) {
             (Ok(k), _) => k,
             (Err(e), ProxyMode::Auto) => {

@@ -79,8 +79,10 @@ pub mod steered_sk {
 pub mod steered {
     /// Map name, in the object file and under the pin directory.
     pub const NAME: &str = "HARP_STEERED";
-    /// An LRU map: entries of connections the agent never forgot age out instead of failing
-    /// new connects.
+    /// A plain hash map, whose records the `sock_release` program removes as their sockets
+    /// close: a record lives exactly as long as its socket, none is ever evicted. Full (this
+    /// many live steered sockets), `connect4` steers no more: new connects reach the agent's
+    /// listener.
     pub const MAX_ENTRIES: u32 = 65536;
 
     /// The key: the socket cookie (`bpf_get_socket_cookie`, `SO_COOKIE`).

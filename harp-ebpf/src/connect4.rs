@@ -1,7 +1,8 @@
 //! `cgroup/connect4`: a TCP `connect()` to a service address whose `HARP_LEADERS` entry stands
 //! (not expired, steering on) goes to that entry's backend instead; the socket's record is
 //! kept with the socket (`HARP_STEERED_SK`, for the egress check) and by cookie
-//! (`HARP_STEERED`, for `getpeername4` and the agent). Without a standing entry nothing
+//! (`HARP_STEERED`, for `getpeername4` and the agent; `sock_release` removes it). A full
+//! `HARP_STEERED` steers nothing more rather than evict a live socket's record. Without a standing entry nothing
 //! changes: the connect reaches the agent's own listener on the service address — held if the
 //! agent lives, refused if it is dead (fail closed).
 
@@ -62,19 +63,24 @@ fn try_harp_connect4(ctx: &SockAddrContext) -> Result<(), i64> {
         backend_port: backend.port,
         token: backend.token,
     };
-    // Record first: a socket the egress check cannot see is not steered (it would escape a
-    // cut-over); unrecorded, it reaches the agent's listener. Storage created for a socket
-    // that connects twice is overwritten with the new record.
+    // Record first, in both places: a socket the agent or the egress check cannot see is not
+    // steered (it would escape a cut-over); unrecorded, it reaches the agent's listener — and
+    // carries no record, so the egress check leaves it alone. Storage created for a socket that
+    // connects twice is overwritten with the new record.
+    // SAFETY: `get_socket_cookie` is allowed on a sock_addr context and only reads it.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if HARP_STEERED.insert(&cookie, &steered, 0).is_err() {
+        bump(counters::UNRECORDED);
+        return Ok(());
+    }
     let slot = HARP_STEERED_SK.get_or_insert_ptr_mut(ctx, Some(&mut steered));
     if slot.is_null() {
+        let _ = HARP_STEERED.remove(&cookie);
         bump(counters::UNRECORDED);
         return Ok(());
     }
     // SAFETY: a non-null pointer to this socket's storage, valid during the program.
     unsafe { *slot = steered };
-    // SAFETY: `get_socket_cookie` is allowed on a sock_addr context and only reads it.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    HARP_STEERED.insert(&cookie, &steered, 0)?;
     sa.user_ip4 = backend.addr;
     sa.user_port = backend.port;
     bump(counters::STEERED);

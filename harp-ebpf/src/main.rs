@@ -4,6 +4,7 @@
 //! - [`connect4`]: `connect()` to a service address goes to the current lead master instead.
 //! - [`getpeername4`]: such a socket reports the service address as its peer.
 //! - [`egress`]: a steered socket whose leadership no longer stands sends nothing.
+//! - [`release`]: a closing socket's record goes with it.
 //! - [`splice`]: bytes arriving on one socket of a proxy pair leave on its partner, in the kernel.
 
 #![no_std]
@@ -18,6 +19,7 @@ mod connect4;
 mod egress;
 mod getpeername4;
 mod maps;
+mod release;
 mod splice;
 
 #[cfg(not(test))]

@@ -6,7 +6,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::btf_maps::SkStorage;
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
 use aya_ebpf::macros::{btf_map, map};
-use aya_ebpf::maps::{Array, HashMap, LruHashMap, SockHash};
+use aya_ebpf::maps::{Array, HashMap, SockHash};
 use harp_common::leaders::{Backend, ServiceKey};
 use harp_common::steered::Steered;
 use harp_common::{counters, leaders, socks, spliced, steered};
@@ -16,8 +16,8 @@ pub static HARP_LEADERS: HashMap<ServiceKey, Backend> =
     HashMap::with_max_entries(leaders::MAX_ENTRIES, 0);
 
 #[map]
-pub static HARP_STEERED: LruHashMap<steered::Key, Steered> =
-    LruHashMap::with_max_entries(steered::MAX_ENTRIES, 0);
+pub static HARP_STEERED: HashMap<steered::Key, Steered> =
+    HashMap::with_max_entries(steered::MAX_ENTRIES, 0);
 
 /// The record of each steered socket, kept with the socket itself (never evicted).
 #[btf_map]

@@ -66,6 +66,14 @@ impl Kernel {
         self.steered.iter().filter_map(Result::ok).collect()
     }
 
+    /// Records a steered socket by hand: tests fill the map with records of no socket.
+    #[cfg(test)]
+    pub fn record_steered(&mut self, cookie: u64, s: Steered) -> Result<(), KernelError> {
+        self.steered
+            .insert(&cookie, &s, ANY)
+            .map_err(bpf("cannot record in HARP_STEERED"))
+    }
+
     /// Drops the record of a steered socket (closed, or cut). Returns whether there was one.
     pub fn forget_steered(&mut self, cookie: u64) -> bool {
         self.steered.remove(&cookie).is_ok()

@@ -26,7 +26,9 @@ use std::path::{Path, PathBuf};
 use aya::EbpfLoader;
 use aya::maps::{Array, HashMap, Map, MapData, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SkSkb};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, SkSkb,
+};
 use harp_common::leaders::{Backend, ServiceKey};
 use harp_common::steered::Steered;
 use harp_common::{counters, leaders, socks, spliced, steered};
@@ -38,6 +40,7 @@ pub use error::{AyaError, KernelError};
 const PROG_CONNECT4: &str = "harp_connect4";
 const PROG_GETPEERNAME4: &str = "harp_getpeername4";
 const PROG_EGRESS: &str = "harp_egress";
+const PROG_RELEASE: &str = "harp_release";
 const PROG_SPLICE: &str = "harp_splice";
 
 /// How the cgroup programs attach. The kernel attaches through a bpf_link (Linux >= 5.7,
@@ -149,6 +152,22 @@ fn install(object: &[u8], cgroup: &File, pin_dir: &Path) -> Result<(), KernelErr
             .attach(cgroup, CgroupSkbAttachType::Egress, ATTACH_MODE)
             .map_err(bpf("cannot attach to the cgroup"))?;
         pin_link(prog.take_link(id), pin_dir, pins::LINK_EGRESS)?;
+    }
+    // Then the records' cleanup: every steered socket's record goes when it closes.
+    {
+        let prog: &mut CgroupSock = ebpf
+            .program_mut(PROG_RELEASE)
+            .ok_or(KernelError::ObjectMismatch {
+                what: "program",
+                name: PROG_RELEASE,
+            })?
+            .try_into()
+            .map_err(bpf("unexpected program type"))?;
+        prog.load().map_err(bpf("the kernel refused a program"))?;
+        let id = prog
+            .attach(cgroup, ATTACH_MODE)
+            .map_err(bpf("cannot attach to the cgroup"))?;
+        pin_link(prog.take_link(id), pin_dir, pins::LINK_RELEASE)?;
     }
     for (prog_name, link_name) in [
         (PROG_GETPEERNAME4, pins::LINK_GETPEERNAME4),

@@ -24,10 +24,18 @@ pub const LINK_CONNECT4: &str = "link_connect4";
 pub const LINK_GETPEERNAME4: &str = "link_getpeername4";
 /// The link of the egress check on the cgroup.
 pub const LINK_EGRESS: &str = "link_egress";
+/// The link of `sock_release` on the cgroup.
+pub const LINK_RELEASE: &str = "link_release";
 /// The link of the stream verdict program on `HARP_SOCKS`.
 pub const LINK_SPLICE: &str = "link_splice";
 /// Links, in the order they are attached.
-pub const LINKS: [&str; 4] = [LINK_EGRESS, LINK_GETPEERNAME4, LINK_CONNECT4, LINK_SPLICE];
+pub const LINKS: [&str; 5] = [
+    LINK_EGRESS,
+    LINK_RELEASE,
+    LINK_GETPEERNAME4,
+    LINK_CONNECT4,
+    LINK_SPLICE,
+];
 
 /// `pin_dir`, or the nearest existing directory above it, must be on bpffs.
 pub fn require_bpffs(pin_dir: &Path) -> Result<(), KernelError> {

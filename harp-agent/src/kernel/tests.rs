@@ -228,6 +228,8 @@ fn connects_from_the_cgroup_go_to_the_leader_and_report_the_service() {
     assert_eq!(steered.token, 42);
     assert_eq!(steered.service(), service);
     assert_eq!(steered.backend(), backend_addr);
+    assert!(kernel.forget_steered(cookie));
+    assert!(!kernel.forget_steered(cookie));
     (&conn).write_all(b"bye\n").unwrap();
     client.wait_success();
     let c = kernel.counters();
@@ -237,8 +239,19 @@ fn connects_from_the_cgroup_go_to_the_leader_and_report_the_service() {
     // Outside the cgroup nothing is steered: nothing listens on the service port.
     assert!(connect_refused(service));
 
-    assert!(kernel.forget_steered(cookie));
-    assert!(!kernel.forget_steered(cookie));
+    // A steered socket's record lives exactly as long as the socket.
+    let mut client = Client::spawn(&cgroup, service.port());
+    let (_, cookie) = client.peer_and_cookie();
+    let conn = accept(&backend);
+    assert_eq!(read_line(&conn), "hello from the cgroup\n");
+    assert_eq!(steered_token(&kernel, cookie), Some(42));
+    (&conn).write_all(b"bye\n").unwrap();
+    client.wait_success();
+    assert_eq!(
+        steered_token(&kernel, cookie),
+        None,
+        "the record outlived its socket"
+    );
 
     // Without an entry, connects from the cgroup go where they asked to.
     kernel.clear_leader(service).unwrap();
@@ -337,12 +350,12 @@ fn pins_outlive_the_agent_and_uninstall_removes_them() {
     assert_eq!(peer, service.to_string());
     let conn = accept(&backend);
     assert_eq!(read_line(&conn), "hello from the cgroup\n");
-    (&conn).write_all(b"bye\n").unwrap();
-    client.wait_success();
 
     let kernel = Kernel::adopt(&pin_dir).expect("adopt");
     assert_eq!(kernel.leaders(), vec![(service, backend_addr, 7)]);
     assert_eq!(steered_token(&kernel, cookie), Some(7));
+    (&conn).write_all(b"bye\n").unwrap();
+    client.wait_success();
     assert!(kernel.counters()[counters::STEERED as usize] >= 1);
     assert!(matches!(
         Kernel::load(cgroup.path(), &pin_dir),

@@ -262,3 +262,49 @@ fn a_container_of_the_cgroup_keeps_its_own_service_address() {
     assert_eq!(counter(&kernel, counters::STEERED), before);
     Kernel::uninstall(&fs.pin_dir()).unwrap();
 }
+
+#[test]
+fn under_record_pressure_no_socket_is_steered_unrecorded_and_every_steered_one_is_cut() {
+    if !require_root("kernel::under_record_pressure") {
+        return;
+    }
+    let cgroup = ChildCgroup::new();
+    let fs = Bpffs::new();
+    let mut kernel = Kernel::load(cgroup.path(), &fs.pin_dir()).expect("load");
+    let (old, old_addr) = listener();
+    let (_new, new_addr) = listener();
+    let service = service();
+    kernel
+        .set_leader(service, old_addr, 1, far(), true)
+        .unwrap();
+    let (mut early, early_conn) = steered_pair(&cgroup, service, &old);
+    // Records of no live socket fill the map up (as 65 536 live steered sockets would).
+    let record = kernel.steered()[0].1;
+    let mut fake = 1u64 << 62;
+    while kernel.record_steered(fake, record).is_ok() {
+        fake += 1;
+    }
+    // Full: a new connect is not steered (it reaches the service address, where nothing
+    // listens) rather than evict a live socket's record.
+    assert_eq!(Talker::spawn(&cgroup, service).line(), "refused");
+    assert!(counter(&kernel, counters::UNRECORDED) >= 1);
+    // One slot free again: steered and recorded.
+    assert!(kernel.forget_steered(fake - 1));
+    let (mut late, late_conn) = steered_pair(&cgroup, service, &old);
+    // A new leadership: both live sockets are found by their records and send nothing more.
+    kernel
+        .set_leader(service, new_addr, 2, far(), true)
+        .unwrap();
+    let steered: Vec<u64> = kernel
+        .steered()
+        .into_iter()
+        .filter(|(c, _)| *c < 1 << 62)
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(steered.len(), 2, "a live steered socket lost its record");
+    early.say("after");
+    late.say("after");
+    assert_eq!(received(&early_conn, Duration::from_secs(1)), "");
+    assert_eq!(received(&late_conn, Duration::from_secs(1)), "");
+    Kernel::uninstall(&fs.pin_dir()).unwrap();
+}
