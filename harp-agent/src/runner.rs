@@ -53,6 +53,8 @@ pub struct Runner {
     dcs: Dcs,
     location: String,
     router: Router,
+    /// `leader_lease_duration`: how long we trust etcd, published for the peers' waits.
+    lease_ttl: Duration,
     shared: Arc<Shared>,
     route_tx: watch::Sender<Routing>,
     publish: watch::Sender<Option<(String, String, i64)>>,
@@ -103,7 +105,8 @@ impl Runner {
             adopt_grace,
             dcs,
             location: config.location.clone(),
-            router: Router::new(proxy.leader_lease_duration),
+            router: Router::new(ttl),
+            lease_ttl: ttl,
             shared,
             route_tx,
             publish,
@@ -353,6 +356,7 @@ impl Runner {
             },
             managed: self.managed(),
             pooled: *s.pooled.borrow(),
+            lease_ttl_ms: Some(self.lease_ttl.as_millis() as u64),
             updated_ms: 0,
         };
         if !force && self.last_status.as_ref() == Some(&status) {
