@@ -10,7 +10,7 @@ use harp_core::config::{Config, ProxyConfig};
 use harp_core::directives::{ProxyLive, ProxyOverrides};
 use harp_core::keys::KeyKind;
 use harp_core::records::{LeaderRecord, ManagedRecord, ProxyStatus, RECORD_VERSION, unix_ms};
-use harp_core::routing::{Route, RouteEvent, Router, Routing};
+use harp_core::routing::{PeerRoute, Route, RouteEvent, Router, Routing, Watch};
 use harp_dcs::{Dcs, KeyChange, MirrorEvent, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
@@ -22,21 +22,25 @@ const STATUS_PERIOD: Duration = Duration::from_secs(1);
 
 pub enum Input {
     Session(SessionEvent),
-    Mirror(MirrorEvent),
+    /// An event of one of the mirrors, each of which breaks and syncs on its own.
+    Mirror(Mirror, MirrorEvent),
     /// The mirror of the proxies' statuses (apart: its breaks say nothing of the leader's).
     Peers(MirrorEvent),
     Shutdown,
 }
 
+/// Which mirror an [`Input::Mirror`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mirror {
+    /// A watch the route stands on: while it is out of sync, no new route is taken.
+    Route(Watch),
+    /// `config/proxies/`: live settings, which never change a route.
+    Config,
+}
+
 impl From<SessionEvent> for Input {
     fn from(e: SessionEvent) -> Self {
         Input::Session(e)
-    }
-}
-
-impl From<MirrorEvent> for Input {
-    fn from(e: MirrorEvent) -> Self {
-        Input::Mirror(e)
     }
 }
 
@@ -77,7 +81,7 @@ pub struct Runner {
     own: ProxyOverrides,
     last_status: Option<ProxyStatus>,
     /// The other managed proxies of our location: the leaderships they may have sessions under.
-    peers: BTreeMap<String, Vec<i64>>,
+    peers: BTreeMap<String, PeerRoute>,
     /// What our PgBouncer serves (see [`Shared::pooled`]).
     pooled: watch::Receiver<Option<i64>>,
 }
@@ -100,12 +104,17 @@ impl Runner {
         let adopt_grace = steering
             .as_ref()
             .map(|_| Instant::now() + ttl - harp_core::election::safety_margin(ttl));
+        let mut router = Router::new(ttl);
+        // Not read yet counts as broken: no route before every watch it stands on is read.
+        for w in Watch::ALL {
+            router.step(RouteEvent::WatchLost(w), Instant::now());
+        }
         Self {
             steering,
             adopt_grace,
             dcs,
             location: config.location.clone(),
-            router: Router::new(ttl),
+            router,
             lease_ttl: ttl,
             shared,
             route_tx,
@@ -146,6 +155,7 @@ impl Runner {
                         let routing = self.router.routing();
                         st.reconcile(routing.route.as_ref(), routing.live);
                     }
+                    self.publish_status(false); // no longer names the adopted entry
                     vec![]
                 }
                 _ = status_tick.tick() => {
@@ -217,21 +227,26 @@ impl Runner {
             Input::Session(SessionEvent::KeepAliveOk { sent }) => {
                 vec![RouteEvent::Contact { sent }]
             }
-            Input::Mirror(MirrorEvent::Interrupted) => vec![RouteEvent::WatchLost],
-            Input::Mirror(MirrorEvent::Synced(changes)) => {
+            Input::Mirror(Mirror::Route(w), MirrorEvent::Interrupted) => {
+                vec![RouteEvent::WatchLost(w)]
+            }
+            Input::Mirror(Mirror::Config, MirrorEvent::Interrupted) => vec![],
+            Input::Mirror(m, MirrorEvent::Synced(changes)) => {
                 let mut out = self.observe(changes);
-                out.push(RouteEvent::WatchSynced);
+                if let Mirror::Route(w) = m {
+                    out.push(RouteEvent::WatchSynced(w));
+                }
                 out
             }
-            Input::Mirror(MirrorEvent::Changed(changes)) => self.observe(changes),
+            Input::Mirror(_, MirrorEvent::Changed(changes)) => self.observe(changes),
             Input::Peers(MirrorEvent::Interrupted) => vec![RouteEvent::Peers(None)],
             Input::Peers(MirrorEvent::Synced(changes) | MirrorEvent::Changed(changes)) => {
                 for ch in changes {
                     self.apply_peer(ch);
                 }
                 // The mirror reads (`Synced`) before it watches (`Changed`): the view is whole.
-                let tokens = self.peers.values().flatten().copied().collect();
-                vec![RouteEvent::Peers(Some(tokens))]
+                let peers = self.peers.values().cloned().collect();
+                vec![RouteEvent::Peers(Some(peers))]
             }
             Input::Shutdown => vec![],
         }
@@ -328,9 +343,22 @@ impl Runner {
         if p == self.shared.name {
             return;
         }
-        let status = ch.value.and_then(|(v, _)| ProxyStatus::decode(&v).ok());
-        match status.filter(|s| s.managed && s.location == self.location) {
-            Some(s) => self.peers.insert(p.to_owned(), s.live_tokens().collect()),
+        let peer = ch.value.and_then(|(v, _)| match ProxyStatus::decode(&v) {
+            Ok(s) => PeerRoute::of(&s, &self.location),
+            // It may be a newer agent still routing the old leader: it counts as doing so
+            // until its key goes (its lease ends).
+            Err(e) => {
+                if self.peers.get(p) != Some(&PeerRoute::unreadable()) {
+                    tracing::warn!(
+                        "the status of proxy {p} cannot be read ({e}): new leaders wait for \
+                         it as for a proxy routing the former one"
+                    );
+                }
+                Some(PeerRoute::unreadable())
+            }
+        });
+        match peer {
+            Some(r) => self.peers.insert(p.to_owned(), r),
             None => self.peers.remove(p),
         };
     }
@@ -340,12 +368,19 @@ impl Runner {
         let Some(lease) = self.lease else { return };
         let s = &self.shared;
         let route = self.router.route();
+        // Before our first decision a kernel entry adopted from an earlier run still steers
+        // clients (and its sockets live): say so, so that peers wait for us and a leader
+        // handing over does not count us drained.
+        let adopted = match (&self.steering, self.adopt_grace) {
+            (Some(st), Some(_)) => st.adopted_token().and_then(|t| i64::try_from(t).ok()),
+            _ => None,
+        };
         let status = ProxyStatus {
             version: RECORD_VERSION,
             name: s.name.clone(),
             location: s.location.clone(),
             leader: route.map(|r| r.node.clone()),
-            token: route.map(|r| r.token),
+            token: route.map(|r| r.token).or(adopted),
             mode: s.mode().into(),
             sessions: s.sessions.load(Ordering::Relaxed),
             held: s.held.load(Ordering::Relaxed),

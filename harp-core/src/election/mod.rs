@@ -17,7 +17,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 pub use candidates::{Peer, Peers};
-pub use drain::{Proxies, ProxyDrain};
+pub use drain::{Proxies, ProxyDrain, ProxyState};
 
 use crate::records::PgState;
 
@@ -122,7 +122,7 @@ pub enum Event {
     /// A proxy's status changed (`None`: its key is gone).
     ProxyDrain {
         proxy: String,
-        state: Option<ProxyDrain>,
+        state: Option<ProxyState>,
     },
     /// `unmanaged/proxies/<proxy>` vanished (`true`) or appeared.
     ProxyManaged {

@@ -700,7 +700,7 @@ fn proxy_at(
     };
     Event::ProxyDrain {
         proxy: name.into(),
-        state: Some(state),
+        state: Some(ProxyState::Status(state)),
     }
 }
 
@@ -815,4 +815,30 @@ fn with_no_transfer_time_the_leader_hands_over_at_once() {
     let out = e.step(switchover("n2", 7), t0);
     assert!(has_release(&out, "switchover to n2"), "{out:?}");
     assert!(!out.contains(&mark(Some("n2"))));
+}
+
+#[test]
+fn a_proxy_status_that_cannot_be_read_never_counts_as_drained() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    let unreadable = |state| Event::ProxyDrain {
+        proxy: "p-new".into(),
+        state,
+    };
+    e.step(unreadable(Some(ProxyState::Unreadable)), t0);
+    let out = e.step(switchover("n2", 7), t0);
+    assert_eq!(out, vec![mark(Some("n2"))], "it may carry our sessions");
+    let almost = t0 + DRAIN - Duration::from_millis(1);
+    assert!(!has_release(&e.step(Event::Tick, almost), ""));
+    let out = e.step(Event::Tick, t0 + DRAIN);
+    assert!(has_release(&out, "p-new still had sessions"), "{out:?}");
+    // Its key gone (the lease ended): nothing left to wait for.
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    e.step(unreadable(Some(ProxyState::Unreadable)), t0);
+    e.step(switchover("n2", 7), t0);
+    let out = e.step(unreadable(None), t0);
+    assert!(has_release(&out, "switchover to n2"), "{out:?}");
 }
