@@ -20,7 +20,8 @@ use std::sync::Arc;
 use clap::Parser;
 use harp_core::config::{self, Config, ConfigError, ConfigIssue, DEFAULT_CONFIG_PATH, ProxyConfig};
 use harp_core::keys::Keys;
-use harp_core::routing::Routing;
+use harp_core::routing::{Routing, Watch};
+use runner::Mirror;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -187,26 +188,35 @@ async fn run(
     };
     tokio::spawn(harp_dcs::session::run(dcs.clone(), session, tx.clone()));
     // Only the keys the agent acts on: its location's leader and the management switches.
-    for prefix in [
-        dcs.keys.leader(&config.location),
-        dcs.keys.managed(),
-        dcs.keys.proxy_unmanaged(&proxy.name),
-        format!("{}config/proxies/", dcs.keys.prefix()),
+    // Each mirror is tagged: one read again says nothing of another still broken.
+    for (prefix, mirror) in [
+        (
+            dcs.keys.leader(&config.location),
+            Mirror::Route(Watch::Leader),
+        ),
+        (dcs.keys.managed(), Mirror::Route(Watch::Managed)),
+        (
+            dcs.keys.proxy_unmanaged(&proxy.name),
+            Mirror::Route(Watch::ProxyUnmanaged),
+        ),
+        (
+            format!("{}config/proxies/", dcs.keys.prefix()),
+            Mirror::Config,
+        ),
     ] {
-        tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
+        let tag = move |ev| runner::Input::Mirror(mirror, ev);
+        tokio::spawn(harp_dcs::mirror::run_tagged(
+            dcs.clone(),
+            prefix,
+            tx.clone(),
+            tag,
+        ));
     }
     // The other proxies' statuses: a new leader is routed once they left the old one.
-    let (peers_tx, mut peers_rx) = mpsc::channel::<harp_dcs::MirrorEvent>(64);
     let proxies = format!("{}proxies/", dcs.keys.prefix());
-    tokio::spawn(harp_dcs::mirror::run(dcs.clone(), proxies, peers_tx));
-    let to_runner = tx.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = peers_rx.recv().await {
-            if to_runner.send(runner::Input::Peers(ev)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let peers =
+        harp_dcs::mirror::run_tagged(dcs.clone(), proxies, tx.clone(), runner::Input::Peers);
+    tokio::spawn(peers);
     let (publish, publish_rx) = watch::channel(None);
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(signals, tx, path, config.clone()));

@@ -3,40 +3,45 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use harp_core::config::{Config, ProxyConfig};
 use harp_core::directives::{ProxyLive, ProxyOverrides};
 use harp_core::keys::KeyKind;
-use harp_core::records::{LeaderRecord, ManagedRecord, ProxyStatus, RECORD_VERSION, unix_ms};
-use harp_core::routing::{Route, RouteEvent, Router, Routing};
+use harp_core::records::{LeaderRecord, ManagedRecord, ProxyStatus};
+use harp_core::routing::{PeerRoute, Route, RouteEvent, Router, Routing, Watch};
 use harp_dcs::{Dcs, KeyChange, MirrorEvent, SessionEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::proxy::Shared;
 use crate::steering::Steering;
 
+mod status;
+
 /// How often session counts are refreshed in etcd when they change.
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
 
 pub enum Input {
     Session(SessionEvent),
-    Mirror(MirrorEvent),
+    /// An event of one of the mirrors, each of which breaks and syncs on its own.
+    Mirror(Mirror, MirrorEvent),
     /// The mirror of the proxies' statuses (apart: its breaks say nothing of the leader's).
     Peers(MirrorEvent),
     Shutdown,
 }
 
+/// Which mirror an [`Input::Mirror`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mirror {
+    /// A watch the route stands on: while it is out of sync, no new route is taken.
+    Route(Watch),
+    /// `config/proxies/`: live settings, which never change a route.
+    Config,
+}
+
 impl From<SessionEvent> for Input {
     fn from(e: SessionEvent) -> Self {
         Input::Session(e)
-    }
-}
-
-impl From<MirrorEvent> for Input {
-    fn from(e: MirrorEvent) -> Self {
-        Input::Mirror(e)
     }
 }
 
@@ -53,6 +58,8 @@ pub struct Runner {
     dcs: Dcs,
     location: String,
     router: Router,
+    /// `leader_lease_duration`: how long we trust etcd, published for the peers' waits.
+    lease_ttl: Duration,
     shared: Arc<Shared>,
     route_tx: watch::Sender<Routing>,
     publish: watch::Sender<Option<(String, String, i64)>>,
@@ -75,7 +82,7 @@ pub struct Runner {
     own: ProxyOverrides,
     last_status: Option<ProxyStatus>,
     /// The other managed proxies of our location: the leaderships they may have sessions under.
-    peers: BTreeMap<String, Vec<i64>>,
+    peers: BTreeMap<String, PeerRoute>,
     /// What our PgBouncer serves (see [`Shared::pooled`]).
     pooled: watch::Receiver<Option<i64>>,
 }
@@ -98,12 +105,18 @@ impl Runner {
         let adopt_grace = steering
             .as_ref()
             .map(|_| Instant::now() + ttl - harp_core::election::safety_margin(ttl));
+        let mut router = Router::new(ttl);
+        // Not read yet counts as broken: no route before every watch it stands on is read.
+        for w in Watch::ALL {
+            router.step(RouteEvent::WatchLost(w), Instant::now());
+        }
         Self {
             steering,
             adopt_grace,
             dcs,
             location: config.location.clone(),
-            router: Router::new(proxy.leader_lease_duration),
+            router,
+            lease_ttl: ttl,
             shared,
             route_tx,
             publish,
@@ -144,6 +157,7 @@ impl Runner {
                     let routing = self.router.routing();
                     self.steer(move |st| st.reconcile(routing.route.as_ref(), routing.live))
                         .await;
+                    self.publish_status(false); // no longer names the adopted entry
                     vec![]
                 }
                 // Sent from this loop: systemd kills an agent whose routing decisions hang
@@ -240,21 +254,26 @@ impl Runner {
             Input::Session(SessionEvent::KeepAliveOk { sent }) => {
                 vec![RouteEvent::Contact { sent }]
             }
-            Input::Mirror(MirrorEvent::Interrupted) => vec![RouteEvent::WatchLost],
-            Input::Mirror(MirrorEvent::Synced(changes)) => {
+            Input::Mirror(Mirror::Route(w), MirrorEvent::Interrupted) => {
+                vec![RouteEvent::WatchLost(w)]
+            }
+            Input::Mirror(Mirror::Config, MirrorEvent::Interrupted) => vec![],
+            Input::Mirror(m, MirrorEvent::Synced(changes)) => {
                 let mut out = self.observe(changes);
-                out.push(RouteEvent::WatchSynced);
+                if let Mirror::Route(w) = m {
+                    out.push(RouteEvent::WatchSynced(w));
+                }
                 out
             }
-            Input::Mirror(MirrorEvent::Changed(changes)) => self.observe(changes),
+            Input::Mirror(_, MirrorEvent::Changed(changes)) => self.observe(changes),
             Input::Peers(MirrorEvent::Interrupted) => vec![RouteEvent::Peers(None)],
             Input::Peers(MirrorEvent::Synced(changes) | MirrorEvent::Changed(changes)) => {
                 for ch in changes {
                     self.apply_peer(ch);
                 }
                 // The mirror reads (`Synced`) before it watches (`Changed`): the view is whole.
-                let tokens = self.peers.values().flatten().copied().collect();
-                vec![RouteEvent::Peers(Some(tokens))]
+                let peers = self.peers.values().cloned().collect();
+                vec![RouteEvent::Peers(Some(peers))]
             }
             Input::Shutdown => vec![],
         }
@@ -353,53 +372,25 @@ impl Runner {
         if p == self.shared.name {
             return;
         }
-        let status = ch.value.and_then(|(v, _)| ProxyStatus::decode(&v).ok());
-        match status.filter(|s| s.managed && s.location == self.location) {
-            Some(s) => self.peers.insert(p.to_owned(), s.live_tokens().collect()),
+        let peer = ch.value.and_then(|(v, _)| match ProxyStatus::decode(&v) {
+            Ok(s) => PeerRoute::of(&s, &self.location),
+            // It may be a newer agent still routing the old leader: it counts as doing so
+            // until its key goes (its lease ends).
+            Err(e) => {
+                if self.peers.get(p) != Some(&PeerRoute::unreadable()) {
+                    tracing::warn!(
+                        "the status of proxy {p} cannot be read ({e}): new leaders wait for \
+                         it as for a proxy routing the former one"
+                    );
+                }
+                Some(PeerRoute::unreadable())
+            }
+        });
+        match peer {
+            Some(r) => self.peers.insert(p.to_owned(), r),
             None => self.peers.remove(p),
         };
     }
-
-    /// Writes `proxies/<name>/status` when something changed (or when `force`d).
-    fn publish_status(&mut self, force: bool) {
-        let Some(lease) = self.lease else { return };
-        let s = &self.shared;
-        let route = self.router.route();
-        let status = ProxyStatus {
-            version: RECORD_VERSION,
-            name: s.name.clone(),
-            location: s.location.clone(),
-            leader: route.map(|r| r.node.clone()),
-            token: route.map(|r| r.token),
-            mode: s.mode().into(),
-            sessions: s.sessions.load(Ordering::Relaxed),
-            held: s.held.load(Ordering::Relaxed),
-            draining: self.router.draining(),
-            drain_left: match self.router.draining() {
-                Some(_) => drain_left(s),
-                None => 0,
-            },
-            managed: self.managed(),
-            pooled: *s.pooled.borrow(),
-            updated_ms: 0,
-        };
-        if !force && self.last_status.as_ref() == Some(&status) {
-            return;
-        }
-        self.last_status = Some(status.clone());
-        let stamped = ProxyStatus {
-            updated_ms: unix_ms(),
-            ..status
-        };
-        let key = self.dcs.keys.proxy_status(&s.name);
-        self.publish
-            .send_replace(Some((key, stamped.encode(), lease)));
-    }
-}
-
-/// Sessions a drain still waits for: followed, and still in a transaction or a request.
-fn drain_left(s: &Shared) -> u64 {
-    s.drain.waiting.load(Ordering::Relaxed)
 }
 
 async fn sleep_until(at: Option<Instant>) {

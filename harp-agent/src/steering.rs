@@ -116,6 +116,13 @@ impl Steering {
         self.service
     }
 
+    /// The leadership the kernel's entry for our service names: before this process decides,
+    /// the one an earlier run left steering.
+    pub fn adopted_token(&self) -> Option<u64> {
+        let k = self.kernel.lock().expect("kernel lock");
+        k.leader(self.service).map(|b| b.token)
+    }
+
     /// Carries the agent's authority into the entry's deadline (a later one at each
     /// acknowledged keep-alive). Lapsed authority writes nothing: the entry lapses by itself,
     /// and the decision loop clears it as it cuts.

@@ -3,6 +3,7 @@
 //! apply live; the others need a restart of the manager, which reports them as pending until
 //! then.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,6 @@ fn valid_keys() -> String {
 
 /// Value of `config/nodes/<n>`: only the directives an operator set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeOverrides {
     pub version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +71,9 @@ pub struct NodeOverrides {
     pub health_check_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_transfer_timeout_ms: Option<u64>,
+    /// Directives of a newer HARP: ignored here, kept when `harpctl set` rewrites the record.
+    #[serde(flatten)]
+    pub newer: BTreeMap<String, serde_json::Value>,
 }
 
 impl NodeOverrides {
@@ -82,7 +85,7 @@ impl NodeOverrides {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::records::RecordError> {
-        crate::records::decode("node directives", bytes, |r: &Self| r.version)
+        crate::records::decode("node directives", bytes)
     }
 
     pub fn encode(&self) -> String {
@@ -177,6 +180,7 @@ impl NodeOverrides {
             server_transfer_timeout_ms: self
                 .server_transfer_timeout_ms
                 .or(under.server_transfer_timeout_ms),
+            newer: BTreeMap::new(),
         }
     }
 
@@ -371,7 +375,6 @@ pub const PROXY_KEYS: &[&str] = &["max_client_conn", "pause_timeout", "timeout",
 
 /// Value of `config/proxies/<p>` or `config/proxies/global`: only what an operator set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProxyOverrides {
     pub version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -382,6 +385,9 @@ pub struct ProxyOverrides {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_ms: Option<u64>,
+    /// Directives of a newer HARP: ignored here, kept when `harpctl set` rewrites the record.
+    #[serde(flatten)]
+    pub newer: BTreeMap<String, serde_json::Value>,
 }
 
 /// The live settings of an agent after merging.
@@ -402,7 +408,7 @@ impl ProxyOverrides {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::records::RecordError> {
-        crate::records::decode("proxy directives", bytes, |r: &Self| r.version)
+        crate::records::decode("proxy directives", bytes)
     }
 
     pub fn encode(&self) -> String {

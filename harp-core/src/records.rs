@@ -1,9 +1,22 @@
-//! JSON records stored in etcd. Each carries `version` so a newer HARP can read an older one's
-//! records during a rolling upgrade; readers reject versions they do not know.
+//! JSON records stored in etcd, readable across a rolling upgrade in both directions.
+//!
+//! The rule, for every record here and for the directives:
+//! - A writer stamps `version` with the format it writes ([`RECORD_VERSION`]).
+//! - A reader accepts any `version >= 1` whose JSON carries the fields it needs: a newer
+//!   record adds fields (ignored by older readers: no record denies unknown fields) and never
+//!   changes what an existing field means. Fields added after version 1 are optional
+//!   (`#[serde(default)]`), so records of older writers still read.
+//! - A change that older readers must not half-understand sets `min_reader_version` above the
+//!   versions they read: such a reader rejects the record whole (and treats it as it treats
+//!   any unreadable record) rather than act on part of it.
+//! - Version 0, a missing version, or missing fields are rejected.
+//!
+//! Directive records (`config/...`) keep the unknown fields they read (`newer`), so an older
+//! `harpctl set`, which rewrites a record whole, does not drop a newer HARP's directives.
 
 use serde::{Deserialize, Serialize};
 
-/// The record format this build writes.
+/// The record format this build writes, and the newest it reads whole.
 pub const RECORD_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,10 +27,13 @@ pub enum RecordError {
         #[source]
         source: serde_json::Error,
     },
-    #[error(
-        "{kind} record has version {found}; this HARP reads version {RECORD_VERSION}: upgrade HARP"
-    )]
+    #[error("{kind} record has version {found}, which no HARP writes")]
     Version { kind: &'static str, found: u32 },
+    #[error(
+        "{kind} record needs a reader of version {needs}; this HARP reads version \
+         {RECORD_VERSION}: upgrade HARP"
+    )]
+    TooNew { kind: &'static str, needs: u32 },
 }
 
 /// Value of `leader/<location>`. The fencing token is the key's `create_revision`, which etcd
@@ -95,7 +111,7 @@ pub struct PromoteIntent {
 
 impl PromoteIntent {
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        decode("promote intent", bytes, |r: &Self| r.version)
+        decode("promote intent", bytes)
     }
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("promote intent serializes")
@@ -112,7 +128,7 @@ pub struct ManagedRecord {
 
 impl ManagedRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        decode("managed", bytes, |r: &Self| r.version)
+        decode("managed", bytes)
     }
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("managed record serializes")
@@ -146,6 +162,10 @@ pub struct ProxyStatus {
     /// `type: pgbouncer`: the leadership PgBouncer's server connections may still serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooled: Option<i64>,
+    /// How long this proxy trusts what etcd showed it (its `leader_lease_duration`), in ms:
+    /// peers wait that long for it to fail closed. Absent (older agents): the reader's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_ms: Option<u64>,
     pub updated_ms: u64,
 }
 
@@ -164,23 +184,34 @@ impl ProxyStatus {
     }
 }
 
-/// Decodes a versioned JSON record, rejecting versions this build does not read.
+/// What every record carries, read before the record itself so that a record this build must
+/// not read is refused as such, not as a missing field.
+#[derive(Deserialize)]
+struct Header {
+    version: u32,
+    #[serde(default)]
+    min_reader_version: Option<u32>,
+}
+
+/// Decodes a versioned JSON record by the rule in the module doc.
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     kind: &'static str,
     bytes: &[u8],
-    version: impl Fn(&T) -> u32,
 ) -> Result<T, RecordError> {
-    let rec: T =
-        serde_json::from_slice(bytes).map_err(|source| RecordError::Json { kind, source })?;
-    match version(&rec) {
-        RECORD_VERSION => Ok(rec),
-        found => Err(RecordError::Version { kind, found }),
+    let json = |source| RecordError::Json { kind, source };
+    let header: Header = serde_json::from_slice(bytes).map_err(json)?;
+    if header.version == 0 {
+        return Err(RecordError::Version { kind, found: 0 });
     }
+    if let Some(needs) = header.min_reader_version.filter(|&v| v > RECORD_VERSION) {
+        return Err(RecordError::TooNew { kind, needs });
+    }
+    serde_json::from_slice(bytes).map_err(json)
 }
 
 impl LeaderRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        decode("leader", bytes, |r: &Self| r.version)
+        decode("leader", bytes)
     }
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("leader record serializes")
@@ -189,7 +220,7 @@ impl LeaderRecord {
 
 impl NodeStatus {
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        decode("node status", bytes, |r: &Self| r.version)
+        decode("node status", bytes)
     }
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("node status serializes")
@@ -198,7 +229,7 @@ impl NodeStatus {
 
 impl ProxyStatus {
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        decode("proxy status", bytes, |r: &Self| r.version)
+        decode("proxy status", bytes)
     }
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("proxy status serializes")
@@ -246,10 +277,57 @@ mod tests {
         );
         // Written by a HARP without the field: not leaving.
         assert!(!rec.encode().contains("leaving"));
-        let future = rec.encode().replace("\"version\":1", "\"version\":9");
-        let err = LeaderRecord::decode(future.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("version 9"), "{err}");
+        let zero = rec.encode().replace("\"version\":1", "\"version\":0");
+        let err = LeaderRecord::decode(zero.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "leader record has version 0, which no HARP writes"
+        );
+        let unversioned = rec.encode().replace("\"version\":1,", "");
+        assert!(LeaderRecord::decode(unversioned.as_bytes()).is_err());
         assert!(LeaderRecord::decode(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn a_newer_record_with_the_fields_we_need_is_read_and_extras_ignored() {
+        let newer = r#"{"version":2,"node":"n1","location":"dca","address":"10.0.0.1",
+            "port":5432,"handover_to":"n2","weight":3,"tags":{"rack":"r1"}}"#;
+        let rec = LeaderRecord::decode(newer.as_bytes()).unwrap();
+        assert_eq!((rec.node.as_str(), rec.port), ("n1", 5432));
+        assert_eq!(rec.handover_to.as_deref(), Some("n2"));
+        // Still marked as its writer's: nothing reads it as ours.
+        assert_eq!(rec.version, 2);
+        // Newer, but without a field this build needs: unreadable.
+        let missing = r#"{"version":2,"node":"n1","location":"dca","port":5432}"#;
+        let err = LeaderRecord::decode(missing.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("address"), "{err}");
+    }
+
+    #[test]
+    fn a_record_for_newer_readers_only_is_rejected_whole() {
+        let rec = r#"{"version":3,"min_reader_version":2,"name":"p1","location":"dca",
+            "leader":"n1","token":5,"mode":"userspace","sessions":0,"held":0,"updated_ms":1}"#;
+        let err = ProxyStatus::decode(rec.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "proxy status record needs a reader of version 2; this HARP reads version 1: \
+             upgrade HARP"
+        );
+        // One this build can read says so: read.
+        let ok = rec.replace("\"min_reader_version\":2", "\"min_reader_version\":1");
+        assert_eq!(ProxyStatus::decode(ok.as_bytes()).unwrap().token, Some(5));
+    }
+
+    #[test]
+    fn directives_of_a_newer_harp_are_ignored_but_kept_on_rewrite() {
+        use crate::directives::NodeOverrides;
+        let newer = br#"{"version":2,"priority":-1,"future_knob":"on"}"#;
+        let mut o = NodeOverrides::decode(newer).unwrap();
+        assert_eq!(o.priority, Some(-1), "what we know still applies");
+        o.set("maximum_lag=10").unwrap();
+        let back = o.encode();
+        assert!(back.contains("\"future_knob\":\"on\""), "{back}");
+        assert_eq!(NodeOverrides::decode(back.as_bytes()).unwrap(), o);
     }
 
     #[test]
@@ -268,5 +346,20 @@ mod tests {
         };
         let back = ProxyStatus::decode(pooling.encode().as_bytes()).unwrap();
         assert_eq!(back.live_tokens().collect::<Vec<_>>(), vec![5, 4]);
+    }
+
+    #[test]
+    fn a_version_1_proxy_status_reads_without_the_lease_it_trusts() {
+        let old = r#"{"version":1,"name":"p1","location":"dca","leader":"n1","token":5,
+            "mode":"ebpf","sessions":0,"held":0,"updated_ms":1}"#;
+        let s = ProxyStatus::decode(old.as_bytes()).unwrap();
+        assert_eq!(s.lease_ttl_ms, None);
+        let newer = ProxyStatus {
+            lease_ttl_ms: Some(10_000),
+            ..s
+        };
+        let text = newer.encode();
+        assert!(text.contains("\"lease_ttl_ms\":10000"), "{text}");
+        assert_eq!(ProxyStatus::decode(text.as_bytes()).unwrap(), newer);
     }
 }

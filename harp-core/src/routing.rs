@@ -6,22 +6,31 @@
 //! held) and cuts what it routed: a partitioned agent fails closed rather than feed a leader
 //! that may already have been replaced.
 //!
-//! Contact alone is not enough: the view must be current too. When the watch breaks, a
+//! Contact alone is not enough: the view must be current too. When a watch breaks, a
 //! leader may give up its lease unseen (and another take it), so the agent keeps its route
 //! only for a short grace while the view is read again, and never (re)establishes one from a
 //! view that is not in sync — contact regained after an outage does not revive a stale leader.
+//! Each watch is tracked on its own ([`Watch`]): the view is in sync only once every broken
+//! one has been read again.
 //!
 //! A new leadership is routed only once no other proxy of the location still has sessions
-//! under an older one (their statuses in etcd say so; statuses not read yet, or whose watch
-//! broke, count as older), and from a view in sync, or one lease after this proxy first wanted
-//! to route to it: by then a proxy that could not say so has failed closed. Each proxy
-//! cuts the old leader's sessions on its own, a few milliseconds apart; without this wait the
-//! new leader could take writes from one proxy's clients while another's still reach the old.
+//! under an older one (their statuses in etcd say so; statuses not read yet, whose watch
+//! broke, or that cannot be read, count as older), and from a view in sync, or once every
+//! proxy that could not say so has failed closed: one lease after this proxy first wanted to
+//! route to it, the longest lease any proxy of the location says it trusts. Each proxy cuts
+//! the old leader's sessions on its own, a few milliseconds apart; without this wait the new
+//! leader could take writes from one proxy's clients while another's still reach the old.
+
+mod agree;
+mod watches;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::election::safety_margin;
+
+pub use agree::{OLDER_THAN_ANY, PeerRoute};
+pub use watches::Watch;
 
 /// Where clients go: the leader of the agent's location and the token it leads under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,20 +99,21 @@ pub enum RouteEvent {
     },
     /// Our lease expired: whatever we saw may be stale.
     SessionLost,
-    /// The watch broke: changes from now on go unseen until [`RouteEvent::WatchSynced`].
-    WatchLost,
-    /// A fresh read brought the view up to date (its changes were observed before this).
-    WatchSynced,
+    /// A watch broke (or was not read yet): its changes go unseen until it is synced again.
+    WatchLost(Watch),
+    /// A fresh read brought that watch's keys up to date (its changes were observed before
+    /// this); the view is in sync once no watch is broken.
+    WatchSynced(Watch),
     /// Whether HARP may change this agent's route (`harpctl manage|unmanage`); unmanaged, the
     /// current route stays as it is, whatever etcd shows.
     Managed(bool),
     /// The planned switchover of our location (`intent/promote/<location>`): the token of the
     /// leadership it replaces, or `None` when there is none.
     Switchover(Option<i64>),
-    /// The leaderships (tokens) under which the other managed proxies of our location may
-    /// still have sessions, from their statuses in etcd; `None` while their statuses are not
-    /// known to be current (not read yet, or their watch broke).
-    Peers(Option<Vec<i64>>),
+    /// The other managed proxies of our location, from their statuses in etcd: the
+    /// leaderships they may still have sessions under, and the lease each trusts; `None`
+    /// while their statuses are not known to be current (not read yet, or their watch broke).
+    Peers(Option<Vec<PeerRoute>>),
     Tick,
 }
 
@@ -159,10 +169,12 @@ pub struct Router {
     /// The token a live switchover intent of our location replaces.
     intent: Option<i64>,
     managed: bool,
-    /// `None` while the view is in sync; else when the watch broke.
-    unsynced_since: Option<Instant>,
+    /// Which watches are out of sync, since when.
+    sync: watches::WatchSync,
     /// What [`RouteEvent::Peers`] last said.
-    peers: Option<Vec<i64>>,
+    peers: Option<Vec<PeerRoute>>,
+    /// The longest lease a peer said it trusts (zero: none said).
+    peer_lease: Duration,
     /// `effective` is not routed yet: other proxies may still reach an older leader. Since
     /// when we have waited for them.
     awaiting_since: Option<Instant>,
@@ -178,8 +190,9 @@ impl Router {
             draining: false,
             intent: None,
             managed: true,
-            unsynced_since: None,
+            sync: watches::WatchSync::default(),
             peers: None,
+            peer_lease: Duration::ZERO,
             awaiting_since: None,
         }
     }
@@ -193,7 +206,8 @@ impl Router {
 
     /// Whether the current route may stand on the view we have.
     fn view_current(&self, now: Instant) -> bool {
-        self.unsynced_since
+        self.sync
+            .since()
             .is_none_or(|since| now < since + self.grace())
     }
 
@@ -249,41 +263,16 @@ impl Router {
     /// When trust runs out, if it is what keeps a route up, or a wait for the other proxies
     /// ends.
     pub fn next_wake(&self) -> Option<Instant> {
-        let await_end = self.awaiting_since.map(|s| s + self.ttl);
+        let await_end = self.awaiting_since.map(|s| s + self.wait_lease());
         if !self.managed {
             return await_end; // a wait still ends, frozen or not
         }
         self.effective.as_ref()?;
-        let grace_end = self.unsynced_since.map(|s| s + self.grace());
+        let grace_end = self.sync.since().map(|s| s + self.grace());
         [self.trusted_until, grace_end, await_end]
             .into_iter()
             .flatten()
             .min()
-    }
-
-    /// Since when new clients wait for `want`, if they must still: it was never routed, and
-    /// another proxy may have sessions under an older leadership, since less than a lease.
-    fn awaits_peers(&self, want: &Route, now: Instant) -> Option<Instant> {
-        // Once routed, a leadership is never held back again (a drain or a stale peer record).
-        let passed = self.awaiting_since.is_none()
-            && self
-                .effective
-                .as_ref()
-                .is_some_and(|e| e.token == want.token);
-        if passed {
-            return None;
-        }
-        let since = match (&self.effective, self.awaiting_since) {
-            (Some(e), Some(since)) if e.token == want.token => since,
-            _ => now,
-        };
-        // Peers unknown count as older; and a view out of sync never starts a route.
-        let older = self
-            .peers
-            .as_ref()
-            .is_none_or(|p| p.iter().any(|&t| t < want.token));
-        let held = older || self.unsynced_since.is_some();
-        (held && now < since + self.ttl).then_some(since)
     }
 
     /// Unmanaged, the route stays as it is, except that a wait for the other proxies still
@@ -315,19 +304,17 @@ impl Router {
                 self.trusted_until = Some(self.trusted_until.map_or(until, |t| t.max(until)));
             }
             RouteEvent::SessionLost => self.trusted_until = None,
-            RouteEvent::WatchLost => {
-                self.unsynced_since.get_or_insert(now);
-            }
-            RouteEvent::WatchSynced => self.unsynced_since = None,
+            RouteEvent::WatchLost(w) => self.sync.lost(w, now),
+            RouteEvent::WatchSynced(w) => self.sync.synced(w),
             RouteEvent::Managed(m) => self.managed = m,
             RouteEvent::Switchover(from) => self.intent = from,
-            RouteEvent::Peers(tokens) => self.peers = tokens,
+            RouteEvent::Peers(peers) => self.set_peers(peers),
             RouteEvent::Tick => {}
         }
         if !self.managed {
             return self.end_wait_frozen(now);
         }
-        let want = match (self.in_contact(now), self.unsynced_since) {
+        let want = match (self.in_contact(now), self.sync.since()) {
             (false, _) => None,
             (true, None) => self.observed.clone(),
             // Out of sync: keep what we route during the grace, start nothing new.
@@ -382,3 +369,5 @@ impl Router {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_agree;

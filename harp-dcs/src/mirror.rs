@@ -41,14 +41,25 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Mirrors every key under `prefix` until the receiver is dropped.
 pub async fn run<I: From<MirrorEvent>>(dcs: Dcs, prefix: String, tx: mpsc::Sender<I>) {
+    run_tagged(dcs, prefix, tx, I::from).await
+}
+
+/// [`run`], each event wrapped by `tag`: mirrors that share a channel stay told apart (each
+/// breaks and syncs on its own).
+pub async fn run_tagged<I>(
+    dcs: Dcs,
+    prefix: String,
+    tx: mpsc::Sender<I>,
+    tag: impl Fn(MirrorEvent) -> I,
+) {
     let mut view = View::new();
     let mut backoff = Backoff::default();
     loop {
-        match sync(&dcs, &prefix, &mut view, &tx, &mut backoff).await {
+        match sync(&dcs, &prefix, &mut view, &tx, &tag, &mut backoff).await {
             Ok(()) => return, // the receiver is gone: shutting down
             Err(e) => {
-                tracing::warn!("etcd watch interrupted: {e}; reading again");
-                if tx.send(MirrorEvent::Interrupted.into()).await.is_err() {
+                tracing::warn!("etcd watch of {prefix} interrupted: {e}; reading again");
+                if tx.send(tag(MirrorEvent::Interrupted)).await.is_err() {
                     return;
                 }
                 dcs.pause(&mut backoff).await;
@@ -57,11 +68,12 @@ pub async fn run<I: From<MirrorEvent>>(dcs: Dcs, prefix: String, tx: mpsc::Sende
     }
 }
 
-async fn sync<I: From<MirrorEvent>>(
+async fn sync<I>(
     dcs: &Dcs,
     prefix: &str,
     view: &mut View,
     tx: &mpsc::Sender<I>,
+    tag: &impl Fn(MirrorEvent) -> I,
     backoff: &mut Backoff,
 ) -> Result<(), DcsError> {
     let mut c = dcs.client.clone();
@@ -95,7 +107,7 @@ async fn sync<I: From<MirrorEvent>>(
         });
     }
     *view = fresh;
-    if tx.send(MirrorEvent::Synced(changes).into()).await.is_err() {
+    if tx.send(tag(MirrorEvent::Synced(changes))).await.is_err() {
         return Ok(());
     }
 
@@ -142,7 +154,7 @@ async fn sync<I: From<MirrorEvent>>(
             };
             changes.push(KeyChange { key, value });
         }
-        if !changes.is_empty() && tx.send(MirrorEvent::Changed(changes).into()).await.is_err() {
+        if !changes.is_empty() && tx.send(tag(MirrorEvent::Changed(changes))).await.is_err() {
             return Ok(());
         }
         // Heard now: the time our owner took to take the changes is not the watch's silence.

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use harp_core::config::{self, Config, NodeDirectives};
 use harp_core::directives::{NodeLayers, NodeOverrides};
-use harp_core::election::{Action, Election, Event, Holder, Peer, ProxyDrain, Role, Switchover};
+use harp_core::election::{
+    Action, Election, Event, Holder, Peer, ProxyDrain, ProxyState, Role, Switchover,
+};
 use harp_core::keys::KeyKind;
 use harp_core::records::{
     LeaderRecord, ManagedRecord, NodeStatus, PgState, PromoteIntent, ProxyStatus, RECORD_VERSION,
@@ -206,8 +208,8 @@ impl Runner {
                     });
                 }
                 Some(KeyKind::ProxyStatus(proxy)) => {
-                    let state = ch.value.and_then(|(v, _)| match ProxyStatus::decode(&v) {
-                        Ok(s) => Some(ProxyDrain {
+                    let state = ch.value.map(|(v, _)| match ProxyStatus::decode(&v) {
+                        Ok(s) => ProxyState::Status(ProxyDrain {
                             location: s.location,
                             token: s.token,
                             draining: s.draining,
@@ -215,8 +217,9 @@ impl Runner {
                             pooled: s.pooled,
                         }),
                         Err(e) => {
-                            tracing::warn!("ignoring the status of proxy {proxy}: {e}");
-                            None
+                            // It may carry our sessions: never counted as drained.
+                            tracing::warn!("cannot read the status of proxy {proxy}: {e}");
+                            ProxyState::Unreadable
                         }
                     });
                     out.push_back(Event::ProxyDrain {

@@ -97,3 +97,77 @@ fn a_new_leader_waits_for_a_frozen_peer_to_lose_its_hold() {
     );
     p2.kill9();
 }
+
+/// Writes `proxies/<proxy>/status` as another agent (or a newer HARP) would, with no lease.
+fn put_status(c: &TestCluster, proxy: &str, value: String) {
+    let key = Keys::new(c.name()).proxy_status(proxy);
+    block_on(|| async {
+        let mut client = c.client().await;
+        client.put(key, value, None).await.unwrap();
+    });
+}
+
+/// Fences the leader of `dca` and returns how long `p1` took to route to its successor.
+fn failover_wait(c: &TestCluster, p1: &AgentProc) -> Duration {
+    let old = wait_leader_not(c, "dca", None);
+    set_fenced(c, &old.node, true);
+    let new = wait_leader_not(c, "dca", Some(&old.node));
+    let t_new = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || routed_to(p1).as_deref()
+            == Some(new.node.as_str())),
+        "p1 never routed to the new leader\n{}",
+        p1.log_tail(30)
+    );
+    t_new.elapsed()
+}
+
+#[test]
+fn a_peer_status_that_cannot_be_read_holds_a_new_leader_back_for_a_lease() {
+    let c = TestCluster::builder("peers-unreadable")
+        .node("n1", "dca", 100)
+        .node("n2", "dca", 100)
+        .start();
+    wait_leader_not(&c, "dca", None);
+    let p1 = agent(&c, "p1");
+    // A newer agent's status that this build must not read: it may still route the old leader.
+    put_status(
+        &c,
+        "px",
+        r#"{"version":7,"min_reader_version":7,"name":"px","location":"dca"}"#.into(),
+    );
+    assert!(
+        eventually(LONG, || std::fs::read_to_string(p1.log_path())
+            .is_ok_and(|l| l.contains("the status of proxy px cannot be read"))),
+        "{}",
+        p1.log_tail(20)
+    );
+    let waited = failover_wait(&c, &p1);
+    println!("p1 routed to the new leader {waited:?} after it appeared");
+    // Counted as routing the old leader: held for the lease (3 s), not routed at once.
+    assert!(waited > Duration::from_secs(2), "p1 waited only {waited:?}");
+}
+
+#[test]
+fn a_peer_that_trusts_a_longer_lease_holds_a_new_leader_back_that_long() {
+    let c = TestCluster::builder("peers-long-lease")
+        .node("n1", "dca", 100)
+        .node("n2", "dca", 100)
+        .start();
+    wait_leader_not(&c, "dca", None);
+    let p1 = agent(&c, "p1");
+    let old_token = leader(&c, "dca").unwrap().1;
+    // A silent peer on the old leader that trusts etcd for 8 s, where p1 trusts it for 3 s.
+    put_status(
+        &c,
+        "px",
+        format!(
+            r#"{{"version":1,"name":"px","location":"dca","leader":"n1","token":{old_token},
+            "mode":"userspace","sessions":1,"held":0,"lease_ttl_ms":8000,"updated_ms":1}}"#
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let waited = failover_wait(&c, &p1);
+    println!("p1 routed to the new leader {waited:?} after it appeared");
+    assert!(waited > Duration::from_secs(6), "p1 waited only {waited:?}");
+}

@@ -21,7 +21,7 @@ mod types;
 use std::time::{Duration, Instant};
 
 pub use candidates::{Peer, Peers};
-pub use drain::{Proxies, ProxyDrain};
+pub use drain::{Proxies, ProxyDrain, ProxyState};
 use leave::Leaving;
 pub use types::{Action, Event, Holder, Role, Switchover};
 

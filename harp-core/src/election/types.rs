@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::{Peer, ProxyDrain};
+use super::{Peer, ProxyState};
 use crate::records::PgState;
 
 /// A planned switchover of our location (`intent/promote/<location>`).
@@ -79,7 +79,7 @@ pub enum Event {
     /// A proxy's status changed (`None`: its key is gone).
     ProxyDrain {
         proxy: String,
-        state: Option<ProxyDrain>,
+        state: Option<ProxyState>,
     },
     /// `unmanaged/proxies/<proxy>` vanished (`true`) or appeared.
     ProxyManaged {

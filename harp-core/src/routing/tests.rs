@@ -1,15 +1,26 @@
 use super::*;
 
-const TTL: Duration = Duration::from_secs(6);
+pub(super) const TTL: Duration = Duration::from_secs(6);
 
 /// A router that knows there is no other proxy (the peers' statuses have been read).
-fn router() -> Router {
+pub(super) fn router() -> Router {
     let mut r = Router::new(TTL);
-    r.step(RouteEvent::Peers(Some(vec![])), Instant::now());
+    r.step(RouteEvent::Peers(Some(peers(&[]))), Instant::now());
     r
 }
 
-fn route(node: &str, token: i64) -> Option<Route> {
+/// One peer per token, each trusting etcd as long as we do.
+pub(super) fn peers(tokens: &[i64]) -> Vec<PeerRoute> {
+    tokens
+        .iter()
+        .map(|&t| PeerRoute {
+            tokens: vec![t],
+            lease_ttl: None,
+        })
+        .collect()
+}
+
+pub(super) fn route(node: &str, token: i64) -> Option<Route> {
     Some(Route {
         node: node.into(),
         address: "10.0.0.1".into(),
@@ -139,7 +150,7 @@ fn a_broken_watch_keeps_the_route_for_a_grace_and_contact_alone_never_revives_it
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
     assert!(
-        r.step(RouteEvent::WatchLost, t0).is_empty(),
+        r.step(RouteEvent::WatchLost(Watch::Leader), t0).is_empty(),
         "kept in grace"
     );
     let grace_end = t0 + TTL / 3;
@@ -148,7 +159,10 @@ fn a_broken_watch_keeps_the_route_for_a_grace_and_contact_alone_never_revives_it
     let mut quick = r.clone();
     assert!(
         quick
-            .step(RouteEvent::WatchSynced, t0 + Duration::from_millis(150))
+            .step(
+                RouteEvent::WatchSynced(Watch::Leader),
+                t0 + Duration::from_millis(150)
+            )
             .is_empty()
     );
     assert_eq!(quick.route().unwrap().node, "n1");
@@ -167,7 +181,10 @@ fn a_broken_watch_keeps_the_route_for_a_grace_and_contact_alone_never_revives_it
     );
     // The re-read shows the leader gave up: still nothing; then the new one: routed.
     r.step(RouteEvent::LeaderObserved(None), later);
-    assert!(r.step(RouteEvent::WatchSynced, later).is_empty());
+    assert!(
+        r.step(RouteEvent::WatchSynced(Watch::Leader), later)
+            .is_empty()
+    );
     let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), later);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
 }
@@ -178,7 +195,7 @@ fn after_an_outage_a_stale_view_is_not_routed_until_read_again() {
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
-    r.step(RouteEvent::WatchLost, t0);
+    r.step(RouteEvent::WatchLost(Watch::Leader), t0);
     let deadline = t0 + TTL / 3;
     r.step(RouteEvent::Tick, deadline);
     assert_eq!(r.route(), None);
@@ -187,7 +204,7 @@ fn after_an_outage_a_stale_view_is_not_routed_until_read_again() {
     assert!(r.step(RouteEvent::Contact { sent: back }, back).is_empty());
     assert_eq!(r.route(), None, "n1 may have lost its lease meanwhile");
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), back);
-    let out = r.step(RouteEvent::WatchSynced, back);
+    let out = r.step(RouteEvent::WatchSynced(Watch::Leader), back);
     assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
 }
 
@@ -261,7 +278,7 @@ fn a_new_leader_waits_until_the_other_proxies_left_the_old_one() {
     let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
-    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
     assert_eq!(
         r.route().map(|r| r.token),
@@ -284,11 +301,14 @@ fn a_new_leader_waits_until_the_other_proxies_left_the_old_one() {
     assert_eq!(r.next_wake(), Some(t0 + TTL - safety_margin(TTL)));
     // A peer still on the old leader holds us; one held or on the new leader does not.
     let t1 = t0 + Duration::from_millis(3);
-    assert!(r.step(RouteEvent::Peers(Some(vec![5, 9])), t1).is_empty());
-    let out = r.step(RouteEvent::Peers(Some(vec![9])), t1);
+    assert!(
+        r.step(RouteEvent::Peers(Some(peers(&[5, 9]))), t1)
+            .is_empty()
+    );
+    let out = r.step(RouteEvent::Peers(Some(peers(&[9]))), t1);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
     // Routed once, a stale older record never holds it back again.
-    assert!(r.step(RouteEvent::Peers(Some(vec![5])), t1).is_empty());
+    assert!(r.step(RouteEvent::Peers(Some(peers(&[5]))), t1).is_empty());
     assert_eq!(r.route().map(|r| r.token), Some(9));
 }
 
@@ -296,7 +316,7 @@ fn a_new_leader_waits_until_the_other_proxies_left_the_old_one() {
 fn a_silent_peer_holds_a_new_leader_back_for_one_lease_at_most() {
     let mut r = router();
     let t0 = Instant::now();
-    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     let out = r.step(RouteEvent::Contact { sent: t0 }, t0);
     assert_eq!(
@@ -319,7 +339,7 @@ fn peers_on_the_same_or_a_newer_leadership_never_hold_clients() {
     let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
-    r.step(RouteEvent::Peers(Some(vec![9, 12])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[9, 12]))), t0);
     let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
 }
@@ -332,16 +352,16 @@ fn a_switchover_routes_the_new_leader_once_every_proxy_closed_the_old_sessions()
     r.step(RouteEvent::LeaderObserved(route("n1", 5)), t0);
     r.step(RouteEvent::Switchover(Some(5)), t0);
     // Another proxy is still draining the old leader when the new one appears.
-    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     let out = r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     assert!(matches!(out[0], RouteAction::Cut { token: 5, .. }));
     assert_eq!(out.last(), Some(&RouteAction::AwaitPeers { token: 9 }));
     assert_eq!(r.route(), None);
-    let out = r.step(RouteEvent::Peers(Some(vec![])), t0);
+    let out = r.step(RouteEvent::Peers(Some(peers(&[]))), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
     // A withdrawn drain of a routed leader does not wait for anyone.
     r.step(RouteEvent::Switchover(Some(9)), t0);
-    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     let out = r.step(RouteEvent::Switchover(None), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
 }
@@ -361,7 +381,7 @@ fn peers_not_read_yet_hold_a_first_route_until_they_are() {
         None,
         "another proxy may still route an older leader"
     );
-    let out = r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    let out = r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n1", 5))]);
     // Their watch breaks: what is routed stays, a new leader waits again.
     r.step(RouteEvent::Peers(None), t0);
@@ -375,16 +395,16 @@ fn a_view_out_of_sync_never_ends_a_wait() {
     let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
-    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     assert_eq!(r.route(), None);
-    r.step(RouteEvent::WatchLost, t0);
+    r.step(RouteEvent::WatchLost(Watch::Leader), t0);
     // The peer left the old leader, but our own view of the leader may be stale.
-    let out = r.step(RouteEvent::Peers(Some(vec![])), t0);
+    let out = r.step(RouteEvent::Peers(Some(peers(&[]))), t0);
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(r.route(), None);
     // Back in sync: the wait ends.
-    let out = r.step(RouteEvent::WatchSynced, t0);
+    let out = r.step(RouteEvent::WatchSynced(Watch::Leader), t0);
     assert_eq!(out, vec![RouteAction::Set(route("n2", 9))]);
 }
 
@@ -393,7 +413,7 @@ fn an_agent_unmanaged_while_it_waits_still_routes_once_the_wait_ends() {
     let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
-    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     assert!(r.step(RouteEvent::Managed(false), t0).is_empty());
     assert_eq!(r.next_wake(), Some(t0 + TTL), "the wait's end is still due");
@@ -412,7 +432,7 @@ fn a_newer_leader_during_a_wait_starts_a_wait_of_its_own() {
     let mut r = router();
     let t0 = Instant::now();
     r.step(RouteEvent::Contact { sent: t0 }, t0);
-    r.step(RouteEvent::Peers(Some(vec![5])), t0);
+    r.step(RouteEvent::Peers(Some(peers(&[5]))), t0);
     r.step(RouteEvent::LeaderObserved(route("n2", 9)), t0);
     let t1 = t0 + Duration::from_secs(2);
     r.step(RouteEvent::Contact { sent: t1 }, t1);

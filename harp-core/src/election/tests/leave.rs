@@ -114,7 +114,7 @@ fn sessions_draining_or_pooled_hold_a_fenced_leader_too() {
     e.step(
         Event::ProxyDrain {
             proxy: "p2".into(),
-            state: Some(pooled.clone()),
+            state: Some(ProxyState::Status(pooled.clone())),
         },
         t0,
     );
@@ -130,7 +130,7 @@ fn sessions_draining_or_pooled_hold_a_fenced_leader_too() {
     let out = e.step(
         Event::ProxyDrain {
             proxy: "p2".into(),
-            state: Some(cleared),
+            state: Some(ProxyState::Status(cleared)),
         },
         t0,
     );
@@ -346,4 +346,31 @@ fn with_no_transfer_time_the_proxies_cut_at_once_instead_of_draining() {
         has_release(&out, "switchover to n2; no proxy carries our sessions"),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_proxy_status_that_cannot_be_read_never_counts_as_drained() {
+    let mut e = Election::new(params("n1", 100));
+    let t0 = leader(&mut e);
+    e.step(PeerStatus("n2", peer(100, PgState::Primary, 1)), t0);
+    let unreadable = |state| Event::ProxyDrain {
+        proxy: "p-new".into(),
+        state,
+    };
+    e.step(unreadable(Some(ProxyState::Unreadable)), t0);
+    let out = e.step(switchover("n2", 7), t0);
+    assert_eq!(
+        out,
+        vec![mark(Some("n2"), false)],
+        "it may carry our sessions"
+    );
+    let almost = t0 + DRAIN - Duration::from_millis(1);
+    assert!(!has_release(&e.step(Event::Tick, almost), ""));
+    // Past the drain it is still waited for, as a proxy that may route to us.
+    let out = e.step(Event::Tick, t0 + DRAIN);
+    assert_eq!(out, vec![mark(Some("n2"), true)]);
+    assert!(e.is_leader());
+    // Its key gone (the lease ended): nothing left to wait for.
+    let out = e.step(unreadable(None), t0 + DRAIN);
+    assert!(has_release(&out, ""), "{out:?}");
 }

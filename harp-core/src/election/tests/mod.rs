@@ -705,7 +705,7 @@ fn proxy_at(
     };
     Event::ProxyDrain {
         proxy: name.into(),
-        state: Some(state),
+        state: Some(ProxyState::Status(state)),
     }
 }
 

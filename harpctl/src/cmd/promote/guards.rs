@@ -106,6 +106,7 @@ mod tests {
             drain_left: 0,
             managed,
             pooled: None,
+            lease_ttl_ms: None,
             updated_ms: 1,
         }
     }
