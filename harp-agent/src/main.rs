@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use harp_core::config::{self, Config, ConfigError, ConfigIssue, DEFAULT_CONFIG_PATH, ProxyConfig};
+use harp_core::directives::ProxyLive;
 use harp_core::keys::Keys;
 use harp_core::routing::{Routing, Watch};
 use runner::Mirror;
@@ -263,35 +264,40 @@ async fn forward_signals(
         tokio::select! {
             _ = s.term.recv() => break,
             _ = s.int.recv() => break,
-            _ = s.hup.recv() => reload(&path, &running),
+            _ = s.hup.recv() => if let Some(live) = reload(&path, &running) {
+                tx.send(runner::Input::Reload(live)).await?;
+            },
         }
     }
     tx.send(runner::Input::Shutdown).await?;
     Ok(())
 }
 
-/// SIGHUP: the file is checked and what changed is named. Every file setting applies at the
-/// next restart; the live ones (`max_client_conn`, `pause_timeout`, `timeout`, `keepalive`)
-/// can change now through etcd with `harpctl set proxy`, which layers over the file.
-fn reload(path: &std::path::Path, running: &Config) {
-    let new = match load(path) {
-        Ok((c, _)) => c,
+/// SIGHUP: the file is checked and what changed is named. The live settings
+/// (`max_client_conn`, `pause_timeout`, `timeout`, `keepalive`) are returned, to apply now
+/// (under `harpctl set proxy` directives, which still win); the rest applies at the next
+/// restart. A broken file changes nothing.
+fn reload(path: &std::path::Path, running: &Config) -> Option<ProxyLive> {
+    let (new, mut proxy) = match load(path) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!("reload (SIGHUP) refused, the running config stays:\n{e}");
-            return;
+            return None;
         }
     };
+    proxy.max_client_conn = limits::fit_max_client_conn(proxy.max_client_conn);
     let changed = changed_sections(running, &new);
     if changed.is_empty() {
         tracing::info!("reload (SIGHUP): {} unchanged", path.display());
-        return;
+    } else {
+        tracing::warn!(
+            "reload (SIGHUP): {} changed in {}; live settings (max_client_conn, pause_timeout, \
+             timeout, keepalive) apply now, the rest at the agent's next restart",
+            changed.join(", "),
+            path.display()
+        );
     }
-    tracing::warn!(
-        "reload (SIGHUP): {} changed in {}; the agent applies them at its next restart \
-         (live settings change now with `harpctl set proxy`)",
-        changed.join(", "),
-        path.display()
-    );
+    Some(ProxyLive::of(&proxy))
 }
 
 /// The config sections that differ between `old` and `new`.

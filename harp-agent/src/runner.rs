@@ -27,6 +27,8 @@ pub enum Input {
     Mirror(Mirror, MirrorEvent),
     /// The mirror of the proxies' statuses (apart: its breaks say nothing of the leader's).
     Peers(MirrorEvent),
+    /// SIGHUP: the live settings of the config file read again.
+    Reload(ProxyLive),
     Shutdown,
 }
 
@@ -126,12 +128,7 @@ impl Runner {
             handover: None,
             cluster_managed: true,
             proxy_unmanaged: false,
-            base: ProxyLive {
-                max_client_conn: proxy.max_client_conn,
-                pause_timeout: proxy.pause_timeout,
-                timeout: proxy.timeout,
-                keepalive: proxy.keepalive,
-            },
+            base: ProxyLive::of(proxy),
             global: ProxyOverrides::new(),
             own: ProxyOverrides::new(),
             last_status: None,
@@ -275,6 +272,11 @@ impl Runner {
                 let peers = self.peers.values().cloned().collect();
                 vec![RouteEvent::Peers(Some(peers))]
             }
+            Input::Reload(base) => {
+                self.base = base;
+                self.apply_live("reload (SIGHUP): live settings applied");
+                vec![]
+            }
             Input::Shutdown => vec![],
         }
     }
@@ -301,6 +303,15 @@ impl Runner {
             (true, false) => [vec![RouteEvent::Managed(false)], seen.to_vec()].concat(),
             (false, true) => [seen.to_vec(), vec![RouteEvent::Managed(true)]].concat(),
             _ => seen.to_vec(),
+        }
+    }
+
+    /// The file's live settings under etcd's directives (global, then this proxy's).
+    fn apply_live(&self, why: &str) {
+        let live = self.own.merge(self.global.merge(self.base));
+        if live != self.shared.live() {
+            tracing::info!(?live, "{why}");
+            self.shared.set_live(live);
         }
     }
 
@@ -332,11 +343,7 @@ impl Runner {
                     "global" => self.global = o,
                     _ => self.own = o,
                 }
-                let live = self.own.merge(self.global.merge(self.base));
-                if live != self.shared.live() {
-                    tracing::info!(?live, "proxy directives applied");
-                    self.shared.set_live(live);
-                }
+                self.apply_live("proxy directives applied");
                 return;
             }
             _ => return,

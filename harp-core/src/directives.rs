@@ -399,6 +399,18 @@ pub struct ProxyLive {
     pub keepalive: Duration,
 }
 
+impl ProxyLive {
+    /// The live settings as a config file gives them (before any directive in etcd).
+    pub fn of(p: &crate::config::ProxyConfig) -> Self {
+        ProxyLive {
+            max_client_conn: p.max_client_conn,
+            pause_timeout: p.pause_timeout,
+            timeout: p.timeout,
+            keepalive: p.keepalive,
+        }
+    }
+}
+
 impl ProxyOverrides {
     pub fn new() -> Self {
         Self {

@@ -1,5 +1,6 @@
 //! SIGHUP to a running harp-agent: it keeps running and routing, names what changed in its
-//! config file (applied at restart), and refuses a broken file without stopping.
+//! config file, applies the live settings at once (the rest at restart), and refuses a broken
+//! file without stopping.
 
 mod common;
 
@@ -41,15 +42,31 @@ fn sighup_keeps_the_agent_running_and_names_what_changed() {
     assert!(logged(&a, "unchanged", 1), "{}", a.log_tail(20));
     let path = a.config_path().to_path_buf();
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replace("max_client_conn: ", "max_client_conn: 1"),
-    )
-    .unwrap();
+    let live = |a: &AgentProc| {
+        a.http("/status")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|s| s["max_client_conn"].as_u64())
+    };
+    let before = live(&a).expect("max_client_conn in /status");
+    let wanted = before - 7;
+    let changed = text.replace(
+        &format!("max_client_conn: {before}"),
+        &format!("max_client_conn: {wanted}"),
+    );
+    assert_ne!(
+        changed, text,
+        "the rendered config names max_client_conn: {before}"
+    );
+    std::fs::write(&path, changed).unwrap();
     sighup(&a);
     assert!(
         logged(&a, "reload (SIGHUP): proxy changed", 1),
         "{}",
+        a.log_tail(20)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || live(&a) == Some(wanted)),
+        "the live setting was not applied\n{}",
         a.log_tail(20)
     );
     std::fs::write(&path, "cluster: [\n").unwrap();
