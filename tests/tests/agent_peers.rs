@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use harp_core::keys::Keys;
-use harp_core::records::ProxyStatus;
 use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::rt::block_on;
@@ -28,17 +27,6 @@ fn routed_to(a: &AgentProc) -> Option<String> {
     let (_, body) = a.http("/status")?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     v["leader"].as_str().map(str::to_owned)
-}
-
-/// The token `proxy` publishes that it routes to (outer `None`: no status key).
-fn published_token(c: &TestCluster, proxy: &str) -> Option<Option<i64>> {
-    let key = Keys::new(c.name()).proxy_status(proxy);
-    block_on(|| async {
-        let mut client = c.client().await;
-        let r = client.get(key, None).await.unwrap();
-        let kv = r.kvs().first()?;
-        Some(ProxyStatus::decode(kv.value()).unwrap().token)
-    })
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use harp_core::keys::Keys;
-use harp_core::records::{LeaderRecord, PromoteIntent, RECORD_VERSION, unix_ms};
+use harp_core::records::{LeaderRecord, PromoteIntent, ProxyStatus, RECORD_VERSION, unix_ms};
 use harp_tests::TestCluster;
 use harp_tests::rt::block_on;
 
@@ -90,4 +90,15 @@ pub fn delete(c: &TestCluster, key: String) {
     block_on(|| async {
         c.client().await.delete(key, None).await.unwrap();
     });
+}
+
+/// The token `proxy` publishes that it routes to (outer `None`: no status key).
+pub fn published_token(c: &TestCluster, proxy: &str) -> Option<Option<i64>> {
+    let key = Keys::new(c.name()).proxy_status(proxy);
+    block_on(|| async {
+        let mut client = c.client().await;
+        let r = client.get(key, None).await.unwrap();
+        let kv = r.kvs().first()?;
+        Some(ProxyStatus::decode(kv.value()).unwrap().token)
+    })
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use etcd_client::{Txn, TxnOp, TxnOpResponse};
 use harp_core::keys::Keys;
-use harp_core::records::{LeaderRecord, ProxyStatus};
+use harp_core::records::LeaderRecord;
 use harp_tests::TestCluster;
 use harp_tests::agent::{AgentProc, AgentSpec};
 use harp_tests::rt::block_on;
@@ -34,17 +34,6 @@ fn agent(c: &TestCluster, name: &str) -> AgentProc {
     let mut a = AgentProc::start(c.dir(), spec);
     assert!(a.wait_ready(LONG), "{name} never ready\n{}", a.log_tail(30));
     a
-}
-
-/// The token `proxy` publishes that it routes to (outer `None`: no status key).
-fn published_token(c: &TestCluster, proxy: &str) -> Option<Option<i64>> {
-    let key = Keys::new(c.name()).proxy_status(proxy);
-    block_on(|| async {
-        let mut client = c.client().await;
-        let r = client.get(key, None).await.unwrap();
-        let kv = r.kvs().first()?;
-        Some(ProxyStatus::decode(kv.value()).unwrap().token)
-    })
 }
 
 /// One consistent read (a single etcd revision): the leader of dca (node, token) and whether

@@ -138,50 +138,22 @@ fn install(object: &[u8], cgroup: &File, pin_dir: &Path) -> Result<(), KernelErr
     }
     // The egress check first: no socket is ever steered without it. Then getpeername4: once
     // connect4 steers, steered sockets already report the service.
-    {
-        let prog: &mut CgroupSkb = ebpf
-            .program_mut(PROG_EGRESS)
-            .ok_or(KernelError::ObjectMismatch {
-                what: "program",
-                name: PROG_EGRESS,
-            })?
-            .try_into()
-            .map_err(bpf("unexpected program type"))?;
-        prog.load().map_err(bpf("the kernel refused a program"))?;
-        let id = prog
-            .attach(cgroup, CgroupSkbAttachType::Egress, ATTACH_MODE)
-            .map_err(bpf("cannot attach to the cgroup"))?;
-        pin_link(prog.take_link(id), pin_dir, pins::LINK_EGRESS)?;
-    }
+    let prog: &mut CgroupSkb = loaded(&mut ebpf, PROG_EGRESS)?;
+    let id = prog
+        .attach(cgroup, CgroupSkbAttachType::Egress, ATTACH_MODE)
+        .map_err(bpf("cannot attach to the cgroup"))?;
+    pin_link(prog.take_link(id), pin_dir, pins::LINK_EGRESS)?;
     // Then the records' cleanup: every steered socket's record goes when it closes.
-    {
-        let prog: &mut CgroupSock = ebpf
-            .program_mut(PROG_RELEASE)
-            .ok_or(KernelError::ObjectMismatch {
-                what: "program",
-                name: PROG_RELEASE,
-            })?
-            .try_into()
-            .map_err(bpf("unexpected program type"))?;
-        prog.load().map_err(bpf("the kernel refused a program"))?;
-        let id = prog
-            .attach(cgroup, ATTACH_MODE)
-            .map_err(bpf("cannot attach to the cgroup"))?;
-        pin_link(prog.take_link(id), pin_dir, pins::LINK_RELEASE)?;
-    }
+    let prog: &mut CgroupSock = loaded(&mut ebpf, PROG_RELEASE)?;
+    let id = prog
+        .attach(cgroup, ATTACH_MODE)
+        .map_err(bpf("cannot attach to the cgroup"))?;
+    pin_link(prog.take_link(id), pin_dir, pins::LINK_RELEASE)?;
     for (prog_name, link_name) in [
         (PROG_GETPEERNAME4, pins::LINK_GETPEERNAME4),
         (PROG_CONNECT4, pins::LINK_CONNECT4),
     ] {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(prog_name)
-            .ok_or(KernelError::ObjectMismatch {
-                what: "program",
-                name: prog_name,
-            })?
-            .try_into()
-            .map_err(bpf("unexpected program type"))?;
-        prog.load().map_err(bpf("the kernel refused a program"))?;
+        let prog: &mut CgroupSockAddr = loaded(&mut ebpf, prog_name)?;
         let id = prog
             .attach(cgroup, ATTACH_MODE)
             .map_err(bpf("cannot attach to the cgroup"))?;
@@ -199,15 +171,7 @@ fn install(object: &[u8], cgroup: &File, pin_dir: &Path) -> Result<(), KernelErr
             source,
         })?
     };
-    let prog: &mut SkSkb = ebpf
-        .program_mut(PROG_SPLICE)
-        .ok_or(KernelError::ObjectMismatch {
-            what: "program",
-            name: PROG_SPLICE,
-        })?
-        .try_into()
-        .map_err(bpf("unexpected program type"))?;
-    prog.load().map_err(bpf("the kernel refused a program"))?;
+    let prog: &mut SkSkb = loaded(&mut ebpf, PROG_SPLICE)?;
     let id = prog
         .attach(&socks_fd)
         .map_err(bpf("cannot attach to HARP_SOCKS"))?;
@@ -222,6 +186,41 @@ fn install(object: &[u8], cgroup: &File, pin_dir: &Path) -> Result<(), KernelErr
         .map_err(bpf("cannot pin a link"))?;
     Ok(())
 }
+
+/// The program `name` of the object, of type `P`, loaded into the kernel.
+fn loaded<'a, P>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut P, KernelError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: Loadable,
+{
+    let prog: &mut P = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::ObjectMismatch {
+            what: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(bpf("unexpected program type"))?;
+    prog.load_prog()
+        .map_err(bpf("the kernel refused a program"))?;
+    Ok(prog)
+}
+
+/// aya's program types each have their own `load`.
+trait Loadable {
+    fn load_prog(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+
+macro_rules! loadable {
+    ($($t:ty),*) => {$(
+        impl Loadable for $t {
+            fn load_prog(&mut self) -> Result<(), aya::programs::ProgramError> {
+                self.load()
+            }
+        }
+    )*};
+}
+loadable!(CgroupSkb, CgroupSock, CgroupSockAddr, SkSkb);
 
 /// Pins a cgroup program's link under `pin_dir/name`.
 fn pin_link<L, E>(taken: Result<L, E>, pin_dir: &Path, name: &str) -> Result<(), KernelError>
