@@ -3,6 +3,8 @@
 //! runner ([`run::run`]) records and checks the history.
 
 mod catalog;
+mod catalog_authority;
+mod catalog_clock;
 mod observer;
 mod rng;
 pub mod run;
