@@ -1,6 +1,7 @@
 //! Lab scenarios under load (root): a Postgres crash, a leader host cut off, an agent cut off
-//! from etcd, the loss of etcd's majority, a zombie manager and a switchover on the namespace
-//! lab, with writers on both agent paths; the checker must find no split brain,
+//! from etcd, the loss of etcd's majority, a zombie manager, a switchover, a failover while the
+//! kernel-path agent is dead and a leader whose manager alone loses etcd on the namespace lab,
+//! with writers on both agent paths; the checker must find no split brain,
 //! no lost acknowledged write, and every client writing again within a bound set by the lease.
 //! `cargo xtask lab all` runs every scenario for several seeds.
 
@@ -25,6 +26,8 @@ fn faults_under_load_keep_one_write_target_and_lose_nothing() {
         "etcd-majority-loss",
         "zombie-manager",
         "switchover",
+        "kernel-agent-dead-across-failover",
+        "asymmetric-partition",
     ] {
         let sc = find(name).unwrap();
         let r = run(&mut lab, sc, 1, out.path()).unwrap_or_else(|e| panic!("{name}: {e}"));

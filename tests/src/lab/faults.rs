@@ -51,6 +51,21 @@ impl Net {
         ])
     }
 
+    /// TCP between `host` and the hosts of `peers` on `ports` (either side's port) is dropped on
+    /// `host`'s cable, both ways; everything else `host` sends and receives passes. Dropped in
+    /// the switch, like every fault here, so the host sees silence rather than an `EPERM`.
+    pub fn cut_ports(&self, host: &str, peers: &[&str], ports: &[u16]) -> Result<(), LabError> {
+        let port = &self.host(host)?.port;
+        let ips = self.ip_set(peers)?;
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let ports = format!("{{ {} }}", list.join(", "));
+        let label = format!("cut {host} from {peers:?} on {ports}").replace('"', "");
+        self.add_rules(&[
+            format!("iifname \"{port}\" ip daddr {ips} tcp dport {ports} drop comment \"{label}\""),
+            format!("oifname \"{port}\" ip saddr {ips} tcp sport {ports} drop comment \"{label}\""),
+        ])
+    }
+
     /// Removes every rule and qdisc the faults added and brings every link up.
     pub fn heal(&self) -> Result<(), LabError> {
         // `add` then `delete`: removes the table whether or not it exists, in one transaction.

@@ -68,6 +68,27 @@ pub struct Row {
     pub server_ms: f64,
 }
 
+/// Clients that by design cannot write for a while: their agent is dead or frozen, so they
+/// recover only once it runs again. Recovery moments inside it do not measure them; its end
+/// does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outage {
+    pub label: String,
+    pub clients: Vec<String>,
+    pub start_ms: f64,
+    /// `None`: it lasted until the end of the run.
+    pub end_ms: Option<f64>,
+}
+
+impl Outage {
+    /// Whether `client` was in this outage at `ms`.
+    pub fn covers(&self, client: &str, ms: f64) -> bool {
+        self.clients.iter().any(|c| c == client)
+            && self.start_ms <= ms
+            && self.end_ms.is_none_or(|end| ms < end)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub scenario: String,
@@ -82,6 +103,8 @@ pub struct History {
     /// `(label, ms)`: the moments from which the clients' recovery is measured (e.g. a fault's
     /// end or a crash).
     pub converge_from: Vec<(String, f64)>,
+    #[serde(default)]
+    pub outages: Vec<Outage>,
 }
 
 impl History {
@@ -184,6 +207,7 @@ mod tests {
             }],
             rows: vec![],
             converge_from: vec![("heal".into(), 3000.0)],
+            outages: vec![],
         }
     }
 

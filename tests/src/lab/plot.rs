@@ -182,6 +182,7 @@ mod tests {
             }],
             rows: vec![],
             converge_from: vec![],
+            outages: vec![],
         }
     }
 

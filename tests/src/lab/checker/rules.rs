@@ -139,31 +139,53 @@ pub(super) fn tables(h: &History, out: &mut Vec<Violation>) -> Tables {
     t
 }
 
+/// Whose recovery a moment measures.
+enum Scope<'a> {
+    Everyone,
+    /// Clients of a location that were still writing then.
+    Location(&'a str),
+    /// The clients of an outage, at its end.
+    Clients(&'a [String]),
+}
+
 /// Per `converge_from` moment, each client's time to its first ack of a write sent after it.
 /// Every end of a lead master's tenure is such a moment too, for the clients of its location:
 /// a fault that lets clients write on until the lease runs out (a frozen manager) costs
 /// them nothing until then, and from then on they must find the next leader within the
-/// lease + 1 s like after any other fault.
+/// lease + 1 s like after any other fault. A client in an outage (its agent dead or frozen)
+/// is measured from the outage's end instead of from the moments inside it.
 pub(super) fn convergence(h: &History, out: &mut Vec<Violation>) -> Vec<Convergence> {
     let mut result = Vec::new();
-    let mut moments: Vec<(String, f64, Option<&str>)> = h
+    let mut moments: Vec<(String, f64, Scope)> = h
         .converge_from
         .iter()
-        .map(|(l, t)| (l.clone(), *t, None))
+        .map(|(l, t)| (l.clone(), *t, Scope::Everyone))
         .collect();
     for t in super::tenure::tenures(h) {
         if let Some(end) = t.end_ms {
             let label = format!("lead lost: {} token {:?}", t.node, t.token);
-            moments.push((label, end, Some(h_location(h, &t.location))));
+            moments.push((label, end, Scope::Location(h_location(h, &t.location))));
         }
     }
-    for (label, from_ms, location) in &moments {
-        // After a tenure's end, only clients still writing then are expected to recover.
+    for o in &h.outages {
+        if let Some(end) = o.end_ms {
+            let label = format!("{} ended", o.label);
+            moments.push((label, end, Scope::Clients(&o.clients)));
+        }
+    }
+    for (label, from_ms, scope) in &moments {
+        let in_outage = |c: &str| h.outages.iter().any(|o| o.covers(c, *from_ms));
         let clients: BTreeSet<&str> = h
             .writes
             .iter()
-            .filter(|w| location.is_none_or(|l| w.location == l && w.send_ms >= *from_ms))
+            .filter(|w| match scope {
+                Scope::Everyone => true,
+                // After a tenure's end, only clients still writing then are expected to recover.
+                Scope::Location(l) => w.location == *l && w.send_ms >= *from_ms,
+                Scope::Clients(cs) => cs.contains(&w.client),
+            })
             .map(|w| w.client.as_str())
+            .filter(|c| !in_outage(c))
             .collect();
         if clients.is_empty() {
             continue;

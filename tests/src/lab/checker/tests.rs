@@ -20,6 +20,7 @@ fn history() -> History {
         faults: vec![],
         rows: vec![],
         converge_from: vec![],
+        outages: vec![],
     }
 }
 

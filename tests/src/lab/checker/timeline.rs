@@ -83,6 +83,16 @@ fn events(h: &History, v: &Verdict) -> Vec<(f64, String)> {
             ev.push((end, format!("FAULT    end   \"{}\"", f.label)));
         }
     }
+    for o in &h.outages {
+        let who = o.clients.join(", ");
+        ev.push((
+            o.start_ms,
+            format!("OUTAGE   start \"{}\" ({who})", o.label),
+        ));
+        if let Some(end) = o.end_ms {
+            ev.push((end, format!("OUTAGE   end   \"{}\" ({who})", o.label)));
+        }
+    }
     for c in &h.leaders {
         let who = match &c.node {
             Some(node) => format!("{node} (token {})", token(c.token)),

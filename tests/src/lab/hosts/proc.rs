@@ -142,6 +142,15 @@ impl HostProc {
         Ok(())
     }
 
+    /// Sets `key` in the environment of the next starts (removes it with `None`); the running
+    /// process keeps its own.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.recipe.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.recipe.env.push((key.to_owned(), v.to_owned()));
+        }
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

@@ -8,6 +8,8 @@ use crate::lab::hosts::{APP_HOSTS, ETCD_HOSTS, Kind, PG_NODES};
 use crate::lab::net::LabError;
 use crate::rt::block_on;
 
+use super::catalog_authority as authority;
+use super::catalog_clock::clock_jump;
 use super::{Ctx, Scenario};
 
 const LOC: &str = "dca";
@@ -73,6 +75,43 @@ pub static ALL: &[Scenario] = &[
         name: "agent-restart",
         about: "kill -9 of an agent, then a restart, under load",
         run: agent_restart,
+    },
+    Scenario {
+        name: "kernel-agent-dead-across-failover",
+        about: "kill -9 of the kernel-path agent a1, then of the leader's postmaster; a1 back \
+                later. a1's clients can write only once a1 runs again: measured from its restart",
+        run: authority::kernel_agent_dead_across_failover,
+    },
+    Scenario {
+        name: "kernel-agent-dead-across-switchover",
+        about: "kill -9 of the kernel-path agent a1, then harpctl promote of the other node; a1 \
+                back later. a1's clients measured from its restart",
+        run: authority::kernel_agent_dead_across_switchover,
+    },
+    Scenario {
+        name: "agent-frozen-across-failover",
+        about: "both agents SIGSTOPped under load (one past the lease, one for half of it; \
+                userspace long first, then kernel), the leader's postmaster killed meanwhile. \
+                A frozen agent's clients measured from its SIGCONT",
+        run: authority::agent_frozen_across_failover,
+    },
+    Scenario {
+        name: "agent-frozen-across-fence",
+        about: "as agent-frozen-across-failover, with harpctl fence of the leader (its Postgres \
+                stays up and writable) instead of a crash",
+        run: authority::agent_frozen_across_fence,
+    },
+    Scenario {
+        name: "asymmetric-partition",
+        about: "the leader's manager cut from etcd (client and peer ports) while its Postgres \
+                stays reachable from the application hosts; healed after two leases",
+        run: authority::asymmetric_partition,
+    },
+    Scenario {
+        name: "clock-jump",
+        about: "wall clock (CLOCK_REALTIME only, via libfaketime) of dca's managers and both \
+                agents stepped +1 h / -1 h / back while they run; monotonic clocks untouched",
+        run: clock_jump,
     },
 ];
 

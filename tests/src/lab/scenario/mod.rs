@@ -3,11 +3,13 @@
 //! runner ([`run::run`]) records and checks the history.
 
 mod catalog;
+mod catalog_authority;
+mod catalog_clock;
 mod observer;
 mod rng;
 pub mod run;
 
-use crate::lab::history::FaultMark;
+use crate::lab::history::{FaultMark, Outage};
 use crate::lab::hosts::Lab;
 use crate::lab::net::LabError;
 
@@ -20,6 +22,7 @@ pub struct Ctx<'a> {
     pub rng: Rng,
     pub faults: Vec<FaultMark>,
     pub converge_from: Vec<(String, f64)>,
+    pub outages: Vec<Outage>,
 }
 
 pub struct Scenario {

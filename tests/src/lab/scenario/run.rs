@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::bins::workspace_bin;
 use crate::lab::checker::{Verdict, check, timeline};
-use crate::lab::history::{FaultMark, History, Row};
+use crate::lab::history::{FaultMark, History, Outage, Row};
 use crate::lab::hosts::{APP_HOSTS, CTL, Kind, LOCATIONS, Lab, PG_NODES};
 use crate::lab::net::LabError;
 use crate::lab::plot::write_svg;
@@ -22,6 +22,10 @@ use super::{Ctx, Scenario};
 
 /// Writers per application host.
 const WRITERS_PER_APP: usize = 2;
+/// Pause between one writer's writes: with a write taking 1–3 ms, each agent's two writers land
+/// a write every few ms, so an overlap of two write targets of 5 ms shows (about 500 writes/s
+/// in all).
+const WRITE_EVERY_MS: u64 = 5;
 const WARMUP: Duration = Duration::from_secs(2);
 
 /// What a run found, and where its report is.
@@ -48,11 +52,13 @@ pub fn run(lab: &mut Lab, sc: &Scenario, seed: u64, out: &Path) -> Result<RunRes
         rng: Rng::new(seed),
         faults: Vec::new(),
         converge_from: Vec::new(),
+        outages: Vec::new(),
     };
     let outcome = (sc.run)(&mut ctx);
     let Ctx {
         faults,
         converge_from,
+        outages,
         ..
     } = ctx;
     // Whatever the scenario left behind (or a failed step) is undone before the settle.
@@ -83,6 +89,7 @@ pub fn run(lab: &mut Lab, sc: &Scenario, seed: u64, out: &Path) -> Result<RunRes
         faults,
         rows: read_rows(lab)?,
         converge_from,
+        outages,
     };
     let verdict = check(&history);
     let io = |what: &str, e: std::io::Error| LabError::io(format!("{what} in {dir:?}"), e);
@@ -200,13 +207,13 @@ fn start_writers(lab: &Lab, dir: &Path) -> Result<Vec<(PathBuf, ChildGuard)>, La
             crate::lab::hosts::AgentMode::Kernel => "kernel",
             crate::lab::hosts::AgentMode::Userspace => "userspace",
         };
-        for i in 0..WRITERS_PER_APP {
-            let client = format!("{app}-w{i}");
+        for client in clients_of(app) {
             let file = dir.join(format!("{client}.jsonl"));
             let _ = std::fs::remove_file(&file);
             let mut cmd = lab.client_command(app, &bin)?;
             cmd.args(["--client", &client, "--location", location, "--path", path])
                 .args(["--dsn", &lab.agent_dsn(app)?])
+                .args(["--every-ms", &WRITE_EVERY_MS.to_string()])
                 .arg("--out")
                 .arg(&file);
             let log = dir.join(format!("{client}.log"));
@@ -214,6 +221,13 @@ fn start_writers(lab: &Lab, dir: &Path) -> Result<Vec<(PathBuf, ChildGuard)>, La
         }
     }
     Ok(out)
+}
+
+/// The writers' names on app host `app`.
+fn clients_of(app: &str) -> Vec<String> {
+    (0..WRITERS_PER_APP)
+        .map(|i| format!("{app}-w{i}"))
+        .collect()
 }
 
 /// Every row of every node's register (restore has started every Postgres again).
@@ -254,6 +268,23 @@ impl Ctx<'_> {
 
     pub fn end(&mut self, fault: usize) {
         self.faults[fault].end_ms = Some(unix_ms());
+    }
+
+    /// From now on, `app`'s clients cannot write by design (its agent is dead or frozen): they
+    /// are measured from [`Ctx::outage_end`], not from moments in between. Returns its index.
+    pub fn outage(&mut self, app: &str, label: impl Into<String>) -> usize {
+        self.outages.push(Outage {
+            label: label.into(),
+            clients: clients_of(app),
+            start_ms: unix_ms(),
+            end_ms: None,
+        });
+        self.outages.len() - 1
+    }
+
+    /// `app`'s agent runs again: its clients must be writing again soon after now.
+    pub fn outage_end(&mut self, outage: usize) {
+        self.outages[outage].end_ms = Some(unix_ms());
     }
 
     /// Every client must be writing again soon after now.

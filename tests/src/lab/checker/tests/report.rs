@@ -37,6 +37,41 @@ fn convergence_is_the_slowest_clients_first_ack_after_the_mark() {
 }
 
 #[test]
+fn a_client_in_an_outage_is_measured_from_its_end_not_from_moments_inside_it() {
+    let mut h = failover();
+    h.converge_from.push(("kill pg1".into(), T0 + 1000.0));
+    h.outages.push(crate::lab::history::Outage {
+        label: "agent of c2 dead".into(),
+        clients: vec!["c2".into()],
+        start_ms: T0 + 900.0,
+        end_ms: Some(T0 + 4000.0),
+    });
+    ok(&mut h, "c1", 1, "pg2", 1199.0, true); // 200 ms after the mark
+    unanswered(
+        &mut h,
+        "c2",
+        1,
+        1100.0,
+        Outcome::Failed {
+            error: "connection refused".into(),
+        },
+    );
+    ok(&mut h, "c2", 2, "pg2", 4299.0, true); // 300 ms after the outage's end
+    let v = check(&h);
+    assert!(v.ok(), "{:#?}", v.violations);
+    let by_label = |l: &str| v.convergence.iter().find(|c| c.label == l).unwrap();
+    assert_eq!(by_label("kill pg1").max_ms, Some(200.0));
+    assert_eq!(by_label("kill pg1").slowest.as_deref(), Some("c1"));
+    assert_eq!(by_label("agent of c2 dead ended").max_ms, Some(300.0));
+    assert_eq!(v.max_converge_ms, Some(300.0));
+    assert!(timeline(&h, &v).contains("OUTAGE   start \"agent of c2 dead\" (c2)"));
+
+    // Without the outage, c2 is measured from the mark: 3.3 s.
+    h.outages.clear();
+    assert_eq!(check(&h).max_converge_ms, Some(3300.0));
+}
+
+#[test]
 fn server_time_outside_send_to_ack_is_a_clock_anomaly() {
     let mut h = failover();
     ok(&mut h, "c1", 1, "pg1", 100.0, true);
