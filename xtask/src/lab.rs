@@ -72,6 +72,9 @@ struct LabReport {
     lease_ms: u64,
     scenarios: Vec<ScenarioResult>,
     machine: String,
+    #[serde(flatten)]
+    provenance: crate::bench::Provenance,
+    duration_s: f64,
 }
 
 pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
@@ -139,7 +142,9 @@ fn clean_kernel_leftovers() -> anyhow::Result<()> {
 }
 
 fn start(lease: u64) -> anyhow::Result<(Lab, PathBuf)> {
-    crate::test::cargo(&["build", "--workspace", "--bins"])?;
+    // A release build, what users run (as the benchmarks measure).
+    crate::test::cargo(&["build", "--release", "--workspace", "--bins"])?;
+    harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
     let mut spec = LabSpec::new(LAB);
     spec.lease_secs = lease;
     spec.refresh_ms = (lease * 1000 / 3).max(500);
@@ -157,6 +162,7 @@ fn all(seeds: u64, lease: u64, only: &[String]) -> anyhow::Result<()> {
     if chosen.is_empty() {
         bail!("--only matches no scenario; see `cargo xtask lab list`");
     }
+    let began = std::time::Instant::now();
     let (mut lab, out) = start(lease)?;
     let mut rows = Vec::new();
     for seed in 1..=seeds {
@@ -196,6 +202,8 @@ fn all(seeds: u64, lease: u64, only: &[String]) -> anyhow::Result<()> {
         lease_ms: lease * 1000,
         scenarios: rows,
         machine: machine(),
+        provenance: crate::bench::provenance(),
+        duration_s: (began.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
     let path = results_dir()?.join("lab.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
