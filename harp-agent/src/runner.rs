@@ -352,8 +352,9 @@ impl Runner {
         self.observed = ch
             .value
             .and_then(|(v, token)| match LeaderRecord::decode(&v) {
-                // About to release (fenced): gone for us already, so its sessions are cut.
-                Ok(r) if r.leaving => None,
+                // About to release (fenced): gone for us already, so its sessions are cut; still
+                // being promoted (streaming): not writable yet, so clients are held.
+                Ok(r) if !r.routable() => None,
                 Ok(r) => {
                     self.handover = r.handover_to.map(|_| token);
                     Some(Route {

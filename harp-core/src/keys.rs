@@ -91,6 +91,21 @@ impl Keys {
         format!("{}unmanaged/proxies/{proxy}", self.prefix)
     }
 
+    /// Streaming mode: the primary's last WAL position (`OptimeRecord`), on no lease.
+    pub fn optime(&self, group: &str) -> String {
+        format!("{}optime/{group}", self.prefix)
+    }
+
+    /// Streaming mode: the synchronous standbys (`SyncRecord`), on no lease.
+    pub fn sync(&self, group: &str) -> String {
+        format!("{}sync/{group}", self.prefix)
+    }
+
+    /// `harpctl reinit <node>`: rebuild the node from the primary.
+    pub fn reinit_intent(&self, node: &str) -> String {
+        format!("{}intent/reinit/{node}", self.prefix)
+    }
+
     pub fn promote_prefix(&self) -> String {
         format!("{}intent/promote/", self.prefix)
     }
@@ -104,6 +119,9 @@ impl Keys {
             ["nodes", node, "status"] => Some(KeyKind::NodeStatus(node)),
             ["fenced", node] => Some(KeyKind::Fenced(node)),
             ["intent", "promote", loc] => Some(KeyKind::PromoteIntent(loc)),
+            ["intent", "reinit", node] => Some(KeyKind::ReinitIntent(node)),
+            ["optime", group] => Some(KeyKind::Optime(group)),
+            ["sync", group] => Some(KeyKind::Sync(group)),
             ["proxies", proxy, "status"] => Some(KeyKind::ProxyStatus(proxy)),
             ["managed"] => Some(KeyKind::Managed),
             ["unmanaged", "nodes", node] => Some(KeyKind::NodeUnmanaged(node)),
@@ -123,6 +141,9 @@ pub enum KeyKind<'a> {
     NodeStatus(&'a str),
     Fenced(&'a str),
     PromoteIntent(&'a str),
+    ReinitIntent(&'a str),
+    Optime(&'a str),
+    Sync(&'a str),
     ProxyStatus(&'a str),
     Managed,
     NodeUnmanaged(&'a str),
@@ -152,6 +173,12 @@ mod tests {
             Some(KeyKind::PromoteIntent("dcb"))
         );
         assert_eq!(k.parse(&k.managed()), Some(KeyKind::Managed));
+        assert_eq!(k.parse(&k.optime("c")), Some(KeyKind::Optime("c")));
+        assert_eq!(k.parse(&k.sync("c")), Some(KeyKind::Sync("c")));
+        assert_eq!(
+            k.parse(&k.reinit_intent("n1")),
+            Some(KeyKind::ReinitIntent("n1"))
+        );
         assert_eq!(k.parse(&k.cluster_config()), Some(KeyKind::ClusterConfig));
         assert_eq!(
             k.parse(&k.location_config("dca")),

@@ -17,7 +17,10 @@
 use serde::{Deserialize, Serialize};
 
 /// The record format this build writes, and the newest it reads whole.
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
+
+mod streaming;
+pub use streaming::{OptimeRecord, ReinitIntent, ReplicaFacts, SyncRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -39,9 +42,13 @@ pub enum RecordError {
 /// Value of `leader/<location>`. The fencing token is the key's `create_revision`, which etcd
 /// keeps with the key: readers take it from the key's metadata, so it can never disagree with
 /// the lease that holds the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderRecord {
     pub version: u32,
+    /// Set (to 2) while `promoting`: a reader that does not know the flag would route writes
+    /// to a standby, so it must refuse the record whole (and hold clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_reader_version: Option<u32>,
     pub node: String,
     pub location: String,
     /// Where clients reach the leader's Postgres.
@@ -56,10 +63,27 @@ pub struct LeaderRecord {
     /// no new client to it — and it releases once their statuses show that.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leaving: bool,
+    /// Streaming mode: the holder's Postgres is still a standby being promoted. Proxies route
+    /// nobody to it (they hold clients) until the leader rewrites the record without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoting: bool,
+}
+
+impl LeaderRecord {
+    /// Whether proxies may send clients to this leader now.
+    pub fn routable(&self) -> bool {
+        !self.leaving && !self.promoting
+    }
+
+    /// Sets `promoting` and the reader version that understands it.
+    pub fn set_promoting(&mut self, promoting: bool) {
+        self.promoting = promoting;
+        self.min_reader_version = promoting.then_some(2);
+    }
 }
 
 /// Health of a node's Postgres as its manager last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PgState {
     /// Accepts writes.
@@ -69,11 +93,12 @@ pub enum PgState {
     /// Not reachable or failing its check.
     Down,
     /// Not checked yet.
+    #[default]
     Unknown,
 }
 
 /// Value of `nodes/<n>/status`, on the manager's lease (it vanishes when the manager dies).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub version: u32,
     pub node: String,
@@ -91,6 +116,23 @@ pub struct NodeStatus {
     pub pending_restart: Vec<String>,
     /// Unix milliseconds of the write, for humans reading `harpctl get nodes`.
     pub updated_ms: u64,
+    /// Streaming mode: the leader key (replication group) the node competes for; absent in a
+    /// multi-writer cluster, where it is `location`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Streaming mode: what Postgres and its replication look like from this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<streaming::ReplicaFacts>,
+    /// Why the node is not serving as it should (e.g. a failed rewind), for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl NodeStatus {
+    /// The leader key this node competes for.
+    pub fn scope(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.location)
+    }
 }
 
 /// Value of `intent/promote/<location>` (`harpctl promote`), on a lease of its own so an
@@ -257,6 +299,7 @@ mod tests {
             port: 5432,
             handover_to: None,
             leaving: false,
+            ..Default::default()
         };
         assert_eq!(LeaderRecord::decode(rec.encode().as_bytes()).unwrap(), rec);
         let handing = LeaderRecord {

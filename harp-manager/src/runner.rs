@@ -376,6 +376,7 @@ impl Runner {
             port: self.port,
             handover_to: None,
             leaving: false,
+            ..Default::default()
         }
     }
 
@@ -397,6 +398,7 @@ impl Runner {
                 .map(|k| (*k).to_owned())
                 .collect(),
             updated_ms: harp_core::records::unix_ms(),
+            ..Default::default()
         }
     }
 

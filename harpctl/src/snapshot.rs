@@ -103,6 +103,8 @@ impl Snapshot {
                 },
                 // Directives: the managers report what they apply in their status.
                 KeyKind::NodeConfig(_) | KeyKind::ProxyConfig(_) => {}
+                // Streaming mode's records: read by `harpctl get` through the node statuses.
+                KeyKind::Optime(_) | KeyKind::Sync(_) | KeyKind::ReinitIntent(_) => {}
                 KeyKind::NodeUnmanaged(node) => {
                     s.node_unmanaged.insert(node.into());
                 }
@@ -183,6 +185,7 @@ pub(crate) mod tests {
             port: 5432,
             pending_restart: Vec::new(),
             updated_ms: 1_000,
+            ..Default::default()
         }
     }
 
@@ -195,6 +198,7 @@ pub(crate) mod tests {
             port: 5432,
             handover_to: None,
             leaving: false,
+            ..Default::default()
         }
     }
 

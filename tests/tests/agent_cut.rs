@@ -28,6 +28,7 @@ fn record(node: &str, port: u16) -> String {
         port,
         handover_to: None,
         leaving: false,
+        ..Default::default()
     }
     .encode()
 }

@@ -114,6 +114,7 @@ async fn leader_helpers_read_and_watch_the_leader_key() {
         port: 5432,
         handover_to: None,
         leaving: false,
+        ..Default::default()
     };
     assert!(read_leader(&c, "smoke", "dca").await.is_none());
     let key = harp_core::keys::Keys::new("smoke").leader("dca");

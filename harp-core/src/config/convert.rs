@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::raw::{Kind, Node};
 use super::reader::{expected, scalar_text};
-use super::types::{DcsDriver, PoolMode, ProxyMode};
+use super::types::{DcsDriver, PoolMode, ProxyMode, Replication, SynchronousMode};
 
 /// Cluster, location and node names: `[A-Za-z0-9_.-]+`.
 pub(super) fn identifier(node: &Node) -> Result<String, String> {
@@ -119,6 +119,23 @@ pub(super) fn proxy_mode(node: &Node) -> Result<ProxyMode, String> {
         Some("ebpf") => Ok(ProxyMode::Ebpf),
         Some("userspace") => Ok(ProxyMode::Userspace),
         _ => Err(expected("one of auto, ebpf, userspace", node)),
+    }
+}
+
+pub(super) fn replication(node: &Node) -> Result<Replication, String> {
+    match scalar_text(node).as_deref() {
+        Some("multi_writer") => Ok(Replication::MultiWriter),
+        Some("streaming") => Ok(Replication::Streaming),
+        _ => Err(expected("one of multi_writer, streaming", node)),
+    }
+}
+
+pub(super) fn synchronous_mode(node: &Node) -> Result<SynchronousMode, String> {
+    match scalar_text(node).as_deref() {
+        Some("off") | Some("false") => Ok(SynchronousMode::Off),
+        Some("on") | Some("true") => Ok(SynchronousMode::On),
+        Some("strict") => Ok(SynchronousMode::Strict),
+        _ => Err(expected("one of off, on, strict", node)),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::convert::{
     Unit, boolean, dcs_driver, duration, duration_or_zero, endpoint, identifier, integer,
-    ip_address, non_empty_text, path, proxy_mode,
+    ip_address, non_empty_text, path, proxy_mode, replication, synchronous_mode,
 };
 use super::raw;
 use super::reader::{Reader, Section};
@@ -17,7 +17,7 @@ use super::types::*;
 const DEFAULT_HTTP_ENABLE: bool = true;
 
 const ROOT_KEYS: &[&str] = &["cluster", "dcs", "location", "manager", "proxy", "http"];
-const CLUSTER_KEYS: &[&str] = &["name"];
+const CLUSTER_KEYS: &[&str] = &["name", "replication", "synchronous_mode"];
 const DCS_KEYS: &[&str] = &["driver", "endpoints", "request_timeout"];
 const MANAGER_KEYS: &[&str] = &[
     "name",
@@ -153,22 +153,69 @@ pub fn parse_str(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 
 fn read_config(r: &mut Reader<'_>) -> Option<Config> {
     let root = r.root(ROOT_KEYS);
-    let cluster = r.section(&root, "cluster", CLUSTER_KEYS);
-    let cluster_name = r.required(&cluster, "name", identifier);
+    let cluster = read_cluster(r, &root);
     let dcs = read_dcs(r, &root);
     let location = r.required(&root, "location", identifier);
     let manager = read_manager(r, &root);
     let proxy = read_proxy(r, &root);
     let http = read_http(r, &root);
+    let cluster = cluster?;
+    if cluster.replication == Replication::Streaming
+        && let Some(Some(m)) = &manager
+    {
+        // Promoting, rewinding and restarting a standby need the data directory and the
+        // Postgres programs; say so at start rather than at the first failover.
+        let line = r.line_of(&root, "manager");
+        for (key, missing) in [
+            ("db_data_dir", m.node.db_data_dir.is_none()),
+            ("db_bin_dir", m.node.db_bin_dir.is_none()),
+        ] {
+            if missing {
+                r.push(
+                    line,
+                    format!("manager.{key}"),
+                    "required with cluster.replication: streaming (the manager promotes, \
+                     rewinds and restarts its Postgres)"
+                        .to_owned(),
+                );
+            }
+        }
+    }
     Some(Config {
-        cluster: ClusterConfig {
-            name: cluster_name?,
-        },
+        cluster,
         dcs: dcs?,
         location: location?,
         manager: manager?,
         proxy: proxy?,
         http: http?,
+    })
+}
+
+fn read_cluster<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<ClusterConfig> {
+    let s = r.section(root, "cluster", CLUSTER_KEYS);
+    let name = r.required(&s, "name", identifier);
+    let mode = r.optional(&s, "replication", Replication::default(), replication);
+    let sync = r.optional(
+        &s,
+        "synchronous_mode",
+        SynchronousMode::Off,
+        synchronous_mode,
+    );
+    if mode == Some(Replication::MultiWriter) && sync.is_some_and(|m| m != SynchronousMode::Off) {
+        let line = r.line_of(&s, "synchronous_mode");
+        r.push(
+            line,
+            "cluster.synchronous_mode".to_owned(),
+            "applies only with cluster.replication: streaming (multi-writer nodes do not \
+             stream to each other)"
+                .to_owned(),
+        );
+        return None;
+    }
+    Some(ClusterConfig {
+        name: name?,
+        replication: mode?,
+        synchronous_mode: sync?,
     })
 }
 

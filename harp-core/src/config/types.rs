@@ -66,6 +66,67 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     pub name: String,
+    /// `cluster.replication`: what kind of Postgres cluster HARP manages.
+    pub replication: Replication,
+    /// `cluster.synchronous_mode` (streaming only).
+    pub synchronous_mode: SynchronousMode,
+}
+
+/// The kind of Postgres cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replication {
+    /// Every node is a writable primary (BDR-like): one lead master per location.
+    #[default]
+    MultiWriter,
+    /// Physical streaming replication: one primary (the lease holder) for the whole cluster,
+    /// every other node a standby of it.
+    Streaming,
+}
+
+impl Replication {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::MultiWriter => "multi_writer",
+            Replication::Streaming => "streaming",
+        }
+    }
+}
+
+/// Whether the primary's commits wait for a standby, which then alone may be promoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynchronousMode {
+    #[default]
+    Off,
+    /// Commits wait for one synchronous standby while one is healthy; with none, writes go on
+    /// unprotected (and the status says so).
+    On,
+    /// Commits always wait for a synchronous standby: with none healthy, writes block.
+    Strict,
+}
+
+impl SynchronousMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynchronousMode::Off => "off",
+            SynchronousMode::On => "on",
+            SynchronousMode::Strict => "strict",
+        }
+    }
+}
+
+impl Config {
+    /// The leader key this unit competes for or routes to: the location's in a multi-writer
+    /// cluster; the whole cluster's in a streaming one (one primary for every location).
+    pub fn scope(&self) -> &str {
+        match self.cluster.replication {
+            Replication::MultiWriter => &self.location,
+            Replication::Streaming => &self.cluster.name,
+        }
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.cluster.replication == Replication::Streaming
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,6 +60,8 @@ fn full_file_reads_every_key() {
     let config = parse_str(FULL, "config.yml").unwrap();
     let expected = Config {
         cluster: ClusterConfig {
+            replication: Replication::MultiWriter,
+            synchronous_mode: SynchronousMode::Off,
             name: "mycluster".into(),
         },
         dcs: DcsConfig {
@@ -596,5 +598,42 @@ fn pgbouncer_type_reads_its_keys_with_defaults() {
             .unwrap()
             .pgbouncer,
         None
+    );
+}
+
+#[test]
+fn streaming_mode_reads_and_names_what_it_needs() {
+    let text = "cluster:\n  name: c1\n  replication: streaming\n  synchronous_mode: strict\n\
+                dcs:\n  driver: etcd\n  endpoints: [e1:2379]\nlocation: dca\n\
+                manager:\n  name: n1\n  dsn: host=db\n  db_data_dir: /pg\n  db_bin_dir: /bin\n";
+    let config = parse_str(text, "config.yml").unwrap();
+    assert!(config.is_streaming());
+    assert_eq!(config.cluster.synchronous_mode, SynchronousMode::Strict);
+    // One primary for the whole cluster: every location competes for and routes to one key.
+    assert_eq!(config.scope(), "c1");
+    let multi = parse_str(BASE, "config.yml").unwrap();
+    assert_eq!(multi.scope(), "dca");
+    assert_eq!(multi.cluster.replication, Replication::MultiWriter);
+
+    let missing = error(
+        "cluster:\n  name: c1\n  replication: streaming\ndcs:\n  driver: etcd\n  \
+         endpoints: [e1:2379]\nlocation: dca\nmanager:\n  name: n1\n  dsn: host=db\n",
+    );
+    assert!(missing.contains("manager.db_data_dir"), "{missing}");
+    assert!(missing.contains("manager.db_bin_dir"), "{missing}");
+    assert!(
+        missing.contains("cluster.replication: streaming"),
+        "{missing}"
+    );
+
+    let bad = error(&BASE.replace("name: c1\n", "name: c1\n  replication: logical\n"));
+    assert!(
+        bad.contains("cluster.replication") && bad.contains("multi_writer, streaming"),
+        "{bad}"
+    );
+    let sync = error(&BASE.replace("name: c1\n", "name: c1\n  synchronous_mode: on\n"));
+    assert!(
+        sync.contains("cluster.synchronous_mode") && sync.contains("only with"),
+        "{sync}"
     );
 }

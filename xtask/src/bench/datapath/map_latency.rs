@@ -127,6 +127,7 @@ fn measure(cluster: &TestCluster, agent: &KernelAgent) -> anyhow::Result<(Vec<f6
             port: leader.port(),
             handover_to: None,
             leaving: false,
+            ..Default::default()
         };
         let mut c = client.clone();
         let k = key.clone();
