@@ -318,15 +318,22 @@ mod tests {
             LeaderRecord::decode(leaving.encode().as_bytes()).unwrap(),
             leaving
         );
+        // A promoting leader is not routable, and a reader of version 1 refuses it whole.
+        let mut promoting = rec.clone();
+        promoting.set_promoting(true);
+        assert!(!promoting.routable() && rec.routable());
+        assert!(promoting.encode().contains("\"min_reader_version\":2"));
+        promoting.set_promoting(false);
+        assert_eq!(promoting, rec);
         // Written by a HARP without the field: not leaving.
         assert!(!rec.encode().contains("leaving"));
-        let zero = rec.encode().replace("\"version\":1", "\"version\":0");
+        let zero = rec.encode().replace("\"version\":2", "\"version\":0");
         let err = LeaderRecord::decode(zero.as_bytes()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "leader record has version 0, which no HARP writes"
         );
-        let unversioned = rec.encode().replace("\"version\":1,", "");
+        let unversioned = rec.encode().replace("\"version\":2,", "");
         assert!(LeaderRecord::decode(unversioned.as_bytes()).is_err());
         assert!(LeaderRecord::decode(b"nonsense").is_err());
     }
@@ -348,16 +355,16 @@ mod tests {
 
     #[test]
     fn a_record_for_newer_readers_only_is_rejected_whole() {
-        let rec = r#"{"version":3,"min_reader_version":2,"name":"p1","location":"dca",
+        let rec = r#"{"version":4,"min_reader_version":3,"name":"p1","location":"dca",
             "leader":"n1","token":5,"mode":"userspace","sessions":0,"held":0,"updated_ms":1}"#;
         let err = ProxyStatus::decode(rec.as_bytes()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "proxy status record needs a reader of version 2; this HARP reads version 1: \
+            "proxy status record needs a reader of version 3; this HARP reads version 2: \
              upgrade HARP"
         );
         // One this build can read says so: read.
-        let ok = rec.replace("\"min_reader_version\":2", "\"min_reader_version\":1");
+        let ok = rec.replace("\"min_reader_version\":3", "\"min_reader_version\":2");
         assert_eq!(ProxyStatus::decode(ok.as_bytes()).unwrap().token, Some(5));
     }
 
