@@ -139,7 +139,7 @@ pub async fn release(dcs: &Dcs, location: &str, token: i64, status: StatusOp) ->
 /// What the release txn does with our status, in the same revision as the key's delete.
 pub enum StatusOp {
     /// Why we release (e.g. postgres down), so peers rank without us at once.
-    Put(NodeStatus, i64),
+    Put(Box<NodeStatus>, i64),
     /// We leave (shutdown): no longer a candidate at all.
     Delete(String),
     /// No session: nothing to write.

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use harp_core::records::PgState;
+use harp_core::records::{PgState, ReplicaFacts};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -16,9 +16,33 @@ use tokio_postgres::{Client, NoTls, Row};
 
 use crate::runner::Input;
 
+/// Recovery state and WAL position, then what streaming mode needs: the timeline (of the WAL a
+/// primary writes, or a standby receives), the received position, the upstream and whether it
+/// streams, and the standbys Postgres reports synchronous.
 const CHECK: &str = "SELECT pg_is_in_recovery(), \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END \
-      - '0/0'::pg_lsn)::bigint";
+      - '0/0'::pg_lsn)::bigint, \
+     CASE WHEN pg_is_in_recovery() \
+       THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), \
+                     (SELECT timeline_id FROM pg_control_checkpoint())) \
+       ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+     (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint, \
+     (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver), \
+     coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false), \
+     coalesce((SELECT array_agg(application_name::text ORDER BY application_name) \
+               FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')), '{}')";
+
+/// The replication part of a check's answer.
+fn facts(row: &Row) -> ReplicaFacts {
+    ReplicaFacts {
+        timeline: row.get::<_, Option<i32>>(2).map(|t| t as u32),
+        receive_lsn: row.get::<_, Option<i64>>(3).map(|l| l as u64),
+        upstream: row.get(4),
+        streaming: row.get(5),
+        lag: None,
+        sync_standbys: row.get(6),
+    }
+}
 
 /// How often a new connection is opened besides the checks on the open one: a postmaster that
 /// hangs while its backends run accepts no client, yet the open connection still answers.
@@ -118,7 +142,8 @@ pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::S
                                     let state = if row.get::<_, bool>(0) { PgState::Standby } else { PgState::Primary };
                                     let lsn = row.get::<_, Option<i64>>(1).map(|l| l as u64);
                                     reported_down = false;
-                                    if tx.send(Input::Postgres { state, wal_lsn: lsn, reason: None }).await.is_err() {
+                                    let facts = facts(&row);
+                                    if tx.send(Input::Postgres { state, wal_lsn: lsn, facts, reason: None }).await.is_err() {
                                         return;
                                     }
                                 }
@@ -134,6 +159,7 @@ pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::S
             let down = Input::Postgres {
                 state: PgState::Down,
                 wal_lsn: None,
+                facts: ReplicaFacts::default(),
                 reason: Some(reason),
             };
             if tx.send(down).await.is_err() {

@@ -14,6 +14,7 @@ use harp_core::election::{
 use harp_core::keys::KeyKind;
 use harp_core::records::{
     LeaderRecord, ManagedRecord, NodeStatus, PgState, PromoteIntent, ProxyStatus, RECORD_VERSION,
+    ReplicaFacts,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -25,6 +26,8 @@ pub enum Input {
     Postgres {
         state: PgState,
         wal_lsn: Option<u64>,
+        /// Streaming mode's facts (timeline, upstream, synchronous standbys).
+        facts: ReplicaFacts,
         reason: Option<String>,
     },
     Session(SessionEvent),
@@ -64,6 +67,8 @@ pub struct Runner {
     pub view: watch::Sender<StatusView>,
     /// Switchover marks, written in order by [`dcs::marker`].
     pub marks: mpsc::UnboundedSender<dcs::Mark>,
+    /// What the last check saw of replication (streaming mode).
+    pub facts: ReplicaFacts,
 }
 
 impl Runner {
@@ -115,8 +120,10 @@ impl Runner {
             Input::Postgres {
                 state,
                 wal_lsn,
+                facts,
                 reason,
             } => {
+                self.facts = facts;
                 if state != self.election.postgres() {
                     match &reason {
                         Some(r) => tracing::warn!("postgres is {state:?}: {r}"),
@@ -312,7 +319,7 @@ impl Runner {
             Action::Release { token, .. } => {
                 let status = match self.lease {
                     _ if self.election.is_shutting_down() => StatusOp::Delete(self.me().to_owned()),
-                    Some(l) => StatusOp::Put(self.status(), l),
+                    Some(l) => StatusOp::Put(Box::new(self.status()), l),
                     None => StatusOp::None,
                 };
                 let (dcs, tx, loc) = (
