@@ -28,6 +28,15 @@ pub struct StatusView {
     /// Why a requested switchover away from this leader does not happen, if it does not.
     pub switchover_refusal: Option<String>,
     pub etcd_session: bool,
+    /// `multi_writer` or `streaming`.
+    pub replication: &'static str,
+    /// Leading, and Postgres takes writes under our lease (promotion done): what `/primary`
+    /// reports.
+    pub writable: bool,
+    /// Streaming mode: replication as the last check saw it (timeline, upstream, lag, …).
+    pub replica: harp_core::records::ReplicaFacts,
+    /// Why the node is not serving as it should (e.g. a failed rewind).
+    pub reason: Option<String>,
 }
 
 /// Binds at start, so a taken port is an error before the manager joins the cluster.

@@ -441,6 +441,10 @@ impl Runner {
             ineligible: e.ineligible_reason(),
             switchover_refusal: e.switchover_refusal(),
             etcd_session: self.lease.is_some(),
+            replication: self.config.cluster.replication.as_str(),
+            writable: token.is_some() && e.postgres() == PgState::Primary,
+            replica: self.facts.clone(),
+            reason: None,
         });
     }
 
