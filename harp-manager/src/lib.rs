@@ -116,6 +116,10 @@ pub async fn run(
         ineligible: election.ineligible_reason(),
         switchover_refusal: None,
         etcd_session: false,
+        replication: config.cluster.replication.as_str(),
+        writable: false,
+        replica: Default::default(),
+        reason: None,
     });
     if config.http.enable {
         let listener = http::bind(&config.http).await?;
