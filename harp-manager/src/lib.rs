@@ -84,7 +84,8 @@ pub async fn run(
     let m = config.manager.clone().context("manager section")?;
     let params = Params {
         node: m.name.clone(),
-        location: config.location.clone(),
+        // Streaming: one lease for the whole cluster, whatever the node's location.
+        location: config.scope().to_owned(),
         priority: m.node.priority,
         lease_ttl: m.node.leader_lease_duration,
         maximum_lag: m.node.maximum_lag,
@@ -93,6 +94,8 @@ pub async fn run(
         retry_max: std::time::Duration::from_secs(2),
         stop_when_fenced: m.node.stop_database_when_fenced,
         server_transfer_timeout: m.node.server_transfer_timeout,
+        streaming: config.is_streaming(),
+        synchronous: config.cluster.synchronous_mode != config::SynchronousMode::Off,
     };
     tracing::info!(
         node = %m.name,

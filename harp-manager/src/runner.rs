@@ -333,6 +333,8 @@ impl Runner {
                 });
             }
             Action::StepDown { .. } => {}
+            // Streaming mode's Postgres operations (wired in a later change).
+            Action::Promote { .. } | Action::Follow { .. } | Action::Rejoin { .. } => {}
             Action::MarkLeader {
                 token,
                 handover_to,

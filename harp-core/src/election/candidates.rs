@@ -16,6 +16,15 @@ pub struct Peer {
     pub wal_lsn: Option<u64>,
 }
 
+/// This node as the ranking sees it.
+pub struct Candidate<'a> {
+    pub node: &'a str,
+    pub location: &'a str,
+    pub priority: i32,
+    pub wal_lsn: Option<u64>,
+    pub streaming: bool,
+}
+
 /// Every known node of the cluster except this one.
 #[derive(Debug, Default, Clone)]
 pub struct Peers {
@@ -47,31 +56,49 @@ impl Peers {
         self.fenced.contains_key(node)
     }
 
-    /// Peers of `location` that look able to lead: writable Postgres, not fenced, priority >= 0.
-    fn contenders<'a>(&'a self, location: &'a str) -> impl Iterator<Item = (&'a str, &'a Peer)> {
+    /// Peers of `location` that look able to lead: writable Postgres (or, streaming, any
+    /// running Postgres: standbys are promoted), not fenced, priority >= 0.
+    fn contenders<'a>(
+        &'a self,
+        location: &'a str,
+        streaming: bool,
+    ) -> impl Iterator<Item = (&'a str, &'a Peer)> {
         self.status.iter().filter_map(move |(name, p)| {
-            let able = p.location == location
-                && p.postgres == PgState::Primary
-                && p.priority >= 0
-                && !self.is_fenced(name);
+            let up = match streaming {
+                true => matches!(p.postgres, PgState::Primary | PgState::Standby),
+                false => p.postgres == PgState::Primary,
+            };
+            let able = p.location == location && up && p.priority >= 0 && !self.is_fenced(name);
             able.then_some((name.as_str(), p))
         })
     }
 
-    /// How many able peers outrank `me` (higher priority, then the smaller name). Rank 0 tries
-    /// at once; each rank below waits one step longer, so the best candidate wins without a race
-    /// and a best candidate that cannot acquire costs only one step.
-    pub fn rank(&self, me: &str, location: &str, priority: i32) -> usize {
-        self.contenders(location)
-            .filter(|(name, p)| {
-                (p.priority, std::cmp::Reverse(*name)) > (priority, std::cmp::Reverse(me))
-            })
+    /// How many able peers outrank `me` (higher priority, then — streaming — the furthest
+    /// WAL position, then the smaller name). Rank 0 tries at once; each rank below waits one
+    /// step longer, so the best candidate wins without a race and a best candidate that cannot
+    /// acquire costs only one step. `among`, when given, limits the contenders (the
+    /// synchronous set).
+    pub fn rank(&self, me: &Candidate<'_>, among: Option<&[String]>) -> usize {
+        let key = |name: &'_ str, priority: i32, lsn: Option<u64>| {
+            let lsn = if me.streaming { lsn.unwrap_or(0) } else { 0 };
+            (priority, lsn, std::cmp::Reverse(name.to_owned()))
+        };
+        let mine = key(me.node, me.priority, me.wal_lsn);
+        self.contenders(me.location, me.streaming)
+            .filter(|(name, _)| among.is_none_or(|m| m.iter().any(|n| n == name)))
+            .filter(|(name, p)| key(name, p.priority, p.wal_lsn) > mine)
             .count()
     }
 
     /// Why `target` cannot take over `location` in a switchover, or `Ok` if it can. `force`
     /// accepts a priority of -1; nothing makes a fenced or unhealthy node lead.
-    pub fn check_target(&self, target: &str, location: &str, force: bool) -> Result<(), String> {
+    pub fn check_target(
+        &self,
+        target: &str,
+        location: &str,
+        force: bool,
+        streaming: bool,
+    ) -> Result<(), String> {
         let Some(p) = self.status.get(target) else {
             return Err(format!("{target} has no status (is its manager running?)"));
         };
@@ -84,7 +111,12 @@ impl Peers {
         if self.is_fenced(target) {
             return Err(format!("{target} is fenced"));
         }
-        if p.postgres != PgState::Primary {
+        // Streaming: the target is a standby we promote; multi-writer: a writable node.
+        let wanted = match streaming {
+            true => PgState::Standby,
+            false => PgState::Primary,
+        };
+        if p.postgres != wanted {
             return Err(format!("{target}'s postgres is {:?}", p.postgres));
         }
         if p.priority < 0 && !force {
@@ -113,6 +145,9 @@ impl Election {
         let p = &self.params;
         if p.priority < 0 {
             return Some(format!("priority {} never leads", p.priority));
+        }
+        if p.streaming {
+            return self.streaming_unfit();
         }
         match self.postgres {
             PgState::Primary => {}
@@ -146,7 +181,21 @@ impl Election {
         let rank = match &self.switchover {
             Some(s) if s.target != p.node => return None,
             Some(_) => 0,
-            None => self.peers.rank(&p.node, &p.location, p.priority) as u32,
+            None => {
+                let me = Candidate {
+                    node: &p.node,
+                    location: &p.location,
+                    priority: p.priority,
+                    wal_lsn: self.wal_lsn,
+                    streaming: p.streaming,
+                };
+                // Synchronous mode: only the members may be promoted, so only they outrank.
+                let among = match p.synchronous {
+                    true => self.repl.sync.as_deref().filter(|m| !m.is_empty()),
+                    false => None,
+                };
+                self.peers.rank(&me, among) as u32
+            }
         };
         // Ranks count from when both are known: the vacancy and the peers (after settling).
         let at = self.vacant_since?.max(self.settle_until?) + p.candidate_step * rank;

@@ -145,7 +145,12 @@ impl Election {
             return None;
         }
         self.peers
-            .check_target(&s.target, &self.params.location, s.force)
+            .check_target(
+                &s.target,
+                &self.params.location,
+                s.force,
+                self.params.streaming,
+            )
             .ok()
             .map(|()| s.target.clone())
     }
@@ -160,7 +165,12 @@ impl Election {
             return None;
         }
         self.peers
-            .check_target(&s.target, &self.params.location, s.force)
+            .check_target(
+                &s.target,
+                &self.params.location,
+                s.force,
+                self.params.streaming,
+            )
             .err()
     }
 }

@@ -14,15 +14,18 @@ mod candidates;
 mod drain;
 mod lease;
 mod leave;
+mod streaming;
 #[cfg(test)]
 mod tests;
 mod types;
 
 use std::time::{Duration, Instant};
 
-pub use candidates::{Peer, Peers};
+pub use candidates::{Candidate, Peer, Peers};
 pub use drain::{Proxies, ProxyDrain, ProxyState};
 use leave::Leaving;
+pub use streaming::Optime;
+use streaming::Replica;
 pub use types::{Action, Event, Holder, Role, Switchover};
 
 use crate::records::PgState;
@@ -44,6 +47,10 @@ pub struct Params {
     pub stop_when_fenced: bool,
     /// At a switchover, how long to keep the lease while proxies drain our sessions.
     pub server_transfer_timeout: Duration,
+    /// `cluster.replication: streaming`: one primary for the cluster (see `streaming`).
+    pub streaming: bool,
+    /// `cluster.synchronous_mode` on or strict: only a synchronous standby may be promoted.
+    pub synchronous: bool,
 }
 
 impl Params {
@@ -95,6 +102,8 @@ pub struct Election {
     /// than delete it — a delete would hand the lead to another node while agents that have
     /// not yet seen the delete still route to ours.
     lapsed: Option<i64>,
+    /// Streaming mode's state (see `streaming`).
+    repl: Replica,
 }
 
 impl Election {
@@ -123,6 +132,7 @@ impl Election {
             settle_until: None,
             seen_leader: false,
             lapsed: None,
+            repl: Replica::default(),
         }
     }
 
@@ -180,10 +190,17 @@ impl Election {
             Role::Leader { token, .. } if self.managed => self.leave_wake(token),
             _ => None,
         };
-        [deadline, self.retry_at, self.candidate_at(), leave_end]
-            .into_iter()
-            .flatten()
-            .min()
+        let streaming = self.streaming_wake();
+        [
+            deadline,
+            self.retry_at,
+            self.candidate_at(),
+            leave_end,
+            streaming,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
@@ -242,7 +259,18 @@ impl Election {
                     };
                 }
             }
-            Event::LeaderObserved(holder) => self.observe(holder, now, &mut out),
+            Event::LeaderObserved(holder) => {
+                if holder != self.holder {
+                    // A new primary: a rejoin that waited for one may run at once.
+                    self.repl.retry_at = None;
+                }
+                self.observe(holder, now, &mut out)
+            }
+            Event::Replica { timeline } => self.repl.timeline = timeline,
+            Event::Optime(o) => self.repl.optime = o,
+            Event::SyncSet(members) => self.repl.sync = members,
+            Event::Promoted { token, result } => self.promoted(token, result, now, &mut out),
+            Event::Rejoined(result) => self.rejoined(result, now),
             Event::Acquired { token, sent } => self.acquired(token, sent, now, &mut out),
             Event::AcquireLost { holder } => {
                 self.acquiring = false;
@@ -287,6 +315,7 @@ impl Election {
             Event::Shutdown => self.shutting_down = true,
         }
         self.enforce(now, &mut out);
+        self.streaming_duties(now, &mut out);
         if self.params.stop_when_fenced && self.managed && self.is_fenced() != was_fenced {
             out.push(match self.is_fenced() {
                 true => Action::StopPostgres,
@@ -347,6 +376,8 @@ impl Election {
         {
             self.acquiring = true;
             self.retry_at = None;
+            self.repl.acquire_promoting =
+                self.params.streaming && self.postgres == PgState::Standby;
             out.push(Action::TryAcquire);
         }
     }

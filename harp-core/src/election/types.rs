@@ -86,6 +86,21 @@ pub enum Event {
         proxy: String,
         managed: bool,
     },
+    /// Streaming mode: the timeline our Postgres writes or replays.
+    Replica {
+        timeline: Option<u32>,
+    },
+    /// Streaming mode: `optime/<group>` changed (`None`: no record).
+    Optime(Option<super::Optime>),
+    /// Streaming mode: the members of `sync/<group>` (`None`: no record).
+    SyncSet(Option<Vec<String>>),
+    /// The promotion asked by [`Action::Promote`] ended.
+    Promoted {
+        token: i64,
+        result: Result<(), String>,
+    },
+    /// The rejoin asked by [`Action::Rejoin`] ended.
+    Rejoined(Result<(), String>),
     /// A timer asked for by [`Election::next_wake`] fired.
     Tick,
     /// SIGTERM: hand the lease over and exit.
@@ -116,6 +131,15 @@ pub enum Action {
         handover_to: Option<String>,
         leaving: bool,
     },
+    /// Streaming mode: we hold the lease under `token` and our Postgres is a standby: promote
+    /// it, then report [`Event::Promoted`].
+    Promote { token: i64 },
+    /// Streaming mode: point our standby at the lease holder `node`.
+    Follow { node: String },
+    /// Streaming mode: bring our Postgres back as a standby of the lease holder — stop it
+    /// first if `stop_first` (a primary without the lease), rewind it if it was a primary —
+    /// or, with no lease holder, start it where it is. Report [`Event::Rejoined`].
+    Rejoin { stop_first: bool, reason: String },
 }
 
 impl fmt::Display for Action {
@@ -150,10 +174,21 @@ impl fmt::Display for Action {
                 "switchover to {to}: proxies close our sessions (token {token}) at transaction \
                  boundaries before we release"
             ),
-            Action::MarkLeader { token, .. } => write!(
+            Action::MarkLeader { token, .. } => {
+                write!(f, "routable: proxies route to us (token {token})")
+            }
+            Action::Promote { token } => {
+                write!(f, "promote postgres: we hold the lease (token {token})")
+            }
+            Action::Follow { node } => write!(f, "stream from the primary {node}"),
+            Action::Rejoin {
+                stop_first: true,
+                reason,
+            } => write!(
                 f,
-                "no longer leaving: proxies route to us again (token {token})"
+                "demote: stop postgres, rewind it and start it as a standby ({reason})"
             ),
+            Action::Rejoin { reason, .. } => write!(f, "start postgres again ({reason})"),
         }
     }
 }

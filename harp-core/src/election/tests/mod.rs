@@ -18,6 +18,8 @@ fn params(node: &str, priority: i32) -> Params {
         retry_max: Duration::from_secs(2),
         stop_when_fenced: false,
         server_transfer_timeout: DRAIN,
+        streaming: false,
+        synchronous: false,
     }
 }
 
@@ -724,3 +726,4 @@ fn mark(to: Option<&str>, leaving: bool) -> Action {
 
 mod acquire;
 mod leave;
+mod streaming;
