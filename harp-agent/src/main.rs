@@ -148,6 +148,7 @@ async fn run(
     tracing::info!(
         proxy = %proxy.name,
         location = %config.location,
+        routes_for = %config.scope(),
         cluster = %config.cluster.name,
         mode = if steering.is_some() { "ebpf" } else { "userspace" },
         r#type = if proxy.pgbouncer.is_some() { "pgbouncer" } else { "builtin" },
@@ -156,9 +157,10 @@ async fn run(
     let (route_tx, route_rx) = watch::channel(Routing::default());
     let route_rx_for_pgbouncer = route_rx.clone();
     let kernel = steering.as_ref().map(|s| (s.kernel(), s.service()));
+    // Streaming mode: the cluster's one primary, whatever our location.
     let shared = Arc::new(proxy::Shared::new(
         &proxy,
-        &config.location,
+        config.scope(),
         route_rx,
         kernel,
     ));
@@ -192,7 +194,7 @@ async fn run(
     // Each mirror is tagged: one read again says nothing of another still broken.
     for (prefix, mirror) in [
         (
-            dcs.keys.leader(&config.location),
+            dcs.keys.leader(config.scope()),
             Mirror::Route(Watch::Leader),
         ),
         (dcs.keys.managed(), Mirror::Route(Watch::Managed)),

@@ -116,7 +116,7 @@ impl Runner {
             steering,
             adopt_grace,
             dcs,
-            location: config.location.clone(),
+            location: config.scope().to_owned(),
             router,
             lease_ttl: ttl,
             shared,
