@@ -271,7 +271,10 @@ impl Election {
             Event::SyncSet(members) => self.repl.sync = members,
             Event::Promoted { token, result } => self.promoted(token, result, now, &mut out),
             Event::Rejoined(result) => self.rejoined(result, now),
-            Event::Acquired { token, sent } => self.acquired(token, sent, now, &mut out),
+            Event::Acquired { token, sent } => {
+                self.acquired(token, sent, now, &mut out);
+                self.acquired_streaming(token);
+            }
             Event::AcquireLost { holder } => {
                 self.acquiring = false;
                 self.retry_delay = self.params.retry_min;

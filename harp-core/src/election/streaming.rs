@@ -153,9 +153,11 @@ impl Election {
         let due = !self.repl.busy && self.repl.retry_at.is_none_or(|r| now >= r);
         match (self.role, self.postgres) {
             (Role::Leader { token, .. }, PgState::Standby) => {
-                let slot = self.repl.promoting.get_or_insert((token, false));
-                if slot.0 == token && !slot.1 {
-                    slot.1 = true;
+                if self.repl.promoting.is_none_or(|(t, _)| t != token) {
+                    self.repl.promoting = Some((token, false));
+                }
+                if let Some((_, asked @ false)) = &mut self.repl.promoting {
+                    *asked = true;
                     out.push(Action::Promote { token });
                 }
             }
@@ -249,6 +251,14 @@ impl Election {
         match (self.repl.retry_at, restart) {
             (Some(r), Some(s)) => Some(r.max(s)),
             (r, s) => r.or(s),
+        }
+    }
+
+    /// Our acquire under `token` succeeded: if it wrote a `promoting` record, that record is
+    /// rewritten routable once Postgres takes writes, however it came to.
+    pub(super) fn acquired_streaming(&mut self, token: i64) {
+        if self.is_leader() && std::mem::take(&mut self.repl.acquire_promoting) {
+            self.repl.promoting = Some((token, false));
         }
     }
 

@@ -38,6 +38,10 @@ pub struct OptimeRecord {
     pub token: i64,
     pub timeline: Option<u32>,
     pub lsn: u64,
+    /// The primary stopped cleanly at `lsn` (its shutdown checkpoint) before it released the
+    /// lease: a switchover's target promotes only once it received that record.
+    #[serde(default)]
+    pub shutdown: bool,
     pub updated_ms: u64,
 }
 
@@ -105,6 +109,7 @@ mod tests {
             token: 7,
             timeline: Some(3),
             lsn: 99,
+            shutdown: false,
             updated_ms: 1,
         };
         assert_eq!(OptimeRecord::decode(op.encode().as_bytes()).unwrap(), op);

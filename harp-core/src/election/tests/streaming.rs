@@ -348,3 +348,39 @@ fn a_switchover_target_must_be_a_standby_in_streaming_mode() {
     e.step(PeerStatus("n2", peer(100, PgState::Standby, 1)), t0);
     assert_eq!(e.switchover_refusal(), None);
 }
+
+#[test]
+fn a_promoting_record_is_made_routable_even_if_postgres_was_promoted_by_hand() {
+    let mut e = Election::new(streaming("n2", 100));
+    let (t0, out) = ready_standby(&mut e, 100);
+    assert_eq!(out, vec![Action::TryAcquire]);
+    // Promoted by someone else between the acquire's send and its answer.
+    e.step(healthy(), t0);
+    let out = e.step(Event::Acquired { token: 7, sent: t0 }, t0);
+    assert!(
+        out.contains(&Action::MarkLeader {
+            token: 7,
+            handover_to: None,
+            leaving: false
+        }),
+        "{out:?}"
+    );
+    // A second leadership promotes again.
+    let mut e = Election::new(streaming("n2", 100));
+    let (t0, _) = ready_standby(&mut e, 100);
+    e.step(Event::Acquired { token: 7, sent: t0 }, t0);
+    e.step(
+        Event::Promoted {
+            token: 7,
+            result: Err("x".into()),
+        },
+        t0,
+    );
+    e.step(Event::Released, t0);
+    e.step(Event::LeaderObserved(None), t0);
+    let t1 = e.next_wake().unwrap();
+    let out = e.step(Event::Tick, t1);
+    assert_eq!(out, vec![Action::TryAcquire]);
+    let out = e.step(Event::Acquired { token: 9, sent: t1 }, t1);
+    assert!(out.contains(&Action::Promote { token: 9 }), "{out:?}");
+}
