@@ -158,12 +158,7 @@ async fn run(
     let route_rx_for_pgbouncer = route_rx.clone();
     let kernel = steering.as_ref().map(|s| (s.kernel(), s.service()));
     // Streaming mode: the cluster's one primary, whatever our location.
-    let shared = Arc::new(proxy::Shared::new(
-        &proxy,
-        config.scope(),
-        route_rx,
-        kernel,
-    ));
+    let shared = Arc::new(proxy::Shared::new(&proxy, config.scope(), route_rx, kernel));
     if let Some(l) = health_listener {
         let (shared, timeout) = (shared.clone(), config.http.probes_timeout);
         tokio::spawn(async move {
