@@ -7,6 +7,7 @@ pub mod http;
 pub mod pgctl;
 pub mod postgres;
 pub mod runner;
+pub mod standby;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -1,14 +1,20 @@
-//! Stopping and starting the local Postgres for `stop_database_when_fenced`. Both run as the
-//! owner of the data directory (Postgres refuses root). Starting reuses the exact command line
-//! Postgres recorded in `postmaster.opts`, so a node started with options on its command line
-//! comes back the same.
+//! Stopping and starting the local Postgres (`stop_database_when_fenced`, and the streaming
+//! operations in [`crate::standby`]). Every program runs as the owner of the data directory
+//! (Postgres refuses root). Starting reuses the exact command line Postgres recorded in
+//! `postmaster.opts`, so a node started with options on its command line comes back the same.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use harp_core::election::Action;
 use tokio::sync::mpsc;
+
+/// How long a fast shutdown may take before an immediate one (the fenced-node stop).
+pub const DEFAULT_FAST_STOP: Duration = Duration::from_secs(60);
+/// How long an immediate shutdown may take: it only signals the processes to quit.
+const IMMEDIATE_STOP: Duration = Duration::from_secs(30);
 
 /// Runs the stop and start requests (`Action::StopPostgres`, `Action::StartPostgres`) one at a
 /// time, in the order they were asked: a start asked while a stop still runs must follow it, or
@@ -30,69 +36,254 @@ pub fn serve(ctl: PgCtl) -> mpsc::UnboundedSender<Action> {
     tx
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PgCtlError {
+    #[error("cannot read the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pg_ctl stop -m immediate failed: {stderr}")]
+    Stop { stderr: String },
+    #[error(
+        "{path}: {source}; Postgres must have been started once from this data directory \
+         (its command line is taken from there)"
+    )]
+    Opts {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse {path}")]
+    OptsParse { path: PathBuf },
+    #[error("cannot open the Postgres log {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Postgres exited while starting ({status}); see its log {log}")]
+    Exited { status: String, log: PathBuf },
+    #[error(
+        "Postgres did not accept connections within {after:?}; it is left running (a standby \
+         may still be replaying WAL); see its log {log}"
+    )]
+    NotReady { after: Duration, log: PathBuf },
+}
+
+#[derive(Debug, Clone)]
 pub struct PgCtl {
     pub bin_dir: PathBuf,
     pub data_dir: PathBuf,
 }
 
 impl PgCtl {
-    fn owner(&self) -> Result<(u32, u32), String> {
-        let m = std::fs::metadata(&self.data_dir)
-            .map_err(|e| format!("cannot read {}: {e}", self.data_dir.display()))?;
+    /// uid and gid of the data directory's owner, whom every Postgres program runs as.
+    pub fn owner(&self) -> Result<(u32, u32), PgCtlError> {
+        let m = std::fs::metadata(&self.data_dir).map_err(|source| PgCtlError::DataDir {
+            path: self.data_dir.clone(),
+            source,
+        })?;
         Ok((m.uid(), m.gid()))
     }
 
-    /// `pg_ctl stop -m fast`: sessions end, the node stops taking writes.
-    pub async fn stop(&self) -> Result<(), String> {
+    /// `bin_dir/<program>` as the owner, in the data directory (a program run as another user
+    /// from a directory it cannot read fails in odd ways), killed if the future is dropped.
+    pub fn command(&self, program: &str) -> Result<tokio::process::Command, PgCtlError> {
         let (uid, gid) = self.owner()?;
-        let out = tokio::process::Command::new(self.bin_dir.join("pg_ctl"))
-            .arg("stop")
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-m", "fast", "-w", "-t", "60"])
-            .uid(uid)
+        let mut cmd = tokio::process::Command::new(self.bin_dir.join(program));
+        // The C locale: callers read these programs' messages.
+        cmd.uid(uid)
             .gid(gid)
-            .output()
-            .await
-            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            .current_dir(&self.data_dir)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        Ok(cmd)
+    }
+
+    /// Where a Postgres this manager starts logs.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("harp-postgres.log")
+    }
+
+    /// Whether a postmaster runs on the data directory (`pg_ctl status`).
+    pub async fn is_running(&self) -> Result<bool, PgCtlError> {
+        let out = self.pg_ctl(&["status"], Duration::from_secs(10)).await?;
+        Ok(out.status.success())
+    }
+
+    /// Fast shutdown, bounded by [`DEFAULT_FAST_STOP`]; see [`PgCtl::stop_within`].
+    pub async fn stop(&self) -> Result<(), PgCtlError> {
+        self.stop_within(DEFAULT_FAST_STOP).await
+    }
+
+    /// Stops Postgres if it runs: fast (sessions end, no new writes), then immediate if it
+    /// has not stopped within `fast` (a long shutdown checkpoint must not keep a deposed
+    /// primary up). Ok if it was not running.
+    pub async fn stop_within(&self, fast: Duration) -> Result<(), PgCtlError> {
+        if !self.is_running().await? {
+            return Ok(());
+        }
+        let secs = fast.as_secs().max(1).to_string();
+        let out = self
+            .pg_ctl(&["stop", "-m", "fast", "-w", "-t", &secs], fast)
+            .await?;
+        if out.status.success() || !self.is_running().await? {
+            return Ok(());
+        }
+        tracing::warn!(
+            "postgres did not stop in fast mode within {fast:?}: stopping it in immediate mode"
+        );
+        let secs = IMMEDIATE_STOP.as_secs().to_string();
+        let out = self
+            .pg_ctl(
+                &["stop", "-m", "immediate", "-w", "-t", &secs],
+                IMMEDIATE_STOP,
+            )
+            .await?;
+        if out.status.success() || !self.is_running().await? {
+            return Ok(());
+        }
+        Err(PgCtlError::Stop {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+
+    /// `pg_ctl -D <dir> <args>`, killed if it outlives `bound` plus a margin.
+    async fn pg_ctl(
+        &self,
+        args: &[&str],
+        bound: Duration,
+    ) -> Result<std::process::Output, PgCtlError> {
+        let mut cmd = self.command("pg_ctl")?;
+        cmd.arg("-D").arg(&self.data_dir).args(args);
+        let run = cmd.output();
+        match tokio::time::timeout(bound + Duration::from_secs(5), run).await {
+            Ok(r) => r.map_err(|source| PgCtlError::Spawn {
+                program: self.bin_dir.join("pg_ctl"),
+                source,
+            }),
+            Err(_) => Err(PgCtlError::Stop {
+                stderr: format!("pg_ctl {} got no answer within {bound:?}", args.join(" ")),
+            }),
         }
     }
 
     /// Starts Postgres with the command line of its last start; the manager reaps it.
-    pub async fn start(&self) -> Result<(), String> {
-        let (uid, gid) = self.owner()?;
-        let opts_path = self.data_dir.join("postmaster.opts");
-        let opts = std::fs::read_to_string(&opts_path)
-            .map_err(|e| format!("cannot read {}: {e}", opts_path.display()))?;
-        let (program, args) =
-            parse_opts(&opts).ok_or_else(|| format!("cannot parse {}", opts_path.display()))?;
-        let log = log_file(&self.data_dir)?;
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .uid(uid)
-            .gid(gid)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start postgres: {e}"))?;
+    pub async fn start(&self) -> Result<(), PgCtlError> {
+        let child = self.spawn()?;
         tokio::spawn(async move {
+            let mut child = child;
             let _ = child.wait().await;
         });
         Ok(())
     }
+
+    /// [`PgCtl::start`], then waits up to `timeout` until Postgres accepts connections
+    /// (`postmaster.pid` says `ready` or `standby`); an error if it exits meanwhile.
+    pub async fn start_and_wait(&self, timeout: Duration) -> Result<(), PgCtlError> {
+        let mut child = self.spawn()?;
+        let pid = child.id();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let outcome = loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                break Err(PgCtlError::Exited {
+                    status: st.to_string(),
+                    log: self.log_path(),
+                });
+            }
+            if pid.is_some() && pid_file_status(&self.data_dir, pid) {
+                break Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break Err(PgCtlError::NotReady {
+                    after: timeout,
+                    log: self.log_path(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        outcome
+    }
+
+    /// The postmaster, as a child of this process. Without `postmaster.opts` (a data dir
+    /// Postgres never ran from) it starts with `-D <dir>` alone.
+    fn spawn(&self) -> Result<tokio::process::Child, PgCtlError> {
+        let opts_path = self.data_dir.join("postmaster.opts");
+        let (program, args) = match std::fs::read_to_string(&opts_path) {
+            Ok(opts) => parse_opts(&opts).ok_or(PgCtlError::OptsParse {
+                path: opts_path.clone(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                self.bin_dir.join("postgres").display().to_string(),
+                vec!["-D".to_owned(), self.data_dir.display().to_string()],
+            ),
+            Err(source) => {
+                return Err(PgCtlError::Opts {
+                    path: opts_path,
+                    source,
+                });
+            }
+        };
+        let log = self.open_log()?;
+        let (uid, gid) = self.owner()?;
+        let log_err = log.try_clone().map_err(|source| PgCtlError::Log {
+            path: self.log_path(),
+            source,
+        })?;
+        // Not killed on drop: Postgres outlives whatever task started it.
+        tokio::process::Command::new(&program)
+            .args(args)
+            .uid(uid)
+            .gid(gid)
+            .current_dir(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|source| PgCtlError::Spawn {
+                program: program.into(),
+                source,
+            })
+    }
+
+    fn open_log(&self) -> Result<std::fs::File, PgCtlError> {
+        let path = self.log_path();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| PgCtlError::Log {
+                path: path.clone(),
+                source,
+            })?;
+        // Created as us (maybe root) inside the owner's directory: hand it to the owner.
+        let (uid, gid) = self.owner()?;
+        let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+        Ok(file)
+    }
 }
 
-fn log_file(data_dir: &Path) -> Result<std::fs::File, String> {
-    let path = data_dir.join("harp-postgres.log");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+/// Whether `postmaster.pid` belongs to `pid` and says the postmaster accepts connections
+/// (line 8: `ready`, or `standby` for a standby without hot_standby).
+fn pid_file_status(data_dir: &Path, pid: Option<u32>) -> bool {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return false;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let owner = lines.first().and_then(|l| l.trim().parse::<u32>().ok());
+    owner == pid && matches!(lines.get(7).map(|s| s.trim()), Some("ready" | "standby"))
 }
 
 /// `postmaster.opts`: the program path, then each argument in double quotes.
@@ -121,5 +312,23 @@ mod tests {
         assert_eq!(p, "/usr/lib/postgresql/15/bin/postgres");
         assert_eq!(a, vec!["-D", "/tmp/d x", "-c", "fsync=off"]);
         assert_eq!(parse_opts("").map(|x| x.0), None);
+    }
+
+    #[test]
+    fn only_a_ready_pid_file_of_our_postmaster_counts() {
+        let dir = std::env::temp_dir().join(format!("harp-pgctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |pid: u32, status: &str| {
+            let text = format!("{pid}\n/d\n1\n5432\n/tmp\n127.0.0.1\n  1  2\n{status}\n");
+            std::fs::write(dir.join("postmaster.pid"), text).unwrap();
+        };
+        file(42, "starting");
+        assert!(!pid_file_status(&dir, Some(42)));
+        file(42, "ready   ");
+        assert!(pid_file_status(&dir, Some(42)));
+        assert!(!pid_file_status(&dir, Some(43)));
+        file(42, "standby ");
+        assert!(pid_file_status(&dir, Some(42)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
