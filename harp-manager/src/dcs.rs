@@ -2,7 +2,7 @@
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use harp_core::election::Holder;
-use harp_core::records::{LeaderRecord, NodeStatus};
+use harp_core::records::{LeaderRecord, NodeStatus, OptimeRecord};
 pub use harp_dcs::{Dcs, DcsError, Result};
 
 /// What the create-if-absent txn found.
@@ -112,9 +112,19 @@ pub fn marker(dcs: Dcs) -> tokio::sync::mpsc::UnboundedSender<Mark> {
 
 /// Deletes the leader key only if it is still ours, writing our status in the same txn so
 /// peers that see the key vanish already know why.
-pub async fn release(dcs: &Dcs, location: &str, token: i64, status: StatusOp) -> Result<bool> {
+/// Streaming: `last`, the position our primary stopped at, is written in the same txn.
+pub async fn release(
+    dcs: &Dcs,
+    location: &str,
+    token: i64,
+    status: StatusOp,
+    last: Option<OptimeRecord>,
+) -> Result<bool> {
     let key = dcs.keys.leader(location);
     let mut ops = Vec::new();
+    if let Some(o) = last {
+        ops.push(TxnOp::put(dcs.keys.optime(location), o.encode(), None));
+    }
     match status {
         StatusOp::Put(st, lease) => ops.push(TxnOp::put(
             dcs.keys.node_status(&st.node),
@@ -155,4 +165,25 @@ pub fn holder(value: &[u8], create_revision: i64) -> Holder {
         node,
         token: create_revision,
     }
+}
+
+/// Writes `key` (on no lease: it must outlive us) only while we hold `leader/<scope>` under
+/// `token`; `false` when we no longer do.
+pub async fn put_if_leader(
+    dcs: &Dcs,
+    scope: &str,
+    token: i64,
+    key: &str,
+    value: String,
+) -> Result<bool> {
+    let leader = dcs.keys.leader(scope);
+    let txn = Txn::new()
+        .when([Compare::create_revision(
+            leader.as_str(),
+            CompareOp::Equal,
+            token,
+        )])
+        .and_then([TxnOp::put(key, value, None)]);
+    let mut c = dcs.client.clone();
+    Ok(dcs.bounded(c.txn(txn)).await?.succeeded())
 }

@@ -149,6 +149,18 @@ pub async fn run(
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(tx.clone()));
     let marks = dcs::marker(dcs.clone());
+    let standby = match (&m.node.db_bin_dir, &m.node.db_data_dir) {
+        (Some(bin_dir), Some(data_dir)) if config.is_streaming() => {
+            let ctl = pgctl::PgCtl {
+                bin_dir: bin_dir.clone(),
+                data_dir: data_dir.clone(),
+            };
+            Some(std::sync::Arc::new(
+                standby::Standby::new(ctl, &m.node.dsn, &m.name).context("manager.dsn")?,
+            ))
+        }
+        _ => None,
+    };
     runner::Runner {
         config_path: path,
         config,
@@ -176,6 +188,9 @@ pub async fn run(
         view,
         marks,
         facts: Default::default(),
+        standby,
+        optime: None,
+        leader_record: tokio_watch::channel(None).0,
     }
     .run()
     .await

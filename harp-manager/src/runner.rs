@@ -2,25 +2,25 @@
 //! signals) into election events, and carries out the election's actions. Every etcd request
 //! runs in its own task, so a slow etcd never delays reacting to a Postgres failure.
 
+mod act;
+mod keys;
+mod streaming;
+mod view;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use harp_core::config::{self, Config, NodeDirectives};
 use harp_core::directives::{NodeLayers, NodeOverrides};
-use harp_core::election::{
-    Action, Election, Event, Holder, Peer, ProxyDrain, ProxyState, Role, Switchover,
-};
-use harp_core::keys::KeyKind;
-use harp_core::records::{
-    LeaderRecord, ManagedRecord, NodeStatus, PgState, PromoteIntent, ProxyStatus, RECORD_VERSION,
-    ReplicaFacts,
-};
+use harp_core::election::{Action, Election, Event, Holder};
+use harp_core::records::{LeaderRecord, PgState, ReplicaFacts};
 use tokio::sync::{mpsc, watch};
 
-use crate::dcs::{self, Acquire, Dcs, DcsError, StatusOp, holder};
+use crate::dcs::{self, Acquire, Dcs, DcsError};
 use crate::http::StatusView;
-use harp_dcs::{KeyChange, MirrorEvent, SessionEvent};
+use harp_dcs::{MirrorEvent, SessionEvent};
 
 pub enum Input {
     Postgres {
@@ -34,6 +34,13 @@ pub enum Input {
     Mirror(MirrorEvent),
     AcquireDone(Result<Acquire, DcsError>, Instant),
     ReleaseDone(Result<bool, DcsError>),
+    /// Streaming mode: a promotion ended.
+    Promoted {
+        token: i64,
+        result: Result<(), String>,
+    },
+    /// Streaming mode: a rejoin, restart or reinit ended.
+    Rejoined(Result<(), String>),
     Shutdown,
     /// The shutdown took too long: leave without further etcd work.
     ForceExit,
@@ -69,14 +76,20 @@ pub struct Runner {
     pub marks: mpsc::UnboundedSender<dcs::Mark>,
     /// What the last check saw of replication (streaming mode).
     pub facts: ReplicaFacts,
+    /// Streaming mode: our Postgres's operations (promote, follow, rewind, …).
+    pub standby: Option<Arc<crate::standby::Standby>>,
+    /// Streaming mode: `optime/<group>` as last read.
+    pub optime: Option<harp_core::records::OptimeRecord>,
+    /// The leader record as last read (where the primary is, whether it takes writes).
+    pub leader_record: watch::Sender<Option<LeaderRecord>>,
 }
 
 impl Runner {
-    fn me(&self) -> &str {
+    pub(super) fn me(&self) -> &str {
         &self.election.params().node
     }
 
-    fn location(&self) -> &str {
+    pub(super) fn location(&self) -> &str {
         &self.election.params().location
     }
 
@@ -130,6 +143,9 @@ impl Runner {
                         None => tracing::info!("postgres is {state:?}"),
                     }
                 }
+                out.push_back(Event::Replica {
+                    timeline: self.facts.timeline,
+                });
                 out.push_back(Event::Postgres { state, wal_lsn });
             }
             Input::Session(SessionEvent::Up { lease, sent }) => {
@@ -176,7 +192,9 @@ impl Runner {
             Input::Shutdown => {
                 tracing::info!("shutting down");
                 let tx = self.tx.clone();
-                let limit = self.dcs.timeout * 2;
+                // Streaming: the release waits for our primary to stop first.
+                let stop = self.standby.as_ref().map(|s| s.timeouts.fast_stop * 2);
+                let limit = self.dcs.timeout * 2 + stop.unwrap_or_default();
                 tokio::spawn(async move {
                     tokio::time::sleep(limit).await;
                     let _ = tx.send(Input::ForceExit).await;
@@ -185,269 +203,15 @@ impl Runner {
             }
             Input::ForceExit => {}
             Input::Reload => self.reload(out),
-        }
-    }
-
-    fn apply_changes(&mut self, changes: Vec<KeyChange>, out: &mut VecDeque<Event>) {
-        for ch in changes {
-            let keys = self.dcs.keys.clone();
-            match keys.parse(&ch.key) {
-                Some(KeyKind::Leader(loc)) if loc == self.location() => {
-                    self.leader = ch.value.as_ref().map(|(v, rev)| holder(v, *rev));
-                    out.push_back(Event::LeaderObserved(self.leader.clone()));
+            Input::Promoted { token, result } => {
+                match &result {
+                    Ok(()) => tracing::info!(token, "postgres promoted"),
+                    Err(e) => tracing::error!(token, "{e}"),
                 }
-                Some(KeyKind::NodeStatus(node)) if node != self.me() => {
-                    let peer = ch.value.and_then(|(v, _)| match NodeStatus::decode(&v) {
-                        Ok(s) => Some(Peer {
-                            location: s.location,
-                            postgres: s.postgres,
-                            priority: s.priority,
-                            wal_lsn: s.wal_lsn,
-                        }),
-                        Err(e) => {
-                            tracing::warn!("ignoring the status of {node}: {e}");
-                            None
-                        }
-                    });
-                    out.push_back(Event::PeerStatus {
-                        node: node.to_owned(),
-                        peer,
-                    });
-                }
-                Some(KeyKind::ProxyStatus(proxy)) => {
-                    let state = ch.value.map(|(v, _)| match ProxyStatus::decode(&v) {
-                        Ok(s) => ProxyState::Status(ProxyDrain {
-                            location: s.location,
-                            token: s.token,
-                            draining: s.draining,
-                            left: s.drain_left,
-                            pooled: s.pooled,
-                        }),
-                        Err(e) => {
-                            // It may carry our sessions: never counted as drained.
-                            tracing::warn!("cannot read the status of proxy {proxy}: {e}");
-                            ProxyState::Unreadable
-                        }
-                    });
-                    out.push_back(Event::ProxyDrain {
-                        proxy: proxy.to_owned(),
-                        state,
-                    });
-                }
-                Some(KeyKind::Fenced(node)) => out.push_back(Event::Fenced {
-                    node: node.to_owned(),
-                    fenced: ch.value.is_some(),
-                }),
-                Some(KeyKind::PromoteIntent(loc)) if loc == self.location() => {
-                    let intent = ch.value.and_then(|(v, _)| match PromoteIntent::decode(&v) {
-                        Ok(i) => Some(Switchover {
-                            target: i.target,
-                            from_token: i.from_token,
-                            force: i.force,
-                        }),
-                        Err(e) => {
-                            tracing::warn!("ignoring the switchover request: {e}");
-                            None
-                        }
-                    });
-                    if let Some(i) = &intent {
-                        tracing::info!(target = %i.target, from_token = i.from_token, "switchover requested");
-                    }
-                    out.push_back(Event::Switchover(intent));
-                }
-                Some(KeyKind::Managed) => {
-                    // Absent or unreadable: managed (HARP's default).
-                    self.cluster_managed = ch
-                        .value
-                        .and_then(|(v, _)| ManagedRecord::decode(&v).ok())
-                        .is_none_or(|r| r.managed);
-                    out.push_back(Event::Managed(self.managed()));
-                }
-                Some(KeyKind::ClusterConfig) => {
-                    self.layers.cluster = directives(ch.value.map(|(v, _)| v));
-                    self.apply_directives(out);
-                }
-                Some(KeyKind::LocationConfig(loc)) if loc == self.location() => {
-                    self.layers.location = directives(ch.value.map(|(v, _)| v));
-                    self.apply_directives(out);
-                }
-                Some(KeyKind::NodeConfig(node)) if node == self.me() => {
-                    self.layers.node = directives(ch.value.map(|(v, _)| v));
-                    self.apply_directives(out);
-                }
-                Some(KeyKind::ProxyUnmanaged(proxy)) => out.push_back(Event::ProxyManaged {
-                    proxy: proxy.to_owned(),
-                    managed: ch.value.is_none(),
-                }),
-                Some(KeyKind::NodeUnmanaged(node)) if node == self.me() => {
-                    self.node_unmanaged = ch.value.is_some();
-                    out.push_back(Event::Managed(self.managed()));
-                }
-                _ => {}
+                out.push_back(Event::Promoted { token, result })
             }
+            Input::Rejoined(result) => out.push_back(Event::Rejoined(result)),
         }
-    }
-
-    fn managed(&self) -> bool {
-        self.cluster_managed && !self.node_unmanaged
-    }
-
-    /// Carries out one action; returns true when the manager should exit.
-    async fn execute(&mut self, action: Action) -> bool {
-        match &action {
-            Action::PublishStatus => {}
-            Action::Release { .. } | Action::StepDown { .. } => tracing::warn!("{action}"),
-            _ => tracing::info!("{action}"),
-        }
-        match action {
-            Action::TryAcquire => {
-                let Some(lease) = self.lease else {
-                    let _ = self.tx.try_send(Input::AcquireDone(
-                        Err(DcsError::Timeout(Duration::ZERO)),
-                        Instant::now(),
-                    ));
-                    return false;
-                };
-                let record = self.leader_record();
-                let (dcs, tx) = (self.dcs.clone(), self.tx.clone());
-                tokio::spawn(async move {
-                    let sent = Instant::now();
-                    let r = dcs::try_acquire(&dcs, lease, &record).await;
-                    let _ = tx.send(Input::AcquireDone(r, sent)).await;
-                });
-            }
-            Action::Release { token, .. } => {
-                let status = match self.lease {
-                    _ if self.election.is_shutting_down() => StatusOp::Delete(self.me().to_owned()),
-                    Some(l) => StatusOp::Put(Box::new(self.status()), l),
-                    None => StatusOp::None,
-                };
-                let (dcs, tx, loc) = (
-                    self.dcs.clone(),
-                    self.tx.clone(),
-                    self.location().to_owned(),
-                );
-                tokio::spawn(async move {
-                    let r = dcs::release(&dcs, &loc, token, status).await;
-                    let _ = tx.send(Input::ReleaseDone(r)).await;
-                });
-            }
-            Action::StepDown { .. } => {}
-            // Streaming mode's Postgres operations (wired in a later change).
-            Action::Promote { .. } | Action::Follow { .. } | Action::Rejoin { .. } => {}
-            Action::MarkLeader {
-                token,
-                handover_to,
-                leaving,
-            } => {
-                // Without a session the key is gone with our lease: nothing to mark.
-                if let Some(lease) = self.lease {
-                    let record = LeaderRecord {
-                        handover_to,
-                        leaving,
-                        ..self.leader_record()
-                    };
-                    let _ = self.marks.send(dcs::Mark {
-                        lease,
-                        token,
-                        record,
-                    });
-                }
-            }
-            Action::StopPostgres | Action::StartPostgres => {
-                let Some(ctl) = &self.pgctl else {
-                    tracing::error!("cannot {action}: manager.db_bin_dir/db_data_dir not set");
-                    return false;
-                };
-                let _ = ctl.send(action);
-            }
-            Action::PublishStatus => self.publish_status(),
-            Action::Exit => {
-                if let Some(lease) = self.lease.take()
-                    && let Err(e) = self.dcs.revoke(lease).await
-                {
-                    tracing::warn!("could not revoke the etcd lease ({e}); it will expire");
-                }
-                tracing::info!("stopped");
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Our `leader/<location>` value.
-    fn leader_record(&self) -> LeaderRecord {
-        LeaderRecord {
-            version: RECORD_VERSION,
-            node: self.me().to_owned(),
-            location: self.location().to_owned(),
-            address: self.address.clone(),
-            port: self.port,
-            handover_to: None,
-            leaving: false,
-            ..Default::default()
-        }
-    }
-
-    fn status(&self) -> NodeStatus {
-        let e = &self.election;
-        NodeStatus {
-            version: RECORD_VERSION,
-            node: self.me().to_owned(),
-            location: self.location().to_owned(),
-            postgres: e.postgres(),
-            priority: e.params().priority,
-            wal_lsn: e.wal_lsn(),
-            leader: e.is_leader(),
-            address: self.address.clone(),
-            port: self.port,
-            pending_restart: self
-                .pending_restart
-                .iter()
-                .map(|k| (*k).to_owned())
-                .collect(),
-            updated_ms: harp_core::records::unix_ms(),
-            ..Default::default()
-        }
-    }
-
-    fn publish_status(&self) {
-        // Leaving: the release txn deleted our status; writing it again would make peers
-        // count us as a candidate until the lease is revoked.
-        if self.election.is_shutting_down() {
-            return;
-        }
-        if let Some(lease) = self.lease {
-            let st = self.status();
-            let key = self.dcs.keys.node_status(&st.node);
-            self.publish.send_replace(Some((key, st.encode(), lease)));
-        }
-    }
-
-    fn refresh_view(&self) {
-        let e = &self.election;
-        let (role, token) = match e.role() {
-            Role::Leader { token, .. } => ("leader", Some(token)),
-            Role::Follower => ("follower", None),
-        };
-        self.view.send_replace(StatusView {
-            name: self.me().to_owned(),
-            location: self.location().to_owned(),
-            role,
-            token,
-            postgres: e.postgres(),
-            leader: e.holder().map(|h| h.node.clone()),
-            leader_token: e.holder().map(|h| h.token),
-            fenced: e.is_fenced(),
-            managed: e.is_managed(),
-            ineligible: e.ineligible_reason(),
-            switchover_refusal: e.switchover_refusal(),
-            etcd_session: self.lease.is_some(),
-            replication: self.config.cluster.replication.as_str(),
-            writable: token.is_some() && e.postgres() == PgState::Primary,
-            replica: self.facts.clone(),
-            reason: None,
-        });
     }
 
     /// SIGHUP: apply what can change live; name what needs a restart.

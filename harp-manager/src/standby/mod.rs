@@ -8,6 +8,7 @@
 mod conninfo;
 mod datadir;
 mod rejoin;
+mod wait;
 
 use std::str::FromStr;
 use std::time::Duration;
