@@ -31,6 +31,9 @@ pub struct AgentSpec {
     pub extra_yaml: String,
     /// `proxy.timeout`: how long a connect to the leader may take.
     pub connect_timeout_ms: u64,
+    /// Extra YAML lines placed under `cluster:` (indented for you), e.g.
+    /// `"replication: streaming"`.
+    pub cluster_yaml: String,
 }
 
 impl AgentSpec {
@@ -46,6 +49,7 @@ impl AgentSpec {
             cgroup_path: None,
             extra_yaml: String::new(),
             connect_timeout_ms: 1000,
+            cluster_yaml: String::new(),
         }
     }
 
@@ -77,8 +81,9 @@ impl AgentSpec {
             extra.push_str(line);
             extra.push('\n');
         }
+        let cluster_extra = crate::manager::indent(&self.cluster_yaml);
         format!(
-            "cluster:\n  name: {cluster}\n\
+            "cluster:\n  name: {cluster}\n{cluster_extra}\
              dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
              location: {location}\n\
              proxy:\n  name: {name}\n  listen_address: 127.0.0.1\n  listen_port: {listen_port}\n  \

@@ -1,10 +1,17 @@
-//! A whole test deployment: 3-member etcd, and per node one Postgres and one harp-manager.
+//! A whole test deployment: 3-member etcd, and per node one Postgres and one harp-manager —
+//! independent writable nodes (multi-writer), or with [`TestClusterBuilder::streaming`] one
+//! primary and physical standbys cloned from it (see `streaming.rs`).
+
+mod streaming;
+
+pub use streaming::{SETTINGS as STREAMING_SETTINGS, StreamingState};
 
 use std::time::Duration;
 
 use etcd_client::Client;
 use harp_core::records::LeaderRecord;
 
+use crate::agent::AgentSpec;
 use crate::etcd::EtcdCluster;
 use crate::leader;
 use crate::manager::{ManagerProc, ManagerSpec};
@@ -27,6 +34,8 @@ pub struct TestCluster {
     pub etcd: EtcdCluster,
     name: String,
     dir: WorkDir,
+    /// YAML lines under `cluster:` of every manager and agent (empty: multi-writer).
+    cluster_yaml: String,
 }
 
 /// Options for [`TestCluster`]; start with [`TestCluster::builder`].
@@ -40,9 +49,20 @@ pub struct TestClusterBuilder {
     extra_yaml: String,
     pg_settings: Vec<(String, String)>,
     wait_managers: Option<Duration>,
+    /// `Some(synchronous_mode)`: a streaming cluster.
+    streaming: Option<String>,
 }
 
 impl TestClusterBuilder {
+    /// A streaming cluster (`cluster.replication: streaming`, `cluster.synchronous_mode:
+    /// <synchronous_mode>`): the first node is the primary, every other one a standby made
+    /// from it with `pg_basebackup -R`; see [`streaming::SETTINGS`] for the Postgres
+    /// settings every node gets. The first node's manager leads before the others start.
+    pub fn streaming(mut self, synchronous_mode: &str) -> Self {
+        self.streaming = Some(synchronous_mode.into());
+        self
+    }
+
     /// Adds a node `(name, location, priority)`.
     pub fn node(mut self, name: &str, location: &str, priority: i32) -> Self {
         self.nodes.push((name.into(), location.into(), priority));
@@ -84,6 +104,9 @@ impl TestClusterBuilder {
     }
 
     pub fn start(self) -> TestCluster {
+        if self.streaming.is_some() {
+            return streaming::start(self);
+        }
         let dir = WorkDir::new();
         let etcd = EtcdCluster::start(self.etcd_members, &dir);
         let settings: Vec<(&str, &str)> = self
@@ -121,20 +144,26 @@ impl TestClusterBuilder {
             etcd,
             name: self.name,
             dir,
+            cluster_yaml: String::new(),
         };
         if let Some(timeout) = self.wait_managers {
             for n in &mut cluster.nodes {
-                if !n.mgr.wait_http(timeout) {
-                    panic!(
-                        "harp-manager {} did not serve HTTP on port {} within {timeout:?}\n{}",
-                        n.name,
-                        n.mgr.http_port(),
-                        n.mgr.log_tail(40)
-                    );
-                }
+                wait_http(n, timeout);
             }
         }
         cluster
+    }
+}
+
+/// Panics if the manager of `n` does not serve HTTP within `timeout`.
+fn wait_http(n: &mut Node, timeout: Duration) {
+    if !n.mgr.wait_http(timeout) {
+        panic!(
+            "harp-manager {} did not serve HTTP on port {} within {timeout:?}\n{}",
+            n.name,
+            n.mgr.http_port(),
+            n.mgr.log_tail(40)
+        );
     }
 }
 
@@ -149,6 +178,7 @@ impl TestCluster {
             extra_yaml: String::new(),
             pg_settings: Vec::new(),
             wait_managers: Some(Duration::from_secs(20)),
+            streaming: None,
         }
     }
 
@@ -179,6 +209,27 @@ impl TestCluster {
 
     pub fn dir(&self) -> &WorkDir {
         &self.dir
+    }
+
+    /// Whether this is a streaming cluster (one primary, standbys following it).
+    pub fn is_streaming(&self) -> bool {
+        !self.cluster_yaml.is_empty()
+    }
+
+    /// The leader key's name for `location`: the location's in a multi-writer cluster, the
+    /// cluster's own in a streaming one (`Config::scope`).
+    pub fn scope<'a>(&'a self, location: &'a str) -> &'a str {
+        match self.is_streaming() {
+            true => &self.name,
+            false => location,
+        }
+    }
+
+    /// An agent of this cluster in `location`, with the cluster's replication settings.
+    pub fn agent_spec(&self, name: &str, location: &str) -> AgentSpec {
+        let mut spec = AgentSpec::new(name, location, &self.name, self.etcd.endpoints());
+        spec.cluster_yaml = self.cluster_yaml.clone();
+        spec
     }
 
     /// Panics if there is no node `name`.

@@ -27,6 +27,9 @@ pub struct ManagerSpec {
     pub refresh_ms: u64,
     /// Extra YAML lines placed under `manager:` (indented for you), e.g. `"fence: true"`.
     pub extra_yaml: String,
+    /// Extra YAML lines placed under `cluster:` (indented for you), e.g.
+    /// `"replication: streaming"`.
+    pub cluster_yaml: String,
 }
 
 impl ManagerSpec {
@@ -48,6 +51,7 @@ impl ManagerSpec {
             lease_secs: 6,
             refresh_ms: 2000,
             extra_yaml: String::new(),
+            cluster_yaml: String::new(),
         }
     }
 
@@ -59,14 +63,10 @@ impl ManagerSpec {
             .map(|e| format!("\"{e}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut extra = String::new();
-        for line in self.extra_yaml.lines() {
-            extra.push_str("  ");
-            extra.push_str(line);
-            extra.push('\n');
-        }
+        let extra = indent(&self.extra_yaml);
+        let cluster_extra = indent(&self.cluster_yaml);
         format!(
-            "cluster:\n  name: {cluster}\n\
+            "cluster:\n  name: {cluster}\n{cluster_extra}\
              dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
              location: {location}\n\
              manager:\n  name: {name}\n  dsn: \"{dsn}\"\n  priority: {priority}\n  \
@@ -200,6 +200,11 @@ impl ManagerProc {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `text`'s lines, each indented by two spaces (YAML under a section).
+pub(crate) fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 fn write_config(path: &Path, yaml: &str) {

@@ -1,6 +1,7 @@
 //! Throw-away Postgres instances: copies of the process's `initdb` template, each on its own
 //! port, run as the `postgres` user with the postmaster as our direct child.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,8 +43,6 @@ impl PgInstance {
     /// [`PgInstance::start_again`].
     pub fn start_with(dir: &WorkDir, name: &str, settings: &[(&str, &str)]) -> PgInstance {
         let data_dir = dir.join(format!("pg-{name}"));
-        let socket_dir = dir.join(format!("pg-{name}.sock"));
-        let log = dir.join(format!("pg-{name}.log"));
         run(
             Command::new("cp")
                 .arg("-a")
@@ -51,8 +50,46 @@ impl PgInstance {
                 .arg(&data_dir),
             "copy the initdb template",
         );
-        std::fs::create_dir_all(&socket_dir).expect("create socket dir");
         chown_postgres(&data_dir);
+        Self::launch(dir, name, settings)
+    }
+
+    /// A physical standby of the Postgres on `127.0.0.1:<source_port>`: `pg_basebackup -R`
+    /// (WAL streamed, fast checkpoint; `standby.signal` and `primary_conninfo` written) into
+    /// `dir/pg-<name>`, then started like [`PgInstance::start_with`]. The source must allow
+    /// replication connections from 127.0.0.1 (the template's `pg_hba.conf` trusts them).
+    pub fn start_standby(
+        dir: &WorkDir,
+        name: &str,
+        source_port: u16,
+        settings: &[(&str, &str)],
+    ) -> PgInstance {
+        let data_dir = dir.join(format!("pg-{name}"));
+        std::fs::create_dir_all(&data_dir).expect("create standby data dir");
+        // pg_basebackup keeps an existing directory's mode; Postgres wants 0700.
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod standby data dir");
+        chown_postgres(&data_dir);
+        let (uid, gid) = postgres_user();
+        run(
+            Command::new(pg_bin_dir().join("pg_basebackup"))
+                .args(["-h", "127.0.0.1", "-p", &source_port.to_string()])
+                .args(["-U", "postgres", "-X", "stream", "-c", "fast", "-R", "-D"])
+                .arg(&data_dir)
+                .current_dir(dir.path())
+                .uid(uid.as_raw())
+                .gid(gid.as_raw()),
+            &format!("pg_basebackup for {name}"),
+        );
+        Self::launch(dir, name, settings)
+    }
+
+    /// Starts a postmaster on `dir/pg-<name>` (filled by the caller) on a free port.
+    fn launch(dir: &WorkDir, name: &str, settings: &[(&str, &str)]) -> PgInstance {
+        let data_dir = dir.join(format!("pg-{name}"));
+        let socket_dir = dir.join(format!("pg-{name}.sock"));
+        let log = dir.join(format!("pg-{name}.log"));
+        std::fs::create_dir_all(&socket_dir).expect("create socket dir");
         chown_postgres(&socket_dir);
         let port = free_port();
         let settings: Vec<(String, String)> = settings
@@ -141,6 +178,30 @@ impl PgInstance {
         String::from_utf8_lossy(&cmdline)
             .contains(&dir)
             .then_some(pid)
+    }
+
+    /// The pid of whichever postmaster runs on this data directory now: the one this instance
+    /// started, or one its manager started (after a stop, a rewind, a demotion).
+    pub fn current_postmaster(&mut self) -> Option<i32> {
+        if self.proc.is_running() {
+            return Some(self.proc.pid() as i32);
+        }
+        self.foreign_postmaster()
+    }
+
+    /// `kill -9` whichever postmaster runs on this data directory (see
+    /// [`PgInstance::current_postmaster`]); `false` if none runs.
+    pub fn kill9_current(&mut self) -> bool {
+        if self.proc.is_running() {
+            self.proc.kill9();
+            return true;
+        }
+        match self.foreign_postmaster() {
+            Some(pid) => {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+            }
+            None => false,
+        }
     }
 
     /// SIGSTOP / SIGCONT the postmaster (a hung, not dead, Postgres).

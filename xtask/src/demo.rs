@@ -1,9 +1,10 @@
-//! `cargo xtask demo`: a local HARP cluster on loopback — 3 etcd members, 3 PostgreSQL 15
-//! instances, 3 harp-managers over two locations, and a harp-agent with an application writing
-//! through it — then a leader crash, the failover, and the gap the application saw; a planned
-//! switchover an open transaction survives; a killed kernel-path agent whose kernel programs
-//! stop on their own at its deadline; and a switchover a session pooled by PgBouncer does not
-//! notice.
+//! `cargo xtask demo`: by default a streaming cluster (see `demo_streaming.rs`). With
+//! `--replication multi_writer`: a local HARP cluster on loopback — 3 etcd members, 3
+//! PostgreSQL 15 instances, 3 harp-managers over two locations, and a harp-agent with an
+//! application writing through it — then a leader crash, the failover, and the gap the
+//! application saw; a planned switchover an open transaction survives; a killed kernel-path
+//! agent whose kernel programs stop on their own at its deadline; and a switchover a session
+//! pooled by PgBouncer does not notice.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,7 +23,38 @@ const NODES: [(&str, &str, i32); 3] = [
     ("node3", "dcb", 100),
 ];
 
-pub fn run(keep: bool) -> anyhow::Result<()> {
+/// The kind of cluster the demo runs (`cluster.replication`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoReplication {
+    /// A primary and 2 physical standbys; a failover promotes one, a switchover hands over.
+    #[value(name = "streaming")]
+    Streaming,
+    /// Independent writable nodes, one lead master per location.
+    #[value(name = "multi_writer")]
+    MultiWriter,
+}
+
+pub fn run(keep: bool, replication: DemoReplication) -> anyhow::Result<()> {
+    match replication {
+        DemoReplication::Streaming => crate::demo_streaming::run(keep),
+        DemoReplication::MultiWriter => run_multi_writer(keep),
+    }
+}
+
+/// Blocks until Ctrl-C or SIGTERM (`--keep`).
+pub fn wait_for_signal(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
+    Ok(())
+}
+
+fn run_multi_writer(keep: bool) -> anyhow::Result<()> {
     // The kernel path needs root and the kernel programs; without them the demo shows the
     // userspace proxy.
     let kernel = nix::unistd::geteuid().is_root() && crate::build_ebpf::run().is_ok();
@@ -215,14 +247,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
                 n.mgr.log_path().display()
             );
         }
-        rt.block_on(async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => r,
-                _ = term.recv() => Ok(()),
-            }
-        })?;
+        wait_for_signal(&rt)?;
     }
     println!("\n== tearing down");
     Ok(())

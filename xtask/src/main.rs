@@ -5,6 +5,7 @@ mod build_ebpf;
 mod demo;
 mod demo_authority;
 mod demo_pool;
+mod demo_streaming;
 mod lab;
 mod test;
 mod writer;
@@ -32,11 +33,16 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// A local cluster (3 etcd, 3 Postgres, 3 managers, 2 locations) and a failover.
+    /// A local cluster and its failover and switchover: by default a streaming cluster (3
+    /// etcd, a primary and 2 standbys, 3 managers); `--replication multi_writer` for 3
+    /// independent nodes over 2 locations (with the kernel-agent and PgBouncer acts).
     Demo {
         /// Leave the cluster running (Ctrl-C tears it down).
         #[arg(long)]
         keep: bool,
+        /// The kind of cluster: `streaming` or `multi_writer`.
+        #[arg(long, value_enum, default_value = "streaming")]
+        replication: demo::DemoReplication,
     },
     /// The demo's application process (started by `demo`).
     #[command(hide = true)]
@@ -58,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { no_lint, args } => test::run(no_lint, &args),
-        Task::Demo { keep } => demo::run(keep),
+        Task::Demo { keep, replication } => demo::run(keep, replication),
         Task::DemoWriter { dsn } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

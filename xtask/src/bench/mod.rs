@@ -44,8 +44,10 @@ pub enum Bench {
         workloads: Vec<datapath::Workload>,
     },
     /// The pause a client writing every 10 ms sees at a Postgres crash, a whole node lost and
-    /// a switchover: HARP (userspace proxy, kernel steering; default and tight lease) against
-    /// Patroni 4.1 + HAProxy (defaults and tightest accepted), side by side.
+    /// a switchover, and the acknowledged writes the new primary lacks: HARP in streaming mode
+    /// (userspace proxy, kernel steering; default, tight lease, synchronous) against Patroni
+    /// 4.1 + HAProxy (defaults, tightest accepted, primary_start_timeout 0), every system on a
+    /// primary + 2 streaming standbys built afresh per run, interleaved system by system.
     Unavailability {
         /// Runs per (system, fault).
         #[arg(long, default_value_t = 5)]

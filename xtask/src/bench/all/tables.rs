@@ -273,7 +273,8 @@ pub fn unavailability(u: &Value) -> String {
     let faults = distinct(cases, "fault");
     let mut md = format!(
         "Unavailability = {}. Cells: p50 / p95 ms (runs, and the writer's failed requests \
-         and connects over all runs where measured).\n\n| system |",
+         and connects and the acknowledged writes lost over all runs where measured).\n\n\
+         | system |",
         u["measure"]
             .as_str()
             .unwrap_or("the longest gap between acknowledged writes")
@@ -299,8 +300,13 @@ pub fn unavailability(u: &Value) -> String {
                             format!(", {total} errors")
                         },
                     );
+                    // Acknowledged writes the new primary lacked, where measured.
+                    let lost = c["rpo_lost_writes"].as_array().map_or(String::new(), |l| {
+                        let total: u64 = l.iter().filter_map(Value::as_u64).sum();
+                        format!(", {total} writes lost")
+                    });
                     format!(
-                        "{} / {} ({}{errors})",
+                        "{} / {} ({}{errors}{lost})",
                         fmt(num(c, "p50_ms"), 0),
                         fmt(num(c, "p95_ms"), 0),
                         c["n"]
@@ -325,6 +331,9 @@ pub fn unavailability(u: &Value) -> String {
     }
     for s in list(u, "skipped") {
         md += &format!("\nSkipped {}: {}.\n", text(s, "system"), text(s, "reason"));
+    }
+    if let Some(sub) = u["substrate"].as_str() {
+        md += &format!("\nSubstrate: {sub}.\n");
     }
     md
 }

@@ -1,6 +1,8 @@
-//! HARP as deployed by the tests: 3 etcd members, 3 Postgres each with its harp-manager in one
-//! location, and harp-agents: one userspace proxy, one in mode ebpf steering a child cgroup
-//! (the writer of the kernel systems runs there), one running PgBouncer (transaction pooling).
+//! HARP in streaming mode, as the tests deploy it: 3 etcd members, a primary and two standbys
+//! cloned from it (`pg_basebackup -R`), each with its harp-manager (`cluster.replication:
+//! streaming`, `synchronous_mode: on` for the sync systems), and the one harp-agent the
+//! measured system needs: a userspace proxy, one in mode ebpf steering a child cgroup (the
+//! writer of the kernel systems runs there), or one running PgBouncer (transaction pooling).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,18 +12,18 @@ use harp_tests::agent::PinGuard;
 use harp_tests::cgroup::ChildCgroup;
 use harp_tests::harpctl::harpctl;
 use harp_tests::rt::block_on;
-use harp_tests::{AgentProc, AgentSpec, TestCluster, workspace_bin};
+use harp_tests::{AgentProc, TestCluster, workspace_bin};
 use serde_json::Value;
 
-use super::{Deployment, Fault, System};
+use super::{AgentKind, Deployment, Fault, System};
 use crate::writer::mono_ns;
 
 const LOCATION: &str = "dca";
 /// Lease and keep-alive period: the defaults, and the tightest we call sensible (the loader
 /// accepts a lease down to 1 s; 2 s leaves a loaded 2-core machine room for keep-alives).
-const DEFAULT: (u64, u64) = (6, 2000);
-const TIGHT: (u64, u64) = (2, 500);
-const READY: Duration = Duration::from_secs(30);
+pub const DEFAULT: (u64, u64) = (6, 2000);
+pub const TIGHT: (u64, u64) = (2, 500);
+const READY: Duration = Duration::from_secs(60);
 
 /// The ebpf-mode agent. Field order = drop order: the agent, its pins, then the cgroup.
 struct Kernel {
@@ -30,119 +32,126 @@ struct Kernel {
     cgroup: ChildCgroup,
 }
 
-/// Field order = drop order: agents before the cluster they route to.
+enum Agent {
+    Proxy(AgentProc),
+    Kernel(Kernel),
+}
+
+impl Agent {
+    fn proc(&mut self) -> &mut AgentProc {
+        match self {
+            Agent::Proxy(a) => a,
+            Agent::Kernel(k) => &mut k.agent,
+        }
+    }
+}
+
+/// Field order = drop order: the agent before the cluster it routes to.
 pub struct Harp {
-    user: AgentProc,
-    kernel: Option<Kernel>,
-    pgbouncer: Option<AgentProc>,
+    agent: Agent,
     cluster: TestCluster,
+    /// The primary when the run began.
+    primary: String,
 }
 
 impl Harp {
-    /// Starts the cluster and its agents; the kernel agent only if `kernel`. The reason is
-    /// `Some` when kernel steering is unavailable here (the kernel systems are then skipped).
-    pub fn start(
-        tight: bool,
-        kernel: bool,
-        pgbouncer: bool,
-    ) -> anyhow::Result<(Harp, Option<String>)> {
+    pub fn start(tight: bool, sync: bool, kind: AgentKind) -> anyhow::Result<Harp> {
         let (lease, refresh) = if tight { TIGHT } else { DEFAULT };
-        let name = if tight { "unavail-tight" } else { "unavail" };
-        println!("== HARP: 3 nodes, lease {lease} s, refresh {refresh} ms");
+        let name = match (tight, sync) {
+            (false, false) => "unavail",
+            (true, false) => "unavail-tight",
+            (_, true) => "unavail-sync",
+        };
         let mut b = TestCluster::builder(name)
             .lease_secs(lease)
-            .refresh_ms(refresh);
+            .refresh_ms(refresh)
+            .wait_managers(Some(READY))
+            .streaming(if sync { "on" } else { "off" });
         for n in ["n1", "n2", "n3"] {
             b = b.node(n, LOCATION, 100);
         }
         let cluster = b.start();
-        for n in &cluster.nodes {
-            block_on(|| async { n.pg.connect().await?.batch_execute(super::TABLE_SQL).await })
-                .with_context(|| format!("create the writer's table on {}", n.name))?;
-        }
-        let eps = cluster.etcd.endpoints();
-        let mut user = AgentProc::start(
-            cluster.dir(),
-            AgentSpec::new("unavail-user", LOCATION, name, eps.clone()),
-        );
-        if !user.wait_ready(READY) {
-            bail!("harp-agent (userspace) not ready\n{}", user.log_tail(30));
-        }
-        let pgbouncer = match pgbouncer {
-            false => None,
-            true => Some(start_pgbouncer_agent(&cluster, name, eps.clone())?),
+        let st = cluster
+            .wait_streaming(READY)
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.manager_logs(30)))?;
+        let primary = cluster
+            .nodes
+            .iter()
+            .find(|n| n.name == st.primary)
+            .context("the primary is no node")?;
+        block_on(|| async {
+            primary
+                .pg
+                .connect()
+                .await?
+                .batch_execute(super::TABLE_SQL)
+                .await
+        })
+        .context("create the writer's table on the primary")?;
+        super::check_settings(&primary.pg.dsn())?;
+        let agent = match kind {
+            AgentKind::Userspace => {
+                let spec = cluster.agent_spec("unavail-user", LOCATION);
+                Agent::Proxy(AgentProc::start(cluster.dir(), spec))
+            }
+            AgentKind::Pgbouncer => Agent::Proxy(start_pgbouncer_agent(&cluster)?),
+            AgentKind::Kernel => Agent::Kernel(start_kernel_agent(&cluster, name)?),
         };
-        let (kernel, reason) = if !kernel {
-            (None, None)
-        } else if let Some(reason) = kernel_unavailable() {
-            (None, Some(reason))
-        } else {
-            let pins = PinGuard::new(name, "unavail-kernel");
-            if pins.path().exists() {
-                let path = pins.path().display().to_string();
-                // Not this run's (a bench that was killed?): leave it to whoever owns it.
-                std::mem::forget(pins);
-                bail!("{path} exists already: remove it if no harp-agent uses it");
-            }
-            let cgroup = ChildCgroup::new();
-            let spec = AgentSpec::new("unavail-kernel", LOCATION, name, eps).ebpf(cgroup.path());
-            let mut agent = AgentProc::start(cluster.dir(), spec);
-            if !agent.wait_ready(READY) {
-                bail!("harp-agent (ebpf) not ready\n{}", agent.log_tail(30));
-            }
-            let k = Kernel {
-                agent,
-                _pins: pins,
-                cgroup,
-            };
-            let mode = status(&k.agent)?["mode"].clone();
-            if mode != "ebpf" {
-                bail!("harp-agent unavail-kernel runs in mode {mode}, not ebpf");
-            }
-            (Some(k), None)
-        };
-        let h = Harp {
-            user,
-            kernel,
-            pgbouncer,
+        let mut h = Harp {
+            agent,
             cluster,
+            primary: st.primary,
         };
-        Ok((h, reason))
+        let a = h.agent.proc();
+        if !a.wait_ready(READY) {
+            bail!("harp-agent {} not ready\n{}", a.name(), a.log_tail(30));
+        }
+        if let Agent::Kernel(k) = &h.agent {
+            let mode = status(&k.agent)?["mode"].clone();
+            anyhow::ensure!(mode == "ebpf", "harp-agent runs in mode {mode}, not ebpf");
+        }
+        Ok(h)
     }
 
-    fn leader(&self) -> anyhow::Result<String> {
-        let l = block_on(|| {
-            self.cluster
-                .wait_leader(LOCATION, |l| l.is_some(), Duration::from_secs(30))
-        })
-        .context("no leader")?;
-        Ok(l.node)
+    fn node(&mut self, name: &str) -> &mut harp_tests::Node {
+        self.cluster.node(name)
     }
 }
 
 /// An agent running PgBouncer, pooling per transaction; the writer logs in as `postgres`,
 /// which the test clusters trust.
-fn start_pgbouncer_agent(
-    cluster: &TestCluster,
-    name: &str,
-    eps: Vec<String>,
-) -> anyhow::Result<AgentProc> {
+fn start_pgbouncer_agent(cluster: &TestCluster) -> anyhow::Result<AgentProc> {
     let userlist = cluster.dir().join("pgbouncer-users.txt");
     std::fs::write(&userlist, "\"postgres\" \"\"\n")?;
-    let mut spec = AgentSpec::new("unavail-pgb", LOCATION, name, eps);
+    let mut spec = cluster.agent_spec("unavail-pgb", LOCATION);
     spec.extra_yaml = format!(
         "type: pgbouncer\npool_mode: transaction\nauth_type: trust\nauth_file: {}\n",
         userlist.display()
     );
-    let mut agent = AgentProc::start(cluster.dir(), spec);
-    if !agent.wait_ready(READY) {
-        bail!("harp-agent (pgbouncer) not ready\n{}", agent.log_tail(30));
+    Ok(AgentProc::start(cluster.dir(), spec))
+}
+
+fn start_kernel_agent(cluster: &TestCluster, name: &str) -> anyhow::Result<Kernel> {
+    let pins = PinGuard::new(name, "unavail-kernel");
+    if pins.path().exists() {
+        let path = pins.path().display().to_string();
+        // Not this run's (a bench that was killed?): leave it to whoever owns it.
+        std::mem::forget(pins);
+        bail!("{path} exists already: remove it if no harp-agent uses it");
     }
-    Ok(agent)
+    let cgroup = ChildCgroup::new();
+    let spec = cluster
+        .agent_spec("unavail-kernel", LOCATION)
+        .ebpf(cgroup.path());
+    Ok(Kernel {
+        agent: AgentProc::start(cluster.dir(), spec),
+        _pins: pins,
+        cgroup,
+    })
 }
 
 /// Why kernel steering cannot run here, if it cannot.
-fn kernel_unavailable() -> Option<String> {
+pub fn kernel_unavailable() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("kernel steering needs root".into());
     }
@@ -158,27 +167,14 @@ fn status(agent: &AgentProc) -> anyhow::Result<Value> {
 
 impl Deployment for Harp {
     fn wait_healthy(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY;
-        for n in &self.cluster.nodes {
-            while !n
-                .mgr
-                .status()
-                .is_some_and(|s| s["postgres"] == "primary" && s["etcd_session"] == true)
-            {
-                if Instant::now() > deadline {
-                    bail!("{} is not healthy\n{}", n.name, n.mgr.log_tail(30));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        self.leader()?;
-        let agents = std::iter::once(&mut self.user)
-            .chain(self.kernel.as_mut().map(|k| &mut k.agent))
-            .chain(self.pgbouncer.as_mut());
-        for a in agents {
-            if !a.wait_ready(READY) {
-                bail!("harp-agent {} not ready\n{}", a.name(), a.log_tail(30));
-            }
+        let st = self
+            .cluster
+            .wait_streaming(READY)
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+        self.primary = st.primary;
+        let a = self.agent.proc();
+        if !a.wait_ready(READY) {
+            bail!("harp-agent {} not ready\n{}", a.name(), a.log_tail(30));
         }
         // Let every status reach the peers, so every run starts from the same state.
         std::thread::sleep(Duration::from_millis(300));
@@ -187,59 +183,61 @@ impl Deployment for Harp {
 
     fn writer(&self, system: System) -> anyhow::Result<Command> {
         let exe = workspace_bin("xtask");
-        let (mut cmd, agent) = match (&self.kernel, system.is_kernel()) {
-            (Some(k), true) => (k.cgroup.command(exe), &k.agent),
-            (None, true) => bail!("{} needs the ebpf agent", system.name()),
-            (_, false) if system == System::HarpPgbouncer => {
-                let agent = self.pgbouncer.as_ref().context("no pgbouncer agent")?;
-                (Command::new(exe), agent)
-            }
-            (_, false) => (Command::new(exe), &self.user),
+        let (mut cmd, agent) = match (&self.agent, system.is_kernel()) {
+            (Agent::Kernel(k), true) => (k.cgroup.command(exe), &k.agent),
+            (Agent::Proxy(a), false) => (Command::new(exe), a),
+            _ => bail!("{} runs with another agent", system.name()),
         };
         cmd.args(["demo-writer", &agent.dsn("postgres")]);
         Ok(cmd)
     }
 
     fn inject(&mut self, fault: Fault) -> anyhow::Result<(u64, String)> {
-        let leader = self.leader()?;
+        let leader = self.primary.clone();
         if fault == Fault::Switchover {
-            let target = self
-                .cluster
-                .nodes
+            // To a standby the primary's commits wait for, if it names one: the one that has
+            // every acknowledged write.
+            let st = self.cluster.streaming_state().map_err(anyhow::Error::msg)?;
+            let target = st
+                .sync_standbys
                 .iter()
-                .map(|n| n.name.clone())
-                .find(|n| *n != leader)
-                .context("no other node")?;
+                .find(|s| st.streaming.contains(s))
+                .or(st.streaming.first())
+                .context("no streaming standby")?
+                .clone();
             let at = mono_ns();
             let (code, _, err) = harpctl(&self.cluster, &["promote", &target]);
             anyhow::ensure!(code == 0, "harpctl promote {target}: {err}");
             return Ok((at, leader));
         }
-        let node = self.cluster.node(&leader);
+        let node = self.node(&leader);
         let at = mono_ns();
         if fault == Fault::NodeLoss {
             node.mgr.kill9();
         }
-        node.pg.kill9();
+        anyhow::ensure!(node.pg.kill9_current(), "{leader} runs no postmaster");
         Ok((at, leader))
     }
 
-    fn heal(&mut self, fault: Fault, node: &str) -> anyhow::Result<()> {
-        let n = self.cluster.node(node);
-        match fault {
-            Fault::PostgresCrash => n.pg.start_again(),
-            Fault::NodeLoss => {
-                n.pg.start_again();
-                n.mgr.restart();
+    fn primary_dsn(&mut self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + READY;
+        loop {
+            match self.cluster.streaming_state() {
+                Ok(st) => {
+                    let n = self.node(&st.primary);
+                    return Ok(n.pg.dsn());
+                }
+                Err(e) if Instant::now() > deadline => {
+                    bail!("no writable primary: {e}\n{}", self.logs())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
-            Fault::Switchover => {}
         }
-        Ok(())
     }
 
     fn steered(&self, system: System) -> anyhow::Result<Option<u64>> {
-        match (&self.kernel, system.is_kernel()) {
-            (Some(k), true) => {
+        match (&self.agent, system.is_kernel()) {
+            (Agent::Kernel(k), true) => {
                 let st = status(&k.agent)?;
                 let n = st["kernel"]["counters"]["steered"].as_u64();
                 n.map(Some)
@@ -250,17 +248,10 @@ impl Deployment for Harp {
     }
 
     fn logs(&self) -> String {
-        let mut s = self.cluster.manager_logs(20);
-        s += "\n";
-        s += &self.user.log_tail(20);
-        if let Some(k) = &self.kernel {
-            s += "\n";
-            s += &k.agent.log_tail(20);
-        }
-        if let Some(a) = &self.pgbouncer {
-            s += "\n";
-            s += &a.log_tail(20);
-        }
-        s
+        let agent = match &self.agent {
+            Agent::Proxy(a) => a,
+            Agent::Kernel(k) => &k.agent,
+        };
+        format!("{}\n{}", self.cluster.manager_logs(20), agent.log_tail(20))
     }
 }

@@ -1,6 +1,7 @@
 //! Patroni 4.1 (`scripts/setup-patroni`) on 3 nodes with real streaming replication — Patroni
-//! bootstraps it: initdb on the first, pg_basebackup for the others — on the tests' etcd (its
-//! etcd3 client speaks etcd 3.4's v3 JSON gateway), with HAProxy in front.
+//! bootstraps it: initdb on the first, pg_basebackup for the others, with the Postgres settings
+//! HARP's nodes get — on the tests' etcd (its etcd3 client speaks etcd 3.4's v3 JSON gateway),
+//! with HAProxy in front.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,7 +14,7 @@ use harp_tests::{EtcdCluster, WorkDir, http_get, workspace_bin};
 use serde_json::Value;
 
 use super::haproxy::Haproxy;
-use super::patroni_node::{self, Node, Reaper, Timings};
+use super::patroni_node::{Node, Reaper, Timings};
 use super::{Deployment, Fault, System};
 use crate::writer::mono_ns;
 
@@ -51,16 +52,7 @@ pub struct Patroni {
 }
 
 impl Patroni {
-    pub fn start(tight: bool) -> anyhow::Result<Patroni> {
-        let timings = if tight {
-            patroni_node::TIGHT
-        } else {
-            patroni_node::DEFAULT
-        };
-        println!(
-            "== Patroni: 3 nodes, ttl {} s, loop_wait {} s, retry_timeout {} s, HAProxy in front",
-            timings.ttl, timings.loop_wait, timings.retry_timeout
-        );
+    pub fn start(timings: Timings) -> anyhow::Result<Patroni> {
         let dir = WorkDir::new();
         let reaper = Reaper::start();
         let etcd = EtcdCluster::start(3, &dir);
@@ -98,6 +90,9 @@ impl Patroni {
         }
         p.wait_healthy()?;
         p.check_timings()?;
+        super::check_settings(&format!(
+            "host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        ))?;
         Ok(p)
     }
 
@@ -150,11 +145,15 @@ impl Patroni {
             .context("GET /config")?;
         let v: Value = serde_json::from_str(&body)?;
         let t = self.timings;
-        let want = [
+        let mut want = vec![
             ("ttl", t.ttl),
             ("loop_wait", t.loop_wait),
             ("retry_timeout", t.retry_timeout),
         ];
+        want.extend(
+            t.primary_start_timeout
+                .map(|s| ("primary_start_timeout", s)),
+        );
         for (k, want) in want {
             anyhow::ensure!(
                 v[k].as_u64() == Some(want.into()),
@@ -230,19 +229,18 @@ impl Deployment for Patroni {
         Ok((at, leader))
     }
 
-    fn heal(&mut self, fault: Fault, node: &str) -> anyhow::Result<()> {
-        if fault != Fault::NodeLoss {
-            return Ok(()); // Patroni restarts Postgres, or rejoins the old primary, itself
-        }
-        let bin = venv().join("bin/patroni");
-        let n = self.node(node)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while n.postmaster().is_some() {
-            anyhow::ensure!(Instant::now() < deadline, "{node}'s postmaster lingers");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        n.spawn(&bin);
-        Ok(())
+    fn primary_dsn(&mut self) -> anyhow::Result<String> {
+        self.wait(|p| {
+            p.members().is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["role"] == "leader" && m["state"] == "running")
+            })
+        })?;
+        let leader = self.leader()?;
+        let port = self.node(&leader)?.pg_port;
+        Ok(format!(
+            "host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        ))
     }
 
     fn steered(&self, _system: System) -> anyhow::Result<Option<u64>> {

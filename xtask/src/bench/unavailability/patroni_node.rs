@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use harp_tests::cluster::STREAMING_SETTINGS;
 use harp_tests::postgres::{pg_bin_dir, postgres_user};
 use harp_tests::process::reap_orphans;
 use harp_tests::{ChildGuard, WorkDir, free_port};
@@ -21,6 +22,10 @@ pub struct Timings {
     pub ttl: u32,
     pub loop_wait: u32,
     pub retry_timeout: u32,
+    /// How long a crashed primary may take to start again in place before Patroni fails over;
+    /// `None`: Patroni's default (300 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_start_timeout: Option<u32>,
 }
 
 /// Patroni 4.1's defaults.
@@ -28,6 +33,12 @@ pub const DEFAULT: Timings = Timings {
     ttl: 30,
     loop_wait: 10,
     retry_timeout: 10,
+    primary_start_timeout: None,
+};
+/// The defaults, but a crashed primary fails over at once instead of restarting in place.
+pub const FAILOVER: Timings = Timings {
+    primary_start_timeout: Some(0),
+    ..DEFAULT
 };
 /// The least its validator accepts (`ttl` ≥ 20, `loop_wait` ≥ 1, `retry_timeout` ≥ 3), which
 /// also keeps its rule `loop_wait + 2 * retry_timeout <= ttl`.
@@ -35,6 +46,7 @@ pub const TIGHT: Timings = Timings {
     ttl: 20,
     loop_wait: 1,
     retry_timeout: 3,
+    primary_start_timeout: None,
 };
 const _: () = assert!(TIGHT.loop_wait + 2 * TIGHT.retry_timeout <= TIGHT.ttl);
 const _: () = assert!(DEFAULT.loop_wait + 2 * DEFAULT.retry_timeout <= DEFAULT.ttl);
@@ -76,14 +88,22 @@ impl Node {
     }
 
     fn render(&self, home: &Path, scope: &str, etcd: &[String], t: Timings) -> String {
+        let start_timeout = t.primary_start_timeout.map_or(String::new(), |s| {
+            format!("    primary_start_timeout: {s}\n")
+        });
+        // The same replication settings as every HARP node (see STREAMING_SETTINGS).
+        let parameters: String = STREAMING_SETTINGS
+            .iter()
+            .map(|(k, v)| format!("        {k}: '{v}'\n"))
+            .collect();
         format!(
             "scope: {scope}\nnamespace: /service/\nname: {name}\n\
              log:\n  level: INFO\n\
              restapi:\n  listen: 127.0.0.1:{api}\n  connect_address: 127.0.0.1:{api}\n\
              etcd3:\n  hosts: [{hosts}]\n\
              bootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {lw}\n    retry_timeout: {rt}\n\
-             \x20   postgresql:\n      use_pg_rewind: true\n      parameters:\n        \
-             wal_log_hints: 'on'\n\
+             {start_timeout}\
+             \x20   postgresql:\n      use_pg_rewind: true\n      parameters:\n{parameters}\
              \x20 initdb: [{{encoding: UTF8}}, {{locale: C}}]\n\
              postgresql:\n  listen: 127.0.0.1:{pg}\n  connect_address: 127.0.0.1:{pg}\n  \
              data_dir: {data}\n  bin_dir: {bin}\n  pgpass: {home}/pgpass\n  \
@@ -91,7 +111,8 @@ impl Node {
              remove_data_directory_on_diverged_timelines: true\n  \
              authentication:\n    superuser: {{username: postgres}}\n    \
              replication: {{username: replicator}}\n    rewind: {{username: postgres}}\n  \
-             parameters:\n    unix_socket_directories: {home}\n    fsync: 'off'\n  \
+             parameters:\n    unix_socket_directories: {home}\n    fsync: 'off'\n    \
+             max_connections: 100\n  \
              pg_hba:\n    - local all all trust\n    - host all all 127.0.0.1/32 trust\n    \
              - host replication all 127.0.0.1/32 trust\n",
             name = self.name,
@@ -195,5 +216,34 @@ impl Drop for Reaper {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patroni_gets_the_shared_replication_settings_and_its_start_timeout() {
+        let node = Node {
+            name: "p1".into(),
+            pg_port: 5432,
+            api_port: 8008,
+            data_dir: "/d/data".into(),
+            config: "/d/patroni.yml".into(),
+            log: "/d/log".into(),
+            proc: None,
+        };
+        let yml = node.render(Path::new("/d"), "s", &["127.0.0.1:2379".into()], FAILOVER);
+        assert!(yml.contains("    primary_start_timeout: 0\n"), "{yml}");
+        for (k, v) in STREAMING_SETTINGS {
+            assert!(yml.contains(&format!("        {k}: '{v}'\n")), "{k}: {yml}");
+        }
+        let yml = node.render(Path::new("/d"), "s", &[], DEFAULT);
+        assert!(!yml.contains("primary_start_timeout"), "{yml}");
+        assert!(
+            yml.contains("    retry_timeout: 10\n    postgresql:\n"),
+            "{yml}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! One run: start the writer, let it write steadily, make the fault, wait until writes flow
-//! steadily again, heal. The run's unavailability is the longest gap between two acknowledged
-//! writes from 1 s before the fault until writes have flowed for [`STEADY`] after it.
+//! steadily again, then check every acknowledged write on the current primary. The run's
+//! unavailability is the longest gap between two acknowledged writes from 1 s before the fault
+//! until writes have flowed for [`STEADY`] after it; its RPO the acknowledged writes the
+//! primary does not have, row by row.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ pub struct RunResult {
     /// Requests and connects of the writer that failed in the measured window: what the
     /// application saw as errors.
     pub errors: u32,
+    /// Acknowledged writes (over the whole run) missing on the primary after it.
+    pub lost: u64,
 }
 
 /// Kills the writer if the run fails half way.
@@ -76,20 +80,17 @@ pub fn one(dep: &mut dyn Deployment, system: System, fault: Fault) -> anyhow::Re
         .into_iter()
         .filter(|&t| t >= from && t <= end)
         .count() as u32;
-    let acks: Vec<u64> = writer
-        .0
-        .take()
-        .expect("writer running")
-        .stop()
-        .into_iter()
-        .map(|a| a.at_ns)
-        .collect();
+    let acked = writer.0.take().expect("writer running").stop();
+    let acks: Vec<u64> = acked.iter().map(|a| a.at_ns).collect();
     if let (Some(before), Some(after)) = (steered_before, dep.steered(system)?)
         && after <= before
     {
         bail!("the kernel steered none of the writer's connects ({before} → {after})");
     }
-    dep.heal(fault, &node)?;
+    let dsn = dep.primary_dsn()?;
+    let lost = harp_tests::rt::block_on(|| crate::writer::missing_rows(&dsn, &acked))
+        .context("check the acknowledged writes on the primary")?
+        .len() as u64;
     let Some((start, stop)) = longest_gap(&acks, from, end) else {
         bail!("no acknowledged writes around the fault");
     };
@@ -102,6 +103,7 @@ pub fn one(dep: &mut dyn Deployment, system: System, fault: Fault) -> anyhow::Re
         fault_at: Duration::from_nanos(fault_ns - t0),
         recovered_at: Duration::from_nanos(stop - t0),
         errors,
+        lost,
     })
 }
 

@@ -1,11 +1,16 @@
 //! `bench/results/unavailability.{json,md}`: per (system, fault) the unavailability's
-//! percentiles and samples; HARP ÷ Patroni per fault against the issue's targets; and for one
-//! run per case (the median one) the writes acknowledged per 100 ms around the fault.
+//! percentiles and samples and the acknowledged writes lost per run; HARP ÷ Patroni per fault
+//! against the issue's targets, and the synchronous systems against "no write lost"; and for
+//! one run per case (the median one) the writes acknowledged per 100 ms around the fault.
+//! Every file holds exactly one invocation's runs (no merging of earlier results).
 
-use serde::{Deserialize, Serialize};
+mod markdown;
+
+use harp_tests::cluster::STREAMING_SETTINGS;
+use serde::Serialize;
 
 use super::haproxy::CHECKS;
-use super::patroni_node::{DEFAULT, TIGHT, Timings};
+use super::patroni_node::{DEFAULT, FAILOVER, TIGHT, Timings};
 use super::probe::{BUCKET, RunResult};
 use super::{Case, Fault, System, ms};
 use crate::bench::stats::{nearest_rank, summarize};
@@ -20,9 +25,14 @@ struct Report {
     command: String,
     measure: &'static str,
     write_interval_ms: u64,
+    /// `streaming`: every system ran on a primary and two streaming standbys.
+    replication: &'static str,
+    substrate: &'static str,
     settings: Settings,
     cases: Vec<CaseOut>,
     ratios: Vec<Ratio>,
+    /// The synchronous systems against "no acknowledged write lost in any run".
+    rpo: Vec<RpoCheck>,
     timelines: Vec<Timeline>,
     skipped: Vec<Skipped>,
 }
@@ -31,12 +41,16 @@ struct Report {
 struct Settings {
     harp: &'static str,
     harp_tight: &'static str,
+    harp_sync: &'static str,
     patroni_default: Timings,
     patroni_tight: Timings,
+    patroni_failover: Timings,
     haproxy_checks: &'static str,
+    /// Every node's replication settings, the same on every system.
+    postgres: Vec<(&'static str, &'static str)>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct CaseOut {
     system: String,
     fault: String,
@@ -46,8 +60,24 @@ struct CaseOut {
     max_ms: f64,
     samples_ms: Vec<f64>,
     /// Per run, the writer's failed requests and connects around the fault.
-    #[serde(default)]
     errors: Vec<u32>,
+    replication: &'static str,
+    /// Whether commits waited for a synchronous standby.
+    synchronous: bool,
+    /// Per run, the acknowledged writes missing on the primary after it.
+    rpo_lost_writes: Vec<u64>,
+    /// Runs that could not be measured, with why (they count in no statistic).
+    failures: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct RpoCheck {
+    system: &'static str,
+    fault: &'static str,
+    runs: usize,
+    lost: u64,
+    target: &'static str,
+    met: bool,
 }
 
 #[derive(Serialize)]
@@ -61,7 +91,7 @@ struct Ratio {
     met: Option<bool>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Timeline {
     system: String,
     fault: String,
@@ -78,27 +108,38 @@ struct Skipped {
     reason: String,
 }
 
+const SUBSTRATE: &str = "every system: a primary and 2 streaming standbys on this machine, with \
+                         3 etcd members; HARP's standbys made with pg_basebackup -R, Patroni's by \
+                         Patroni; every cluster built afresh for each run";
+
 const MEASURE: &str = "longest gap between two acknowledged writes (one INSERT every 10 ms, \
                        reconnecting after any error) from 1 s before the fault until writes \
                        have flowed for 3 s with no gap over 500 ms after it";
 
-/// The comparisons the issue sets: HARP and Patroni at their defaults, and at their tightest.
-const PAIRS: [(System, System); 5] = [
+/// The comparisons the issue sets: HARP and Patroni at their defaults (Patroni also failing
+/// over a crash at once), and at their tightest.
+const PAIRS: [(System, System); 11] = [
     (System::HarpUserspace, System::PatroniDefault),
     (System::HarpPgbouncer, System::PatroniDefault),
     (System::HarpKernel, System::PatroniDefault),
+    (System::HarpUserspaceSync, System::PatroniDefault),
+    (System::HarpKernelSync, System::PatroniDefault),
+    (System::HarpUserspace, System::PatroniFailover),
+    (System::HarpKernel, System::PatroniFailover),
+    (System::HarpUserspaceSync, System::PatroniFailover),
+    (System::HarpKernelSync, System::PatroniFailover),
     (System::HarpUserspaceTight, System::PatroniTight),
     (System::HarpKernelTight, System::PatroniTight),
 ];
 
 /// The issue's target for HARP ÷ Patroni: crash ≤ 1/10; node loss ≤ 1/4 at the defaults and
-/// ≤ 1/8 at the tightest settings; none for a switchover.
+/// ≤ 1/8 at the tightest settings; switchover ≤ 1/10.
 fn target(fault: Fault, patroni: System) -> Option<f64> {
     match (fault, patroni) {
         (Fault::PostgresCrash, _) => Some(0.1),
         (Fault::NodeLoss, System::PatroniTight) => Some(0.125),
         (Fault::NodeLoss, _) => Some(0.25),
-        (Fault::Switchover, _) => None,
+        (Fault::Switchover, _) => Some(0.1),
     }
 }
 
@@ -114,6 +155,10 @@ fn case_out(c: &Case) -> CaseOut {
         max_ms: s.max_ms,
         samples_ms: samples.into_iter().map(ms).collect(),
         errors: c.runs.iter().map(|r| r.errors).collect(),
+        replication: "streaming",
+        synchronous: c.system.is_sync(),
+        rpo_lost_writes: c.runs.iter().map(|r| r.lost).collect(),
+        failures: c.failures.clone(),
     }
 }
 
@@ -134,45 +179,19 @@ fn timeline(c: &Case) -> Option<Timeline> {
     })
 }
 
-/// Writes the results; a `partial` run (some faults or systems only) keeps the other cases of
-/// the last run, so the comparison stays whole.
+/// Writes this invocation's results (and only them).
 pub fn write(
     runs: usize,
     cases: &[Case],
     skipped: &[(System, String)],
-    mut command: String,
-    partial: bool,
+    command: String,
 ) -> anyhow::Result<()> {
     let dir = super::super::results_dir()?;
-    let mut outs: Vec<CaseOut> = cases.iter().map(case_out).collect();
-    let mut timelines: Vec<Timeline> = cases.iter().filter_map(timeline).collect();
-    if partial && let Ok(bytes) = std::fs::read(dir.join("unavailability.json")) {
-        let earlier: serde_json::Value = serde_json::from_slice(&bytes)?;
-        let measured = |s: &str, f: &str| outs.iter().any(|c| c.system == s && c.fault == f);
-        let keep_cases: Vec<CaseOut> =
-            serde_json::from_value::<Vec<CaseOut>>(earlier["cases"].clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| !measured(&c.system, &c.fault))
-                .collect();
-        let keep_timelines: Vec<Timeline> =
-            serde_json::from_value::<Vec<Timeline>>(earlier["timelines"].clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|t| !measured(&t.system, &t.fault))
-                .collect();
-        outs.extend(keep_cases);
-        timelines.extend(keep_timelines);
-        outs.sort_by_key(|c| order(&c.system, &c.fault));
-        timelines.sort_by_key(|t| order(&t.system, &t.fault));
-        // Every run since the last whole one, so each kept case has its command.
-        if let Some(before) = earlier["command"].as_str() {
-            command = format!("{before}; {command}");
-        }
-    }
+    let outs: Vec<CaseOut> = cases.iter().map(case_out).collect();
+    let timelines: Vec<Timeline> = cases.iter().filter_map(timeline).collect();
     let p50 = |s: System, f: Fault| {
         outs.iter()
-            .find(|c| c.system == s.name() && c.fault == f.name())
+            .find(|c| c.system == s.name() && c.fault == f.name() && c.n > 0)
             .map(|c| c.p50_ms)
     };
     let mut ratios = Vec::new();
@@ -193,6 +212,21 @@ pub fn write(
             });
         }
     }
+    let rpo = cases
+        .iter()
+        .filter(|c| c.system.is_sync())
+        .map(|c| {
+            let lost = c.runs.iter().map(|r| r.lost).sum();
+            RpoCheck {
+                system: c.system.name(),
+                fault: c.fault.name(),
+                runs: c.runs.len(),
+                lost,
+                target: "0 acknowledged writes lost in every run",
+                met: lost == 0 && !c.runs.is_empty() && c.failures.is_empty(),
+            }
+        })
+        .collect();
     let report = Report {
         bench: "unavailability",
         machine: super::super::machine(),
@@ -201,15 +235,21 @@ pub fn write(
         command,
         measure: MEASURE,
         write_interval_ms: 10,
+        replication: "streaming",
+        substrate: SUBSTRATE,
         settings: Settings {
             harp: "leader_lease_duration 6 s, lease_refresh_interval 2000 ms (defaults)",
             harp_tight: "leader_lease_duration 2 s, lease_refresh_interval 500 ms",
+            harp_sync: "the defaults with cluster.synchronous_mode: on",
             patroni_default: DEFAULT,
             patroni_tight: TIGHT,
+            patroni_failover: FAILOVER,
             haproxy_checks: CHECKS,
+            postgres: STREAMING_SETTINGS.to_vec(),
         },
         cases: outs,
         ratios,
+        rpo,
         timelines,
         skipped: skipped
             .iter()
@@ -223,74 +263,8 @@ pub fn write(
         dir.join("unavailability.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
-    let md = markdown(&report);
+    let md = markdown::markdown(&report);
     std::fs::write(dir.join("unavailability.md"), &md)?;
     print!("\n{md}");
     Ok(())
-}
-
-/// A case's place in the report: systems, then faults, in their declared order.
-fn order(system: &str, fault: &str) -> (usize, usize) {
-    let pos = |list: &str, x: &str| list.split(',').position(|n| n == x).unwrap_or(usize::MAX);
-    (pos(System::ALL, system), pos(Fault::ALL, fault))
-}
-
-fn markdown(r: &Report) -> String {
-    let mut md = String::from(
-        "| system | fault | n | p50 ms | p95 ms | max ms | client errors per run |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
-    );
-    for c in &r.cases {
-        let errors = match c.errors.is_empty() {
-            true => "–".to_owned(),
-            false => c
-                .errors
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(" "),
-        };
-        md += &format!(
-            "| {} | {} | {} | {} | {} | {} | {errors} |\n",
-            c.system, c.fault, c.n, c.p50_ms, c.p95_ms, c.max_ms
-        );
-    }
-    md += "\n| fault | HARP | Patroni + HAProxy | HARP ÷ Patroni (p50) | target | met |\n\
-           | --- | --- | --- | --- | --- | --- |\n";
-    for x in &r.ratios {
-        let (target, met) = match (x.target, x.met) {
-            (Some(t), Some(m)) => (format!("≤ {t}"), if m { "yes" } else { "**no**" }),
-            _ => ("–".into(), "–"),
-        };
-        md += &format!(
-            "| {} | {} | {} | {} | {target} | {met} |\n",
-            x.fault, x.harp, x.patroni, x.ratio
-        );
-    }
-    for s in &r.skipped {
-        md += &format!("\nSkipped {}: {}.\n", s.system, s.reason);
-    }
-    let t = |t: &Timings| {
-        format!(
-            "ttl {}, loop_wait {}, retry_timeout {}",
-            t.ttl, t.loop_wait, t.retry_timeout
-        )
-    };
-    md += &format!(
-        "\nUnavailability: the {}. HARP: {}; tight: {}. Patroni 4.1 default: {}; tight (the \
-         least it accepts): {}. HAProxy (mode tcp, `option httpchk GET /primary`): \
-         `default-server {}`. Runs per case: {}; timelines (acks per {} ms, median run) in \
-         the JSON.\n\nMachine: {}. Command: `{}`.\n",
-        r.measure,
-        r.settings.harp,
-        r.settings.harp_tight,
-        t(&r.settings.patroni_default),
-        t(&r.settings.patroni_tight),
-        r.settings.haproxy_checks,
-        r.runs,
-        BUCKET.as_millis(),
-        r.machine,
-        r.command
-    );
-    md
 }
