@@ -27,6 +27,12 @@ pub struct ManagerSpec {
     pub refresh_ms: u64,
     /// Extra YAML lines placed under `manager:` (indented for you), e.g. `"fence: true"`.
     pub extra_yaml: String,
+    /// Extra YAML lines placed under `cluster:` (indented for you), e.g.
+    /// `"replication: streaming"`.
+    pub cluster_yaml: String,
+    /// `manager.db_data_dir` and `manager.db_bin_dir` (streaming mode needs both).
+    pub db_data_dir: Option<PathBuf>,
+    pub db_bin_dir: Option<PathBuf>,
 }
 
 impl ManagerSpec {
@@ -48,6 +54,9 @@ impl ManagerSpec {
             lease_secs: 6,
             refresh_ms: 2000,
             extra_yaml: String::new(),
+            cluster_yaml: String::new(),
+            db_data_dir: None,
+            db_bin_dir: None,
         }
     }
 
@@ -59,14 +68,19 @@ impl ManagerSpec {
             .map(|e| format!("\"{e}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut extra = String::new();
-        for line in self.extra_yaml.lines() {
-            extra.push_str("  ");
-            extra.push_str(line);
-            extra.push('\n');
+        let indent = |yaml: &str| yaml.lines().map(|l| format!("  {l}\n")).collect::<String>();
+        let mut extra = indent(&self.extra_yaml);
+        for (key, dir) in [
+            ("db_data_dir", &self.db_data_dir),
+            ("db_bin_dir", &self.db_bin_dir),
+        ] {
+            if let Some(dir) = dir {
+                extra.push_str(&format!("  {key}: \"{}\"\n", dir.display()));
+            }
         }
+        let cluster_extra = indent(&self.cluster_yaml);
         format!(
-            "cluster:\n  name: {cluster}\n\
+            "cluster:\n  name: {cluster}\n{cluster_extra}\
              dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
              location: {location}\n\
              manager:\n  name: {name}\n  dsn: \"{dsn}\"\n  priority: {priority}\n  \

@@ -1,6 +1,7 @@
 //! Throw-away Postgres instances: copies of the process's `initdb` template, each on its own
 //! port, run as the `postgres` user with the postmaster as our direct child.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,8 +43,6 @@ impl PgInstance {
     /// [`PgInstance::start_again`].
     pub fn start_with(dir: &WorkDir, name: &str, settings: &[(&str, &str)]) -> PgInstance {
         let data_dir = dir.join(format!("pg-{name}"));
-        let socket_dir = dir.join(format!("pg-{name}.sock"));
-        let log = dir.join(format!("pg-{name}.log"));
         run(
             Command::new("cp")
                 .arg("-a")
@@ -51,8 +50,50 @@ impl PgInstance {
                 .arg(&data_dir),
             "copy the initdb template",
         );
-        std::fs::create_dir_all(&socket_dir).expect("create socket dir");
         chown_postgres(&data_dir);
+        Self::launch(dir, name, settings)
+    }
+
+    /// A standby of `primary`: `pg_basebackup -R -X stream` from it into `dir/pg-<name>` (so
+    /// it streams with `application_name=<name>`, the name `synchronous_standby_names` uses),
+    /// started with `settings` like [`PgInstance::start_with`] and waited for until it accepts
+    /// connections (hot standby).
+    pub fn standby_of(
+        dir: &WorkDir,
+        name: &str,
+        primary: &PgInstance,
+        settings: &[(&str, &str)],
+    ) -> PgInstance {
+        let data_dir = dir.join(format!("pg-{name}"));
+        std::fs::create_dir_all(&data_dir).expect("create standby data dir");
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700 standby data dir");
+        chown_postgres(&data_dir);
+        let (uid, gid) = postgres_user();
+        run(
+            Command::new(pg_bin_dir().join("pg_basebackup"))
+                .arg("-D")
+                .arg(&data_dir)
+                .args(["-R", "-X", "stream", "-c", "fast", "-w", "-d"])
+                .arg(format!(
+                    "host=127.0.0.1 port={} user=postgres application_name={name}",
+                    primary.port()
+                ))
+                .current_dir(dir.path())
+                .uid(uid.as_raw())
+                .gid(gid.as_raw()),
+            &format!("pg_basebackup of standby {name}"),
+        );
+        Self::launch(dir, name, settings)
+    }
+
+    /// Starts a postmaster on the prepared `dir/pg-<name>` on a free port and waits until it
+    /// accepts a connection.
+    fn launch(dir: &WorkDir, name: &str, settings: &[(&str, &str)]) -> PgInstance {
+        let data_dir = dir.join(format!("pg-{name}"));
+        let socket_dir = dir.join(format!("pg-{name}.sock"));
+        let log = dir.join(format!("pg-{name}.log"));
+        std::fs::create_dir_all(&socket_dir).expect("create socket dir");
         chown_postgres(&socket_dir);
         let port = free_port();
         let settings: Vec<(String, String)> = settings
@@ -119,13 +160,27 @@ impl PgInstance {
         self.proc.pid()
     }
 
+    /// Whether a postmaster runs on the data directory: the one this instance started, or
+    /// one started by someone else (a manager, or `harp_manager` operations in the test).
     pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
+        self.proc.is_running() || self.foreign_postmaster().is_some()
     }
 
-    /// `kill -9` the postmaster and reap it; its backends notice and exit on their own.
+    /// PID of the postmaster running on the data directory now, whoever started it.
+    pub fn running_pid(&mut self) -> Option<u32> {
+        match self.proc.is_running() {
+            true => Some(self.proc.pid()),
+            false => self.foreign_postmaster().map(|p| p as u32),
+        }
+    }
+
+    /// `kill -9` the postmaster (also one someone else started) and reap it; its backends
+    /// notice and exit on their own.
     pub fn kill9(&mut self) {
         self.proc.kill9();
+        if let Some(pid) = self.foreign_postmaster() {
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
+        }
     }
 
     /// The pid in `postmaster.pid` if a running postgres process has this data directory on
@@ -152,7 +207,8 @@ impl PgInstance {
         self.proc.sigcont()
     }
 
-    /// Fast shutdown (SIGINT) and wait; `kill -9` if it takes over 30 s.
+    /// Fast shutdown (SIGINT) and wait; `kill -9` if it takes over 30 s. Also stops a
+    /// postmaster someone else started on the data directory.
     pub fn stop(&mut self) {
         self.proc.sigcont();
         self.proc.sigint();
@@ -163,7 +219,33 @@ impl PgInstance {
             );
             self.proc.kill9();
         }
+        if let Some(pid) = self.foreign_postmaster()
+            && !signal_and_wait(pid, Signal::SIGINT, Duration::from_secs(30))
+        {
+            eprintln!(
+                "postgres {} (pid {pid}) ignored fast shutdown: kill -9",
+                self.name
+            );
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
+        }
         reap_orphans("postgres", Duration::from_secs(5));
+    }
+
+    /// Waits until Postgres accepts connections, whoever started it; `false` after `timeout`.
+    pub fn wait_accepting(&self, timeout: Duration) -> bool {
+        let dsn = format!("{} connect_timeout=1", self.dsn());
+        let deadline = Instant::now() + timeout;
+        block_on(|| async move {
+            loop {
+                if try_select1(&dsn).await.is_ok() {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
     }
 
     /// Starts Postgres again on the same port and data dir after `kill9` or `stop`, retrying
@@ -304,9 +386,37 @@ impl Drop for PgInstance {
         // A postmaster someone else started on this data directory (a manager restarting a
         // fenced node's Postgres): it is ours too; its pid is in postmaster.pid.
         if let Some(pid) = self.foreign_postmaster() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
         }
         reap_orphans("postgres", Duration::from_secs(5));
+    }
+}
+
+/// Sends `sig` to a postmaster this instance did not start and waits up to `timeout` until it
+/// is gone (reaping it if it was re-parented to us); whether it went.
+fn signal_and_wait(pid: i32, sig: Signal, timeout: Duration) -> bool {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    let deadline = Instant::now() + timeout;
+    loop {
+        reap_orphans("postgres", Duration::ZERO);
+        if !process_alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
     }
 }
 
