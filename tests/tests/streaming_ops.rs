@@ -255,6 +255,50 @@ async fn rejoin_without_wal_log_hints_fails_with_the_fix_and_reinit_rebuilds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_recovers_and_rewinds_an_old_primary_killed_by_sigkill() {
+    let mut c = cluster("crash", &["a", "b"], &[]);
+    let a_port = c.pg("a").port();
+    execute(
+        &c.pg("a").dsn(),
+        "CREATE TABLE t (id bigint PRIMARY KEY); INSERT INTO t VALUES (1)",
+    );
+    wait_row(&c, c.pg("b"), 1);
+    // A failover after a crash: a's data directory was not shut down cleanly.
+    c.node("a").pg.kill9();
+    let (a, b) = (c.pg("a"), c.pg("b"));
+    ops(b).promote().await.expect("promote b");
+    execute(&b.dsn(), "INSERT INTO t VALUES (2)");
+    // Crash recovery (with a's own command line, where wal_log_hints is set) writes a
+    // checkpoint b never got: a rewind is needed.
+    let rejoined = ops(a)
+        .rejoin("127.0.0.1", b.port())
+        .await
+        .unwrap_or_else(|e| panic!("rejoin a to b: {e}\n{}", c.logs(30)));
+    assert!(rejoined.rewound);
+    assert_eq!(a.port(), a_port);
+    assert_eq!(in_recovery(a).as_deref(), Some("t"));
+    execute(&b.dsn(), "INSERT INTO t VALUES (3)");
+    wait_row(&c, a, 3);
+    assert_eq!(upstream(a), Some(format!("127.0.0.1:{}", b.port())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_does_not_hang_a_rejoin() {
+    let mut c = cluster("hung", &["a", "b"], &[]);
+    ops(c.pg("b")).promote().await.expect("promote b");
+    // b's postmaster is frozen: connections to it get no answer.
+    assert!(c.node("b").pg.sigstop());
+    let mut a = ops(c.pg("a"));
+    a.timeouts.query = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let err = a.rejoin("127.0.0.1", c.pg("b").port()).await.unwrap_err();
+    let took = started.elapsed();
+    c.node("b").pg.sigcont();
+    assert!(matches!(err, StandbyError::Timeout { .. }), "{err}");
+    assert!(took < Duration::from_secs(15), "rejoin took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_clean_switchover_the_old_primary_rejoins_without_a_rewind() {
     // No wal_log_hints: pg_rewind could not run, so HARP must see by itself that none is
     // needed (the old primary's last record, its shutdown checkpoint, reached the target).
