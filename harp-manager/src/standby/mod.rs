@@ -4,6 +4,13 @@
 //! `pg_rewind` must not hang the manager) and every program runs as the data directory's owner.
 //! Errors name the cause and the fix; no password ever reaches a log, an error or a command
 //! line (programs get it as `PGPASSWORD`).
+//!
+//! The caller runs one operation at a time per node (as [`crate::pgctl::serve`] does), except
+//! [`Standby::stop`], which may cut in at any time. Replication slots are not used: the
+//! primary's `wal_keep_size` must cover what a standby or a rewind may need. The role of
+//! `manager.dsn` needs what pg_rewind needs on the primary (superuser, or the functions its
+//! documentation lists plus `pg_checkpoint` and `pg_read_server_files`), the REPLICATION
+//! attribute, and `pg_read_all_stats` for [`Standby::sync_states`].
 
 mod conninfo;
 mod datadir;
