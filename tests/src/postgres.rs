@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use crate::pg_template::{chown_postgres, run};
 pub use crate::pg_template::{pg_bin_dir, postgres_user, template_data_dir};
 use crate::ports::free_port;
-use crate::process::{ChildGuard, log_tail, reap_orphans};
+use crate::process::{ChildGuard, log_tail, reap_orphans, signal_and_wait};
 use crate::rt::block_on;
 use crate::workdir::WorkDir;
 
@@ -389,34 +389,6 @@ impl Drop for PgInstance {
             signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
         }
         reap_orphans("postgres", Duration::from_secs(5));
-    }
-}
-
-/// Sends `sig` to a postmaster this instance did not start and waits up to `timeout` until it
-/// is gone (reaping it if it was re-parented to us); whether it went.
-fn signal_and_wait(pid: i32, sig: Signal, timeout: Duration) -> bool {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-    let deadline = Instant::now() + timeout;
-    loop {
-        reap_orphans("postgres", Duration::ZERO);
-        if !process_alive(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
     }
 }
 
