@@ -69,6 +69,10 @@ pub enum PgCtlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("crash recovery in single-user mode failed ({status}): {output}")]
+    Recovery { status: String, output: String },
+    #[error("crash recovery in single-user mode did not finish within {after:?}")]
+    RecoveryTimeout { after: Duration },
     #[error("Postgres exited while starting ({status}); see its log {log}")]
     Exited { status: String, log: PathBuf },
     #[error(
@@ -217,25 +221,61 @@ impl PgCtl {
         outcome
     }
 
-    /// The postmaster, as a child of this process. Without `postmaster.opts` (a data dir
-    /// Postgres never ran from) it starts with `-D <dir>` alone.
-    fn spawn(&self) -> Result<tokio::process::Child, PgCtlError> {
+    /// Runs crash recovery on a data directory that was not shut down cleanly, in single-user
+    /// mode with the command line of the last start. pg_rewind would run it too, but without
+    /// that command line: settings given there (`-c wal_log_hints=on`) would be missing, and
+    /// the control file it leaves would say the node cannot be rewound.
+    pub async fn recover_single_user(&self, bound: Duration) -> Result<(), PgCtlError> {
+        let (program, args) = self.command_line()?;
+        let (uid, gid) = self.owner()?;
+        let run = tokio::process::Command::new(&program)
+            .arg("--single")
+            .args(args)
+            .arg("template1")
+            .uid(uid)
+            .gid(gid)
+            .current_dir(&self.data_dir)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(bound, run)
+            .await
+            .map_err(|_| PgCtlError::RecoveryTimeout { after: bound })?
+            .map_err(|source| PgCtlError::Spawn {
+                program: program.into(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stderr);
+        Err(PgCtlError::Recovery {
+            status: out.status.to_string(),
+            output: text.lines().rev().take(5).collect::<Vec<_>>().join("; "),
+        })
+    }
+
+    /// The program and arguments of the last start (`postmaster.opts`); without that file (a
+    /// data dir Postgres never ran from) `postgres -D <dir>`.
+    fn command_line(&self) -> Result<(String, Vec<String>), PgCtlError> {
         let opts_path = self.data_dir.join("postmaster.opts");
-        let (program, args) = match std::fs::read_to_string(&opts_path) {
-            Ok(opts) => parse_opts(&opts).ok_or(PgCtlError::OptsParse {
-                path: opts_path.clone(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+        match std::fs::read_to_string(&opts_path) {
+            Ok(opts) => parse_opts(&opts).ok_or(PgCtlError::OptsParse { path: opts_path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
                 self.bin_dir.join("postgres").display().to_string(),
                 vec!["-D".to_owned(), self.data_dir.display().to_string()],
-            ),
-            Err(source) => {
-                return Err(PgCtlError::Opts {
-                    path: opts_path,
-                    source,
-                });
-            }
-        };
+            )),
+            Err(source) => Err(PgCtlError::Opts {
+                path: opts_path,
+                source,
+            }),
+        }
+    }
+
+    /// The postmaster, as a child of this process.
+    fn spawn(&self) -> Result<tokio::process::Child, PgCtlError> {
+        let (program, args) = self.command_line()?;
         let log = self.open_log()?;
         let (uid, gid) = self.owner()?;
         let log_err = log.try_clone().map_err(|source| PgCtlError::Log {

@@ -19,7 +19,7 @@ use crate::runner::Input;
 /// Recovery state and WAL position, then what streaming mode needs: the timeline (of the WAL a
 /// primary writes, or a standby receives), the received position, the upstream and whether it
 /// streams, and the standbys Postgres reports synchronous.
-const CHECK: &str = "SELECT pg_is_in_recovery(), \
+pub const CHECK: &str = "SELECT pg_is_in_recovery(), \
      (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END \
       - '0/0'::pg_lsn)::bigint, \
      CASE WHEN pg_is_in_recovery() \
@@ -32,8 +32,8 @@ const CHECK: &str = "SELECT pg_is_in_recovery(), \
      coalesce((SELECT array_agg(application_name::text ORDER BY application_name) \
                FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')), '{}')";
 
-/// The replication part of a check's answer.
-fn facts(row: &Row) -> ReplicaFacts {
+/// The replication part of a check's answer (a row of [`CHECK`]).
+pub fn facts(row: &Row) -> ReplicaFacts {
     ReplicaFacts {
         timeline: row.get::<_, Option<i32>>(2).map(|t| t as u32),
         receive_lsn: row.get::<_, Option<i64>>(3).map(|l| l as u64),

@@ -17,7 +17,9 @@ pub mod postgres;
 pub mod privileged;
 pub mod process;
 pub mod rt;
+pub mod streaming;
 pub mod workdir;
+pub mod writer;
 
 pub use agent::{AgentProc, AgentSpec};
 pub use bins::{pgbouncer_installed, workspace_bin};
@@ -32,4 +34,6 @@ pub use ports::free_port;
 pub use postgres::PgInstance;
 pub use privileged::require_root;
 pub use process::ChildGuard;
+pub use streaming::{STREAMING_SETTINGS, StreamingCluster, StreamingClusterBuilder, StreamingNode};
 pub use workdir::WorkDir;
+pub use writer::Writer;

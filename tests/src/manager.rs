@@ -30,6 +30,9 @@ pub struct ManagerSpec {
     /// Extra YAML lines placed under `cluster:` (indented for you), e.g.
     /// `"replication: streaming"`.
     pub cluster_yaml: String,
+    /// `manager.db_data_dir` and `manager.db_bin_dir` (streaming mode needs both).
+    pub db_data_dir: Option<PathBuf>,
+    pub db_bin_dir: Option<PathBuf>,
 }
 
 impl ManagerSpec {
@@ -52,6 +55,8 @@ impl ManagerSpec {
             refresh_ms: 2000,
             extra_yaml: String::new(),
             cluster_yaml: String::new(),
+            db_data_dir: None,
+            db_bin_dir: None,
         }
     }
 
@@ -63,7 +68,15 @@ impl ManagerSpec {
             .map(|e| format!("\"{e}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        let extra = indent(&self.extra_yaml);
+        let mut extra = indent(&self.extra_yaml);
+        for (key, dir) in [
+            ("db_data_dir", &self.db_data_dir),
+            ("db_bin_dir", &self.db_bin_dir),
+        ] {
+            if let Some(dir) = dir {
+                extra.push_str(&format!("  {key}: \"{}\"\n", dir.display()));
+            }
+        }
         let cluster_extra = indent(&self.cluster_yaml);
         format!(
             "cluster:\n  name: {cluster}\n{cluster_extra}\
@@ -202,11 +215,6 @@ impl ManagerProc {
     }
 }
 
-/// `text`'s lines, each indented by two spaces (YAML under a section).
-pub(crate) fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
 fn write_config(path: &Path, yaml: &str) {
     std::fs::write(path, yaml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -218,4 +226,9 @@ fn spawn(name: &str, config: &Path, log: &Path) -> ChildGuard {
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
     ChildGuard::spawn(cmd, &format!("harp-manager {name}"), log)
+}
+
+/// `yaml` indented by two spaces, one line each: the body of a section.
+pub(crate) fn indent(yaml: &str) -> String {
+    yaml.lines().map(|l| format!("  {l}\n")).collect()
 }

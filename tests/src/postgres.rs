@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use crate::pg_template::{chown_postgres, run};
 pub use crate::pg_template::{pg_bin_dir, postgres_user, template_data_dir};
 use crate::ports::free_port;
-use crate::process::{ChildGuard, log_tail, reap_orphans};
+use crate::process::{ChildGuard, log_tail, reap_orphans, signal_and_wait};
 use crate::rt::block_on;
 use crate::workdir::WorkDir;
 
@@ -54,37 +54,41 @@ impl PgInstance {
         Self::launch(dir, name, settings)
     }
 
-    /// A physical standby of the Postgres on `127.0.0.1:<source_port>`: `pg_basebackup -R`
-    /// (WAL streamed, fast checkpoint; `standby.signal` and `primary_conninfo` written) into
-    /// `dir/pg-<name>`, then started like [`PgInstance::start_with`]. The source must allow
-    /// replication connections from 127.0.0.1 (the template's `pg_hba.conf` trusts them).
-    pub fn start_standby(
+    /// A standby of `primary`: `pg_basebackup -R -X stream` from it into `dir/pg-<name>` (so
+    /// it streams with `application_name=<name>`, the name `synchronous_standby_names` uses),
+    /// started with `settings` like [`PgInstance::start_with`] and waited for until it accepts
+    /// connections (hot standby).
+    pub fn standby_of(
         dir: &WorkDir,
         name: &str,
-        source_port: u16,
+        primary: &PgInstance,
         settings: &[(&str, &str)],
     ) -> PgInstance {
         let data_dir = dir.join(format!("pg-{name}"));
         std::fs::create_dir_all(&data_dir).expect("create standby data dir");
-        // pg_basebackup keeps an existing directory's mode; Postgres wants 0700.
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
-            .expect("chmod standby data dir");
+            .expect("chmod 0700 standby data dir");
         chown_postgres(&data_dir);
         let (uid, gid) = postgres_user();
         run(
             Command::new(pg_bin_dir().join("pg_basebackup"))
-                .args(["-h", "127.0.0.1", "-p", &source_port.to_string()])
-                .args(["-U", "postgres", "-X", "stream", "-c", "fast", "-R", "-D"])
+                .arg("-D")
                 .arg(&data_dir)
+                .args(["-R", "-X", "stream", "-c", "fast", "-w", "-d"])
+                .arg(format!(
+                    "host=127.0.0.1 port={} user=postgres application_name={name}",
+                    primary.port()
+                ))
                 .current_dir(dir.path())
                 .uid(uid.as_raw())
                 .gid(gid.as_raw()),
-            &format!("pg_basebackup for {name}"),
+            &format!("pg_basebackup of standby {name}"),
         );
         Self::launch(dir, name, settings)
     }
 
-    /// Starts a postmaster on `dir/pg-<name>` (filled by the caller) on a free port.
+    /// Starts a postmaster on the prepared `dir/pg-<name>` on a free port and waits until it
+    /// accepts a connection.
     fn launch(dir: &WorkDir, name: &str, settings: &[(&str, &str)]) -> PgInstance {
         let data_dir = dir.join(format!("pg-{name}"));
         let socket_dir = dir.join(format!("pg-{name}.sock"));
@@ -156,13 +160,27 @@ impl PgInstance {
         self.proc.pid()
     }
 
+    /// Whether a postmaster runs on the data directory: the one this instance started, or
+    /// one started by someone else (a manager, or `harp_manager` operations in the test).
     pub fn is_running(&mut self) -> bool {
-        self.proc.is_running()
+        self.proc.is_running() || self.foreign_postmaster().is_some()
     }
 
-    /// `kill -9` the postmaster and reap it; its backends notice and exit on their own.
+    /// PID of the postmaster running on the data directory now, whoever started it.
+    pub fn running_pid(&mut self) -> Option<u32> {
+        match self.proc.is_running() {
+            true => Some(self.proc.pid()),
+            false => self.foreign_postmaster().map(|p| p as u32),
+        }
+    }
+
+    /// `kill -9` the postmaster (also one someone else started) and reap it; its backends
+    /// notice and exit on their own.
     pub fn kill9(&mut self) {
         self.proc.kill9();
+        if let Some(pid) = self.foreign_postmaster() {
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
+        }
     }
 
     /// The pid in `postmaster.pid` if a running postgres process has this data directory on
@@ -180,30 +198,6 @@ impl PgInstance {
             .then_some(pid)
     }
 
-    /// The pid of whichever postmaster runs on this data directory now: the one this instance
-    /// started, or one its manager started (after a stop, a rewind, a demotion).
-    pub fn current_postmaster(&mut self) -> Option<i32> {
-        if self.proc.is_running() {
-            return Some(self.proc.pid() as i32);
-        }
-        self.foreign_postmaster()
-    }
-
-    /// `kill -9` whichever postmaster runs on this data directory (see
-    /// [`PgInstance::current_postmaster`]); `false` if none runs.
-    pub fn kill9_current(&mut self) -> bool {
-        if self.proc.is_running() {
-            self.proc.kill9();
-            return true;
-        }
-        match self.foreign_postmaster() {
-            Some(pid) => {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).is_ok()
-            }
-            None => false,
-        }
-    }
-
     /// SIGSTOP / SIGCONT the postmaster (a hung, not dead, Postgres).
     pub fn sigstop(&mut self) -> bool {
         self.proc.sigstop()
@@ -213,7 +207,8 @@ impl PgInstance {
         self.proc.sigcont()
     }
 
-    /// Fast shutdown (SIGINT) and wait; `kill -9` if it takes over 30 s.
+    /// Fast shutdown (SIGINT) and wait; `kill -9` if it takes over 30 s. Also stops a
+    /// postmaster someone else started on the data directory.
     pub fn stop(&mut self) {
         self.proc.sigcont();
         self.proc.sigint();
@@ -224,7 +219,33 @@ impl PgInstance {
             );
             self.proc.kill9();
         }
+        if let Some(pid) = self.foreign_postmaster()
+            && !signal_and_wait(pid, Signal::SIGINT, Duration::from_secs(30))
+        {
+            eprintln!(
+                "postgres {} (pid {pid}) ignored fast shutdown: kill -9",
+                self.name
+            );
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
+        }
         reap_orphans("postgres", Duration::from_secs(5));
+    }
+
+    /// Waits until Postgres accepts connections, whoever started it; `false` after `timeout`.
+    pub fn wait_accepting(&self, timeout: Duration) -> bool {
+        let dsn = format!("{} connect_timeout=1", self.dsn());
+        let deadline = Instant::now() + timeout;
+        block_on(|| async move {
+            loop {
+                if try_select1(&dsn).await.is_ok() {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
     }
 
     /// Starts Postgres again on the same port and data dir after `kill9` or `stop`, retrying
@@ -365,7 +386,7 @@ impl Drop for PgInstance {
         // A postmaster someone else started on this data directory (a manager restarting a
         // fenced node's Postgres): it is ours too; its pid is in postmaster.pid.
         if let Some(pid) = self.foreign_postmaster() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
         }
         reap_orphans("postgres", Duration::from_secs(5));
     }

@@ -274,3 +274,31 @@ pub fn reap_orphans(comm: &str, timeout: Duration) -> usize {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Sends `sig` to a postgres process no guard owns (a postmaster someone else started) and
+/// waits up to `timeout` until it is gone, reaping it if it is our child; whether it went.
+pub(crate) fn signal_and_wait(pid: i32, sig: Signal, timeout: Duration) -> bool {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    let deadline = Instant::now() + timeout;
+    loop {
+        reap_orphans("postgres", Duration::ZERO);
+        if !process_alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}

@@ -4,9 +4,17 @@
 //! `pg_rewind` must not hang the manager) and every program runs as the data directory's owner.
 //! Errors name the cause and the fix; no password ever reaches a log, an error or a command
 //! line (programs get it as `PGPASSWORD`).
+//!
+//! The caller runs one operation at a time per node (as [`crate::pgctl::serve`] does), except
+//! [`Standby::stop`], which may cut in at any time. Replication slots are not used: the
+//! primary's `wal_keep_size` must cover what a standby or a rewind may need. The role of
+//! `manager.dsn` needs what pg_rewind needs on the primary (superuser, or the functions its
+//! documentation lists plus `pg_checkpoint` and `pg_read_server_files`), the REPLICATION
+//! attribute, and `pg_read_all_stats` for [`Standby::sync_states`].
 
 mod conninfo;
 mod datadir;
+mod error;
 mod rejoin;
 mod wait;
 
@@ -15,73 +23,11 @@ use std::time::Duration;
 
 pub use conninfo::{Conninfo, DsnError};
 pub use datadir::ControlData;
+pub use error::StandbyError;
 pub use rejoin::Rejoined;
 use tokio_postgres::{Client, NoTls};
 
-use crate::pgctl::{PgCtl, PgCtlError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StandbyError {
-    #[error("manager.dsn is not a valid connection string: {0}")]
-    Dsn(#[from] DsnError),
-    #[error(
-        "cannot connect to {whom} at {at}: {source}; check that it runs and accepts manager.dsn's \
-         user and password"
-    )]
-    Connect {
-        whom: &'static str,
-        at: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("{step} on {whom} failed: {source}")]
-    Sql {
-        step: &'static str,
-        whom: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("{step} did not finish within {after:?}; {fix}")]
-    Timeout {
-        step: &'static str,
-        after: Duration,
-        fix: &'static str,
-    },
-    #[error(
-        "this node's Postgres is not a standby (pg_is_in_recovery() is false): only a standby \
-         follows a primary; a primary must rejoin (stop, rewind, start as a standby)"
-    )]
-    NotStandby,
-    #[error(
-        "{at} is not a primary (it is in recovery): a node rejoins or is rebuilt only from the \
-         primary"
-    )]
-    SourceNotPrimary { at: String },
-    #[error("promotion failed: {reason}")]
-    Promote { reason: String },
-    #[error(
-        "cannot rewind this node: {reason}. Rebuild it from the primary with `harpctl reinit \
-         <node>` (what it has that the primary lacks is discarded); to make rewinds possible, \
-         run every node with wal_log_hints = on or data checksums (initdb --data-checksums)"
-    )]
-    RewindImpossible { reason: String },
-    #[error("{program} failed ({status}): {output}{fix}")]
-    Program {
-        program: &'static str,
-        status: String,
-        output: String,
-        fix: &'static str,
-    },
-    #[error(transparent)]
-    PgCtl(#[from] PgCtlError),
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+use crate::pgctl::PgCtl;
 
 /// Bounds of each step; [`Timeouts::default`] suits a small database on a healthy host.
 #[derive(Debug, Clone)]

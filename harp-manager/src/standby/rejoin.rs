@@ -33,7 +33,12 @@ impl Standby {
         self.stop().await?;
         let owner = self.ctl.owner()?;
         let dir = self.ctl.data_dir.clone();
-        let cd = self.controldata().await?;
+        let mut cd = self.controldata().await?;
+        if cd.state != "shut down" && cd.state != "shut down in recovery" {
+            tracing::info!("the data directory was not shut down cleanly: crash recovery first");
+            self.ctl.recover_single_user(self.timeouts.rewind).await?;
+            cd = self.controldata().await?;
+        }
         let source = self.source(host, port).await?;
         let was_standby = dir.join("standby.signal").exists();
         let rewound = if datadir::follows_without_rewind(&cd, source.timeline, &source.history) {
@@ -261,11 +266,7 @@ impl Standby {
         if out.status.success() {
             return Ok(out);
         }
-        let output = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let output = error_lines(&String::from_utf8_lossy(&out.stderr));
         Err(StandbyError::Program {
             program,
             status: out.status.to_string(),
@@ -287,4 +288,51 @@ fn rewind_impossible(output: &str) -> bool {
     .iter()
     .any(|m| output.contains(m))
         || (output.contains("could not open file") && output.contains("pg_wal"))
+}
+
+/// The lines of a program's output that say what went wrong (Postgres's own LOG lines, which
+/// pg_rewind passes on, are noise there); the last lines if none says.
+fn error_lines(output: &str) -> String {
+    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error") || l.contains("fatal") || l.contains("could not")
+        })
+        .collect();
+    match errors.is_empty() {
+        true => lines[lines.len().saturating_sub(3)..].join("; "),
+        false => errors.join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_rewind_failures_that_no_retry_fixes_are_told_apart() {
+        let hints = "pg_rewind: error: target server needs to use either data checksums or \
+                     \"wal_log_hints = on\"";
+        assert!(rewind_impossible(hints));
+        let wal = "pg_rewind: error: could not open file \"/d/pg_wal/000000010000000000000003\": \
+                   No such file or directory";
+        assert!(rewind_impossible(wal));
+        assert!(!rewind_impossible(
+            "pg_rewind: error: could not connect to server"
+        ));
+    }
+
+    #[test]
+    fn program_errors_keep_the_error_lines() {
+        let out = "pg_rewind: executing postgres\n2026 LOG:  redo starts\n\
+                   pg_rewind: error: target server needs wal_log_hints\n";
+        assert_eq!(
+            error_lines(out),
+            "pg_rewind: error: target server needs wal_log_hints"
+        );
+        assert_eq!(error_lines("a\nb\nc\nd\n"), "b; c; d");
+    }
 }

@@ -48,7 +48,7 @@ pub(super) fn start(b: TestClusterBuilder) -> TestCluster {
         settings.extend(b.pg_settings.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let pg = match i {
             0 => PgInstance::start_with(&dir, name, &settings),
-            _ => PgInstance::start_standby(&dir, name, pgs_port(&pgs), &settings),
+            _ => PgInstance::standby_of(&dir, name, &pgs[0], &settings),
         };
         pgs.push(pg);
     }
@@ -108,10 +108,6 @@ pub(super) fn start(b: TestClusterBuilder) -> TestCluster {
         }
     }
     cluster
-}
-
-fn pgs_port(pgs: &[PgInstance]) -> u16 {
-    pgs.first().expect("the primary starts first").port()
 }
 
 fn with_newline(yaml: &str) -> String {
