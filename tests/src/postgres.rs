@@ -183,6 +183,13 @@ impl PgInstance {
         }
     }
 
+    /// [`PgInstance::kill9`]; `false` if no postmaster ran.
+    pub fn kill9_current(&mut self) -> bool {
+        let running = self.is_running();
+        self.kill9();
+        running
+    }
+
     /// The pid in `postmaster.pid` if a running postgres process has this data directory on
     /// its command line and it is not the one this instance started.
     pub fn foreign_postmaster(&self) -> Option<i32> {

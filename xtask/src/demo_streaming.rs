@@ -191,7 +191,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
 fn bring_back(c: &mut TestCluster, node: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if c.node(node).pg.current_postmaster().is_some() {
+        if c.node(node).pg.running_pid().is_some() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
