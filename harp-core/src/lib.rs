@@ -9,4 +9,5 @@ pub mod lease;
 pub mod pgwire;
 pub mod records;
 pub mod routing;
+pub mod sync;
 pub mod txstate;

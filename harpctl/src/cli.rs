@@ -70,8 +70,15 @@ pub enum Command {
     /// Stop HARP from changing the cluster's, a node's or a proxy's routing.
     #[command(subcommand)]
     Unmanage(ManageTarget),
-    /// Planned switchover: make NODE its location's lead master.
+    /// Planned switchover: make NODE its location's lead master (in a streaming cluster: the
+    /// primary; NODE must be a healthy streaming standby).
     Promote(PromoteArgs),
+    /// Streaming mode: rebuild NODE's data directory from the primary (pg_basebackup); its
+    /// manager does it and removes the request when done. Never the primary itself.
+    Reinit {
+        /// The standby (or failed old primary) to rebuild.
+        node: String,
+    },
     /// Write a bootstrap file (cluster, locations, nodes and their directives) to etcd;
     /// idempotent, shows what changed.
     Apply { file: std::path::PathBuf },

@@ -1,6 +1,6 @@
 //! harpctl: HARP's operator CLI. It talks to etcd only: reads a cluster's state with one
 //! prefix get of `/harp/<cluster>/`, and changes it by writing the keys the managers and agents
-//! watch (`fenced/`, `managed`, `unmanaged/`, `intent/promote/`).
+//! watch (`fenced/`, `managed`, `unmanaged/`, `intent/promote/`, `intent/reinit/`).
 //!
 //! Exit status: see [`error`] (0 ok, 1 refused or incomplete, 2 usage, 3 etcd unreachable,
 //! 4 not found).

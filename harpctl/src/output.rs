@@ -70,15 +70,31 @@ impl Table {
 pub trait Tabular {
     const HEADERS: &'static [&'static str];
     fn cells(&self) -> Vec<String>;
+    /// Columns after [`Self::HEADERS`] that a table shows only when a row has something to say
+    /// in them (streaming mode's), so the tables of clusters without them stay as they were.
+    const OPTIONAL: &'static [&'static str] = &[];
+    /// One cell per [`Self::OPTIONAL`] header, and whether it calls for its column.
+    fn optional_cells(&self) -> Vec<(String, bool)> {
+        Vec::new()
+    }
 }
 
 /// Many objects: a table, or a JSON/YAML list.
 pub fn render_list<T: Tabular + Serialize>(items: &[T], format: Format) -> String {
     match format {
         Format::Table => {
-            let mut t = Table::new(T::HEADERS);
-            for item in items {
-                t.row(item.cells());
+            let optional: Vec<Vec<(String, bool)>> =
+                items.iter().map(Tabular::optional_cells).collect();
+            let shown: Vec<usize> = (0..T::OPTIONAL.len())
+                .filter(|&i| optional.iter().any(|row| row[i].1))
+                .collect();
+            let mut headers = T::HEADERS.to_vec();
+            headers.extend(shown.iter().map(|&i| T::OPTIONAL[i]));
+            let mut t = Table::new(&headers);
+            for (item, extra) in items.iter().zip(optional) {
+                let mut cells = item.cells();
+                cells.extend(shown.iter().map(|&i| extra[i].0.clone()));
+                t.row(cells);
             }
             t.render()
         }
@@ -151,6 +167,19 @@ pub fn lsn(bytes: u64) -> String {
     format!("{:X}/{:X}", bytes >> 32, bytes & 0xFFFF_FFFF)
 }
 
+/// A byte count in Postgres' units, without spaces (table cells split on them): `512B`,
+/// `64kB`, `16MB`, `2GB`; whole units, rounded down.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut unit = 0;
+    let mut v = n;
+    while v >= 10 * 1024 && unit + 1 < UNITS.len() {
+        v /= 1024;
+        unit += 1;
+    }
+    format!("{v}{}", UNITS[unit])
+}
+
 /// kubectl's short ages: `45s`, `7m12s`, `3h`, `2d4h`.
 pub fn age(ms: u64) -> String {
     let s = ms / 1000;
@@ -183,6 +212,30 @@ impl Tabular for NodeView {
             opt(self.age_ms.map(age)),
         ]
     }
+    const OPTIONAL: &'static [&'static str] =
+        &["TIMELINE", "UPSTREAM", "STREAMING", "LAG", "SYNC", "REASON"];
+    fn optional_cells(&self) -> Vec<(String, bool)> {
+        let r = &self.replication;
+        let sync = (!r.sync_standbys.is_empty()).then(|| r.sync_standbys.join(","));
+        vec![
+            (opt(r.timeline), r.timeline.is_some()),
+            (opt(r.upstream.as_deref()), r.upstream.is_some()),
+            (opt(r.streaming), r.streaming.is_some()),
+            (opt(r.lag.map(bytes)), r.lag.is_some()),
+            (opt(sync.as_deref()), sync.is_some()),
+            (opt(self.reason.as_deref()), self.reason.is_some()),
+        ]
+    }
+}
+
+/// A state cell for leaders: shown (as a column) only when one is being promoted.
+fn leader_state(promoting: bool, leaving: bool) -> Vec<(String, bool)> {
+    let state = match (promoting, leaving) {
+        (true, _) => "promoting",
+        (false, true) => "leaving",
+        (false, false) => "routable",
+    };
+    vec![(state.to_owned(), promoting)]
 }
 
 impl Tabular for ProxyView {
@@ -222,6 +275,10 @@ impl Tabular for LeaderView {
             opt(self.token),
         ]
     }
+    const OPTIONAL: &'static [&'static str] = &["STATE"];
+    fn optional_cells(&self) -> Vec<(String, bool)> {
+        leader_state(self.promoting, self.leaving)
+    }
 }
 
 impl Tabular for LocationView {
@@ -234,6 +291,10 @@ impl Tabular for LocationView {
             self.nodes.to_string(),
             self.proxies.to_string(),
         ]
+    }
+    const OPTIONAL: &'static [&'static str] = &["STATE"];
+    fn optional_cells(&self) -> Vec<(String, bool)> {
+        leader_state(self.promoting, false)
     }
 }
 
@@ -263,6 +324,11 @@ mod tests {
         assert_eq!(age(30 * 86_400_000), "30d");
         assert_eq!(lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(lsn(0x0300_0148), "0/3000148");
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(10_239), "10239B");
+        assert_eq!(bytes(16 << 20), "16MB");
+        assert_eq!(bytes(3 << 40), "3072GB");
+        assert_eq!(bytes(u64::MAX), "16777215TB");
     }
 
     #[test]
@@ -274,6 +340,8 @@ mod tests {
             port: None,
             token: None,
             handover_to: None,
+            promoting: false,
+            leaving: false,
         };
         assert_eq!(
             render_one(&v, Format::Table),

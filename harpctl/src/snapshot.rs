@@ -116,14 +116,59 @@ impl Snapshot {
         s
     }
 
-    /// Every location a leader, node, proxy or intent names.
+    /// Every location a leader, node, proxy or intent names. In a streaming cluster the
+    /// leader and intent keys name the replication group, not a location.
     pub fn locations(&self) -> BTreeSet<String> {
-        let mut locs: BTreeSet<String> = self.leaders.keys().cloned().collect();
+        let mut locs = BTreeSet::new();
+        if !self.is_streaming() {
+            locs.extend(self.leaders.keys().cloned());
+            locs.extend(self.intents.keys().cloned());
+        }
         locs.extend(self.nodes.values().map(|n| n.location.clone()));
         locs.extend(self.proxies.values().map(|p| p.location.clone()));
-        locs.extend(self.intents.keys().cloned());
         locs.extend(self.location_config.keys().cloned());
         locs
+    }
+
+    /// Whether a node publishes a replication group: the cluster runs in streaming mode.
+    pub fn is_streaming(&self) -> bool {
+        self.nodes.values().any(|n| n.group.is_some())
+    }
+
+    /// The names of the leader keys nodes compete for (`NodeStatus::scope`): the locations of
+    /// a multi-writer cluster, the replication group(s) of a streaming one.
+    pub fn scopes(&self) -> BTreeSet<String> {
+        if !self.is_streaming() {
+            return self.locations();
+        }
+        let mut scopes: BTreeSet<String> = self.leaders.keys().cloned().collect();
+        scopes.extend(self.nodes.values().map(|n| n.scope().to_owned()));
+        scopes.extend(self.intents.keys().cloned());
+        scopes
+    }
+
+    /// The scope whose leader serves `location`'s clients: the location itself, or in a
+    /// streaming cluster the group of its nodes.
+    pub fn scope_of_location(&self, location: &str) -> String {
+        self.nodes
+            .values()
+            .find(|n| n.location == location && n.group.is_some())
+            .map_or_else(|| location.to_owned(), |n| n.scope().to_owned())
+    }
+
+    /// The proxies that route to `scope`'s leader: every proxy when `scope` is a streaming
+    /// group (one primary serves every location), else the location's own.
+    pub fn proxies_of<'a>(
+        &'a self,
+        scope: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a ProxyStatus)> + 'a {
+        let group = self
+            .nodes
+            .values()
+            .any(|n| n.group.as_deref() == Some(scope));
+        self.proxies
+            .iter()
+            .filter(move |(_, p)| group || p.location == scope)
     }
 
     /// Every node a status, fence, unmanaged marker or leader key names.

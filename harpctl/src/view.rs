@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use harp_core::records::PgState;
+use harp_core::records::{PgState, ReplicaFacts};
 use serde::Serialize;
 
 use crate::snapshot::Snapshot;
@@ -58,6 +58,48 @@ pub struct NodeView {
     /// When its manager last wrote its status (Unix ms), and how long ago.
     pub updated_ms: Option<u64>,
     pub age_ms: Option<u64>,
+    /// Streaming mode: the replication group (leader key) it belongs to.
+    pub group: Option<String>,
+    /// Streaming mode: what its Postgres reports about replication; `null` otherwise.
+    #[serde(flatten)]
+    pub replication: ReplicationView,
+    /// Its leader record says it is still being promoted (clients held).
+    pub promoting: bool,
+    /// Why the node does not serve as it should (e.g. `rewind failed: …`).
+    pub reason: Option<String>,
+}
+
+/// A node's replication facts, flattened into its view (`null` where not reported).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReplicationView {
+    pub timeline: Option<u32>,
+    /// Standby: WAL received (bytes).
+    pub receive_lsn: Option<u64>,
+    /// Standby: the `host:port` it streams from.
+    pub upstream: Option<String>,
+    /// Standby: whether its WAL receiver streams now.
+    pub streaming: Option<bool>,
+    /// Standby: bytes replayed behind the primary's last published position.
+    pub lag: Option<u64>,
+    /// Primary: the standbys its commits wait for.
+    pub sync_standbys: Vec<String>,
+}
+
+impl ReplicationView {
+    fn of(facts: Option<&ReplicaFacts>, pg: Option<PgState>) -> Self {
+        let Some(f) = facts else {
+            return Self::default();
+        };
+        let standby = pg == Some(PgState::Standby);
+        ReplicationView {
+            timeline: f.timeline,
+            receive_lsn: f.receive_lsn,
+            upstream: f.upstream.clone(),
+            streaming: standby.then_some(f.streaming),
+            lag: f.lag,
+            sync_standbys: f.sync_standbys.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,6 +132,10 @@ pub struct LeaderView {
     pub token: Option<i64>,
     /// During a planned switchover: the node the leader is handing over to.
     pub handover_to: Option<String>,
+    /// Streaming mode: the holder is still being promoted; proxies hold clients meanwhile.
+    pub promoting: bool,
+    /// The leader is about to release; proxies route nobody to it.
+    pub leaving: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,6 +147,8 @@ pub struct LocationView {
     pub proxies: usize,
     /// Target of a switchover in progress.
     pub switchover_to: Option<String>,
+    /// Its leader is still being promoted (streaming mode).
+    pub promoting: bool,
     /// Node directives set for this location (`harpctl set location`).
     pub directives: BTreeMap<String, String>,
 }
@@ -139,6 +187,13 @@ impl Snapshot {
             pending_restart: st.map(|s| s.pending_restart.clone()).unwrap_or_default(),
             updated_ms: st.map(|s| s.updated_ms),
             age_ms: st.map(|s| now_ms.saturating_sub(s.updated_ms)),
+            group: st.and_then(|s| s.group.clone()),
+            replication: ReplicationView::of(
+                st.and_then(|s| s.replica.as_ref()),
+                st.map(|s| s.postgres),
+            ),
+            promoting: leading.is_some_and(|(_, l)| l.record.promoting),
+            reason: st.and_then(|s| s.reason.clone()),
         }
     }
 
@@ -184,18 +239,18 @@ impl Snapshot {
             port: l.map(|l| l.record.port),
             token: l.map(|l| l.token),
             handover_to: l.and_then(|l| l.record.handover_to.clone()),
+            promoting: l.is_some_and(|l| l.record.promoting),
+            leaving: l.is_some_and(|l| l.record.leaving),
         }
     }
 
     pub fn leader_views(&self) -> Vec<LeaderView> {
-        self.locations()
-            .iter()
-            .map(|l| self.leader_view(l))
-            .collect()
+        self.scopes().iter().map(|l| self.leader_view(l)).collect()
     }
 
     pub fn location_view(&self, location: &str) -> LocationView {
-        let l = self.leaders.get(location);
+        let scope = self.scope_of_location(location);
+        let l = self.leaders.get(&scope);
         LocationView {
             location: location.into(),
             leader: l.map(|l| l.record.node.clone()),
@@ -210,7 +265,8 @@ impl Snapshot {
                 .values()
                 .filter(|p| p.location == location)
                 .count(),
-            switchover_to: self.intents.get(location).map(|i| i.target.clone()),
+            switchover_to: self.intents.get(&scope).map(|i| i.target.clone()),
+            promoting: l.is_some_and(|l| l.record.promoting),
             directives: entries(self.location_config.get(location)),
         }
     }

@@ -239,7 +239,11 @@ fn fence_moves_the_lead_away_and_unfence_lifts_it() {
     assert_eq!(out.trim(), format!("node {first} fenced"));
     let rec = etcd_value(&c, &keys.fenced(&first)).expect("fenced key");
     let rec: Value = serde_json::from_slice(&rec).expect("the fence record is JSON");
-    assert!(rec["version"] == 1 && rec["fenced_ms"].is_u64(), "{rec}");
+    let version = harp_core::records::RECORD_VERSION;
+    assert!(
+        rec["version"] == version && rec["fenced_ms"].is_u64(),
+        "{rec}"
+    );
     // The fenced leader releases; harpctl sees the other node lead.
     let moved = eventually(LONG, || {
         try_json_of(&c, &["get", "leader", "dca"]).is_some_and(|l| l["node"] == other)
@@ -353,6 +357,16 @@ fn promote_refuses_ineligible_targets_and_writes_the_intent() {
         etcd_value(&c, &intent_key).is_none(),
         "a refusal writes nothing"
     );
+    // A multi-writer cluster has no primary to rebuild a node from.
+    let err = fails(&c, &format!("reinit {other}"), 1);
+    assert!(err.contains("is multi-writer"), "{err}");
+    let reinit_key = Keys::new(c.name()).reinit_intent(other);
+    assert!(
+        etcd_value(&c, &reinit_key).is_none(),
+        "a refusal writes nothing"
+    );
+    let err = fails(&c, "reinit nope", 4);
+    assert!(err.contains("node nope not found"), "{err}");
 
     // --force writes the request; no leader hands over to a fenced node, so it times out and
     // the request is withdrawn.

@@ -37,8 +37,14 @@ pub fn render(
         GetCommand::Leader {
             location: Some(loc),
         } => {
-            known_location(snap, &loc)?;
-            render_one(&snap.leader_view(&loc), format)
+            // A streaming cluster's leader key is its group's; a location names it too.
+            let scope = if snap.scopes().contains(&loc) {
+                loc
+            } else {
+                known_location(snap, &loc)?;
+                snap.scope_of_location(&loc)
+            };
+            render_one(&snap.leader_view(&scope), format)
         }
         GetCommand::Location { location: None } | GetCommand::Locations => {
             render_list(&snap.location_views(), format)
@@ -143,6 +149,122 @@ mod tests {
             location: Some("dcx".into()),
         };
         assert_eq!(render(&s, loc, Format::Json, 0).unwrap_err().exit_code(), 4);
+    }
+
+    /// A streaming cluster `prod`: n1 the primary (being promoted), n2 a streaming standby,
+    /// n3 a failed old primary.
+    fn streaming() -> Snapshot {
+        use harp_core::records::ReplicaFacts;
+        let keys = Keys::new("prod");
+        let mut n1 = status("n1", "dca", PgState::Primary, 100);
+        n1.replica = Some(ReplicaFacts {
+            timeline: Some(3),
+            sync_standbys: vec!["n2".into()],
+            ..Default::default()
+        });
+        let mut n2 = status("n2", "dcb", PgState::Standby, 100);
+        n2.replica = Some(ReplicaFacts {
+            timeline: Some(3),
+            receive_lsn: Some(0x1_0000_0030),
+            upstream: Some("10.0.0.1:5432".into()),
+            streaming: true,
+            lag: Some(16 << 20),
+            sync_standbys: vec![],
+        });
+        let mut n3 = status("n3", "dca", PgState::Down, 100);
+        n3.reason = Some("rewind failed: could not find common ancestor".into());
+        let sts: Vec<(String, String)> = [n1, n2, n3]
+            .into_iter()
+            .map(|mut st| {
+                st.group = Some("prod".into());
+                (keys.node_status(&st.node), st.encode())
+            })
+            .collect();
+        let mut ld = leader("n1", "dca");
+        ld.set_promoting(true);
+        let ld = ld.encode();
+        let mut kvs = vec![(keys.leader("prod"), ld.as_bytes(), 17)];
+        kvs.extend(sts.iter().map(|(k, v)| (k.clone(), v.as_bytes(), 3)));
+        Snapshot::from_kvs("prod", &keys, 20, kvs)
+    }
+
+    #[test]
+    fn streaming_nodes_show_their_replication_and_why_one_is_down() {
+        let out = render(&streaming(), GetCommand::Nodes, Format::Table, 61_000).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "NAME   LOCATION   ROLE       POSTGRES   PRIORITY   FENCED   MANAGED   WAL_LSN   AGE   \
+                 TIMELINE   UPSTREAM        STREAMING   LAG      SYNC     REASON",
+                "n1     dca        leader     primary    100        false    true      1/28      60s   \
+                 3          <none>          <none>      <none>   n2       <none>",
+                "n2     dcb        follower   standby    100        false    true      1/28      60s   \
+                 3          10.0.0.1:5432   true        16MB     <none>   <none>",
+                "n3     dca        follower   down       100        false    true      1/28      60s   \
+                 <none>     <none>          <none>      <none>   <none>   rewind failed: could not \
+                 find common ancestor",
+            ]
+        );
+        let v: serde_json::Value = serde_json::from_str(
+            &render(&streaming(), GetCommand::Nodes, Format::Json, 0).unwrap(),
+        )
+        .unwrap();
+        let n2 = &v[1];
+        assert_eq!(
+            (
+                &n2["group"],
+                &n2["upstream"],
+                &n2["streaming"],
+                &n2["lag"],
+                &n2["timeline"]
+            ),
+            (
+                &"prod".into(),
+                &"10.0.0.1:5432".into(),
+                &true.into(),
+                &(16u64 << 20).into(),
+                &3.into()
+            )
+        );
+        assert_eq!(v[0]["sync_standbys"], serde_json::json!(["n2"]));
+        assert_eq!(v[0]["promoting"], true);
+        assert!(
+            v[0]["streaming"].is_null(),
+            "a primary does not stream: {}",
+            v[0]
+        );
+        assert_eq!(
+            v[2]["reason"],
+            "rewind failed: could not find common ancestor"
+        );
+    }
+
+    #[test]
+    fn a_promoting_leader_shows_as_promoting() {
+        let s = streaming();
+        let out = render(&s, GetCommand::Leader { location: None }, Format::Table, 0).unwrap();
+        assert_eq!(
+            out,
+            "LOCATION   NODE   ADDRESS          TOKEN   STATE\n\
+             prod       n1     127.0.0.1:5432   17      promoting\n"
+        );
+        // A location names its group's leader.
+        let dcb = GetCommand::Leader {
+            location: Some("dcb".into()),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&s, dcb, Format::Json, 0).unwrap()).unwrap();
+        assert_eq!((&v["location"], &v["node"]), (&"prod".into(), &"n1".into()));
+        assert_eq!(v["promoting"], true);
+        let out = render(&s, GetCommand::Cluster, Format::Table, 0).unwrap();
+        assert_eq!(
+            out,
+            "CLUSTER   MANAGED   LOCATIONS\nprod      true      2\n\n\
+             LOCATION   LEADER   TOKEN   NODES   PROXIES   STATE\n\
+             dca        n1       17      2       0         promoting\n\
+             dcb        n1       17      1       0         promoting\n"
+        );
     }
 
     #[test]

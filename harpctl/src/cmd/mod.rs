@@ -6,6 +6,7 @@ pub mod fence;
 pub mod get;
 pub mod manage;
 pub mod promote;
+pub mod reinit;
 mod set;
 
 use harp_core::keys::Keys;
@@ -24,6 +25,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<String, CtlError> {
         Command::Manage(target) => manage::run(ctx, target, true).await,
         Command::Unmanage(target) => manage::run(ctx, target, false).await,
         Command::Promote(args) => promote::run(ctx, args).await,
+        Command::Reinit { node } => reinit::run(ctx, &node).await,
         Command::Set(target) => set::run(ctx, target).await,
         Command::Apply { file } => apply::run(ctx, &file).await,
         Command::Version => Ok(completion::version(ctx.format())),

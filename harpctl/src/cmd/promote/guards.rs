@@ -8,18 +8,16 @@ use harp_core::lease::KeyLease;
 
 use crate::snapshot::Snapshot;
 
-/// The proxies of `location` that HARP does not steer (`unmanaged/proxies/<p>`, or their
-/// status says so), with the leader each still routes to. Such a proxy keeps its route across
-/// a switchover. A proxy with no status is not running and routes nobody.
+/// The proxies routing to `location`'s leader (a scope: every proxy of a streaming group)
+/// that HARP does not steer (`unmanaged/proxies/<p>`, or their status says so), with the
+/// leader each still routes to. Such a proxy keeps its route across a switchover. A proxy with
+/// no status is not running and routes nobody.
 pub fn unmanaged_proxies<'a>(
     snap: &'a Snapshot,
-    location: &str,
+    location: &'a str,
 ) -> Vec<(&'a str, Option<&'a str>)> {
-    snap.proxies
-        .iter()
-        .filter(|(name, st)| {
-            st.location == location && (snap.proxy_unmanaged.contains(*name) || !st.managed)
-        })
+    snap.proxies_of(location)
+        .filter(|(name, st)| snap.proxy_unmanaged.contains(*name) || !st.managed)
         .map(|(name, st)| (name.as_str(), st.leader.as_deref()))
         .collect()
 }

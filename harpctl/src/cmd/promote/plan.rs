@@ -14,6 +14,8 @@ pub struct Request<'a> {
     pub force: bool,
 }
 
+/// `location` is the scope switched over: the leader key's name (`NodeStatus::scope`), i.e. the
+/// location in a multi-writer cluster and the replication group in a streaming one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
     /// The target already leads: nothing to do.
@@ -34,7 +36,7 @@ pub fn plan(snap: &Snapshot, req: &Request) -> Result<Plan, CtlError> {
     let (location, target) = match req.node {
         Some(node) => (target_location(snap, node, req)?, node.to_owned()),
         None => {
-            let location = chosen_location(snap, req.location)?;
+            let location = chosen_scope(snap, req.location)?;
             let target = best_candidate(snap, &location)?;
             (location, target)
         }
@@ -73,7 +75,8 @@ pub fn plan(snap: &Snapshot, req: &Request) -> Result<Plan, CtlError> {
     })
 }
 
-/// The target's location, from its status; it must match the asked location.
+/// The target's scope, from its status. In a multi-writer cluster it must be the asked
+/// location; a streaming cluster's primary may move to any location, so none is checked.
 fn target_location(snap: &Snapshot, node: &str, req: &Request) -> Result<String, CtlError> {
     let Some(st) = snap.nodes.get(node) else {
         if snap.fenced.contains(node) || snap.node_unmanaged.contains(node) {
@@ -90,16 +93,31 @@ fn target_location(snap: &Snapshot, node: &str, req: &Request) -> Result<String,
         ));
     };
     match req.location {
-        Some(asked) if asked != st.location && !req.force => Err(CtlError::Refused(format!(
-            "refusing to promote {node}: it is in location {}, not {asked}",
-            st.location
-        ))),
-        _ => Ok(st.location.clone()),
+        Some(asked) if st.group.is_none() && asked != st.location && !req.force => {
+            Err(CtlError::Refused(format!(
+                "refusing to promote {node}: it is in location {}, not {asked}",
+                st.location
+            )))
+        }
+        _ => Ok(st.scope().to_owned()),
     }
 }
 
-/// The asked location, else the only one.
-fn chosen_location(snap: &Snapshot, asked: Option<&str>) -> Result<String, CtlError> {
+/// The asked location, else the only one; in a streaming cluster its group (the whole
+/// cluster's primary, whatever location was asked).
+fn chosen_scope(snap: &Snapshot, asked: Option<&str>) -> Result<String, CtlError> {
+    if snap.is_streaming() {
+        let scopes = snap.scopes();
+        match asked {
+            Some(a) if scopes.contains(a) => return Ok(a.to_owned()),
+            Some(a) if snap.locations().contains(a) => return Ok(snap.scope_of_location(a)),
+            _ => {}
+        }
+        let mut it = scopes.iter();
+        if let (Some(only), None) = (it.next(), it.next()) {
+            return Ok(only.clone());
+        }
+    }
     let locs = snap.locations();
     if let Some(asked) = asked {
         if !locs.contains(asked) {
@@ -127,7 +145,20 @@ pub fn ineligible(snap: &Snapshot, node: &str) -> Option<String> {
     let Some(st) = snap.nodes.get(node) else {
         return Some("it publishes no status (is its harp-manager running?)".into());
     };
-    if st.postgres != PgState::Primary {
+    if st.group.is_some() {
+        // Streaming: the target is a standby that follows the primary now, so it can catch
+        // up with the old primary's last WAL before it takes over.
+        if st.postgres != PgState::Standby {
+            let pg = crate::view::pg_state_str(st.postgres);
+            return Some(format!("its postgres is {pg}, not a standby"));
+        }
+        if !st.replica.as_ref().is_some_and(|r| r.streaming) {
+            return Some("it is not streaming from the primary".into());
+        }
+        if let Some(why) = &st.reason {
+            return Some(format!("it reports a problem: {why}"));
+        }
+    } else if st.postgres != PgState::Primary {
         let pg = crate::view::pg_state_str(st.postgres);
         return Some(format!("its postgres is {pg}, not primary"));
     }
@@ -149,12 +180,12 @@ pub fn ineligible(snap: &Snapshot, node: &str) -> Option<String> {
     None
 }
 
-/// The best eligible node of `location` other than its leader: highest priority, then name.
+/// The best eligible node of `scope` other than its leader: highest priority, then name.
 fn best_candidate(snap: &Snapshot, location: &str) -> Result<String, CtlError> {
     let leader = snap.leaders.get(location).map(|l| l.record.node.as_str());
     let mut reasons = Vec::new();
     let mut best: Option<(i32, &str)> = None;
-    for (name, st) in snap.nodes.iter().filter(|(_, s)| s.location == location) {
+    for (name, st) in snap.nodes.iter().filter(|(_, s)| s.scope() == location) {
         if Some(name.as_str()) == leader {
             reasons.push(format!("{name} is the lead master"));
         } else if let Some(why) = ineligible(snap, name) {
@@ -271,6 +302,107 @@ mod tests {
 
     const PROXY_P1: &str = r#"{"version":1,"name":"p1","location":"dca","leader":"a","token":9,
         "mode":"userspace","sessions":0,"held":0,"updated_ms":1}"#;
+
+    /// A streaming cluster `prod`: n1 the primary in dca, standbys n2 (dcb) and n3 (dca).
+    fn streaming(extra: &[(String, String)]) -> Snapshot {
+        use harp_core::records::ReplicaFacts;
+        let keys = Keys::new("prod");
+        let mut kvs = vec![(keys.leader("prod"), leader("n1", "dca").encode(), 9)];
+        for (n, loc, pg, prio, streams) in [
+            ("n1", "dca", PgState::Primary, 100, false),
+            ("n2", "dcb", PgState::Standby, 200, true),
+            ("n3", "dca", PgState::Standby, 100, true),
+        ] {
+            let mut st = status(n, loc, pg, prio);
+            st.group = Some("prod".into());
+            st.replica = Some(ReplicaFacts {
+                streaming: streams,
+                ..Default::default()
+            });
+            kvs.push((keys.node_status(n), st.encode(), 1));
+        }
+        kvs.extend(extra.iter().cloned().map(|(k, v)| (k, v, 2)));
+        let kvs: Vec<_> = kvs
+            .iter()
+            .map(|(k, v, r)| (k.clone(), v.as_bytes(), *r))
+            .collect();
+        Snapshot::from_kvs("prod", &keys, 10, kvs)
+    }
+
+    #[test]
+    fn a_streaming_switchover_goes_to_a_streaming_standby_of_the_group() {
+        let s = streaming(&[]);
+        let want = |target: &str| Plan::Switchover {
+            location: "prod".into(),
+            target: target.into(),
+            from: Some(("n1".into(), 9)),
+        };
+        // Any location: one primary serves them all, whatever the config file's location.
+        let dca = Request {
+            location: Some("dca"),
+            ..req(Some("n2"))
+        };
+        assert_eq!(plan(&s, &dca).unwrap(), want("n2"));
+        assert_eq!(
+            plan(&s, &req(None)).unwrap(),
+            want("n2"),
+            "the highest priority"
+        );
+        let from_dca = Request {
+            location: Some("dca"),
+            ..req(None)
+        };
+        assert_eq!(plan(&s, &from_dca).unwrap(), want("n2"));
+        assert!(matches!(
+            plan(&s, &req(Some("n1"))).unwrap(),
+            Plan::AlreadyLeader { token: 9, .. }
+        ));
+        // A standby that does not stream, or reports a problem, is refused unless forced.
+        let mut stalled = s.nodes["n3"].clone();
+        stalled.replica = Some(Default::default());
+        let mut broken = s.nodes["n2"].clone();
+        broken.reason = Some("rewind failed: no wal_log_hints".into());
+        let keys = Keys::new("prod");
+        let s = streaming(&[
+            (keys.node_status("n3"), stalled.encode()),
+            (keys.node_status("n2"), broken.encode()),
+        ]);
+        let err = plan(&s, &req(Some("n3"))).unwrap_err();
+        assert!(
+            err.to_string().contains("not streaming from the primary"),
+            "{err}"
+        );
+        let err = plan(&s, &req(Some("n2"))).unwrap_err();
+        assert!(err.to_string().contains("problem: rewind failed"), "{err}");
+        let forced = Request {
+            force: true,
+            ..req(Some("n3"))
+        };
+        assert_eq!(plan(&s, &forced).unwrap(), want("n3"));
+        let err = plan(&s, &req(None)).unwrap_err();
+        assert!(
+            err.to_string().contains("no node of prod can take over"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_streaming_primary_is_not_a_target_and_every_proxy_counts() {
+        let keys = Keys::new("prod");
+        let mut deposed = streaming(&[]).nodes["n2"].clone();
+        deposed.postgres = PgState::Primary;
+        let s = streaming(&[(keys.node_status("n2"), deposed.encode())]);
+        let err = plan(&s, &req(Some("n2"))).unwrap_err();
+        assert!(err.to_string().contains("primary, not a standby"), "{err}");
+        // An unmanaged proxy of another location still routes to the group's primary.
+        let p = PROXY_P1.replace("\"dca\"", "\"dcz\"");
+        let s = streaming(&[
+            (keys.proxy_unmanaged("p1"), "{}".into()),
+            (keys.proxy_status("p1"), p),
+        ]);
+        let err = plan(&s, &req(Some("n3"))).unwrap_err();
+        assert!(err.to_string().contains("proxy p1 is unmanaged"), "{err}");
+    }
 
     #[test]
     fn promoting_the_leader_is_a_no_op() {
