@@ -1,12 +1,14 @@
 //! `cargo xtask lab …`: the multi-host lab (network namespaces on this machine; needs root).
 //! `run <scenario> --seed N` runs one scenario, `all` every scenario for several seeds and
-//! writes bench/results/lab.json; reports go to bench/lab/ (timeline + SVG) and target/lab/
+//! writes bench/results/lab.json (`lab-streaming.json` with `--replication streaming`); reports
+//! go to bench/lab/ (timeline + SVG; `streaming-` before a streaming run's) and target/lab/
 //! (full histories).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use harp_core::config::Replication;
 use harp_tests::lab::hosts::{Lab, LabSpec};
 use harp_tests::lab::net::Net;
 use harp_tests::lab::scenario::{self, ALL, run::RunResult};
@@ -28,8 +30,12 @@ pub enum LabCmd {
         /// Leader lease (seconds) of the lab's managers.
         #[arg(long, default_value_t = 6)]
         lease: u64,
+        /// `cluster.replication` of the lab's nodes: multi_writer or streaming.
+        #[arg(long, value_parser = parse_replication, default_value = "multi_writer")]
+        replication: Replication,
     },
-    /// Every scenario for seeds 1..=SEEDS; writes bench/results/lab.json.
+    /// Every scenario for seeds 1..=SEEDS; writes bench/results/lab.json (streaming:
+    /// lab-streaming.json).
     All {
         #[arg(long, default_value_t = 5)]
         seeds: u64,
@@ -38,9 +44,20 @@ pub enum LabCmd {
         /// Only these scenarios, comma-separated.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// `cluster.replication` of the lab's nodes: multi_writer or streaming.
+        #[arg(long, value_parser = parse_replication, default_value = "multi_writer")]
+        replication: Replication,
     },
     /// Removes what a crashed lab run left behind (namespaces).
     Clean,
+}
+
+fn parse_replication(s: &str) -> Result<Replication, String> {
+    match s {
+        "multi_writer" => Ok(Replication::MultiWriter),
+        "streaming" => Ok(Replication::Streaming),
+        _ => Err(format!("{s}: expected multi_writer or streaming")),
+    }
 }
 
 #[derive(Serialize)]
@@ -70,6 +87,8 @@ struct LabReport {
     target_converge_ms: f64,
     met: bool,
     lease_ms: u64,
+    /// `multi_writer` or `streaming`.
+    replication: &'static str,
     scenarios: Vec<ScenarioResult>,
     machine: String,
     #[serde(flatten)]
@@ -91,13 +110,18 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             println!("lab {LAB}: nothing left behind");
             Ok(())
         }
-        LabCmd::Run { name, seed, lease } => {
+        LabCmd::Run {
+            name,
+            seed,
+            lease,
+            replication,
+        } => {
             let sc = scenario::find(&name)?;
-            let (mut lab, out) = start(lease)?;
+            let (mut lab, out) = start(lease, replication)?;
             let r = scenario::run::run(&mut lab, sc, seed, &out)
                 .with_context(|| format!("scenario {name} seed {seed}"))?;
-            let row = summarize(&r, None);
-            publish(&r)?;
+            let row = summarize(&r, None, replication);
+            publish(&r, replication)?;
             print_row(&row);
             println!("report: {}", r.report_dir.display());
             if !row.ok {
@@ -105,7 +129,12 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        LabCmd::All { seeds, lease, only } => all(seeds, lease, &only),
+        LabCmd::All {
+            seeds,
+            lease,
+            only,
+            replication,
+        } => all(seeds, lease, &only, replication),
     }
 }
 
@@ -141,20 +170,24 @@ fn clean_kernel_leftovers() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start(lease: u64) -> anyhow::Result<(Lab, PathBuf)> {
+fn start(lease: u64, replication: Replication) -> anyhow::Result<(Lab, PathBuf)> {
     // A release build, what users run (as the benchmarks measure).
     crate::test::cargo(&["build", "--release", "--workspace", "--bins"])?;
     harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
     let mut spec = LabSpec::new(LAB);
     spec.lease_secs = lease;
     spec.refresh_ms = (lease * 1000 / 3).max(500);
-    println!("lab: starting 3 etcd, 3 Postgres + managers, 2 agents in network namespaces…");
+    spec.replication = replication;
+    println!(
+        "lab: starting 3 etcd, 3 Postgres + managers ({}), 2 agents in network namespaces…",
+        replication.as_str()
+    );
     let lab = Lab::start(spec).context("start the lab (needs root, nft, ip)")?;
     let out = workspace_root().join("target/lab");
     Ok((lab, out))
 }
 
-fn all(seeds: u64, lease: u64, only: &[String]) -> anyhow::Result<()> {
+fn all(seeds: u64, lease: u64, only: &[String], replication: Replication) -> anyhow::Result<()> {
     let chosen: Vec<_> = ALL
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
@@ -163,21 +196,21 @@ fn all(seeds: u64, lease: u64, only: &[String]) -> anyhow::Result<()> {
         bail!("--only matches no scenario; see `cargo xtask lab list`");
     }
     let began = std::time::Instant::now();
-    let (mut lab, out) = start(lease)?;
+    let (mut lab, out) = start(lease, replication)?;
     let mut rows = Vec::new();
     for seed in 1..=seeds {
         for sc in &chosen {
             println!("lab: {} seed {seed} …", sc.name);
             let row = match scenario::run::run(&mut lab, sc, seed, &out) {
                 Ok(r) => {
-                    publish(&r)?;
-                    summarize(&r, None)
+                    publish(&r, replication)?;
+                    summarize(&r, None, replication)
                 }
                 Err(e) => {
                     // A lab that could not be restored is rebuilt for the next run.
                     let err = format!("{e}");
                     drop(lab);
-                    lab = start(lease)?.0;
+                    lab = start(lease, replication)?.0;
                     failed_row(sc.name, seed, err)
                 }
             };
@@ -200,12 +233,13 @@ fn all(seeds: u64, lease: u64, only: &[String]) -> anyhow::Result<()> {
         met: rows.iter().all(|r| r.ok && r.error.is_none())
             && max_converge_ms.is_some_and(|m| m <= target),
         lease_ms: lease * 1000,
+        replication: replication.as_str(),
         scenarios: rows,
         machine: machine(),
         provenance: crate::bench::provenance(),
         duration_s: (began.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
-    let path = results_dir()?.join("lab.json");
+    let path = results_dir()?.join(format!("{}.json", stem("lab", replication)));
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
     println!(
         "lab: {} runs, split brain {}, lost writes {}, max converge {:?} ms (target {target}) → {}",
@@ -216,16 +250,26 @@ fn all(seeds: u64, lease: u64, only: &[String]) -> anyhow::Result<()> {
         path.display()
     );
     if !report.met {
-        bail!("lab: target missed (see bench/results/lab.json and bench/lab/)");
+        bail!("lab: target missed (see {} and bench/lab/)", path.display());
     }
     Ok(())
 }
 
 /// Copies a run's timeline and plot to bench/lab/ (small, committed).
-fn publish(r: &RunResult) -> anyhow::Result<()> {
+/// `name`, or `streaming-name` / `name-streaming` for a streaming lab: its results never
+/// overwrite the multi-writer ones.
+fn stem(name: &str, replication: Replication) -> String {
+    match (replication, name) {
+        (Replication::MultiWriter, _) => name.to_owned(),
+        (Replication::Streaming, "lab") => "lab-streaming".to_owned(),
+        (Replication::Streaming, _) => format!("streaming-{name}"),
+    }
+}
+
+fn publish(r: &RunResult, replication: Replication) -> anyhow::Result<()> {
     let dir = workspace_root().join("bench/lab");
     std::fs::create_dir_all(&dir)?;
-    let stem = format!("{}-seed-{}", r.scenario, r.seed);
+    let stem = stem(&format!("{}-seed-{}", r.scenario, r.seed), replication);
     copy(
         &r.report_dir.join("timeline.txt"),
         &dir.join(format!("{stem}.txt")),
@@ -242,7 +286,7 @@ fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summarize(r: &RunResult, error: Option<String>) -> ScenarioResult {
+fn summarize(r: &RunResult, error: Option<String>, replication: Replication) -> ScenarioResult {
     let v = &r.verdict;
     ScenarioResult {
         name: r.scenario.to_owned(),
@@ -257,7 +301,10 @@ fn summarize(r: &RunResult, error: Option<String>) -> ScenarioResult {
         failed: v.failed,
         unknown: v.unknown,
         error,
-        report: Some(format!("bench/lab/{}-seed-{}.txt", r.scenario, r.seed)),
+        report: Some(format!(
+            "bench/lab/{}.txt",
+            stem(&format!("{}-seed-{}", r.scenario, r.seed), replication)
+        )),
     }
 }
 

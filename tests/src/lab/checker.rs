@@ -1,6 +1,6 @@
 //! The lab's proofs over a recorded [`History`]: one write target per location (no split
-//! brain, no write accepted without a lease), no lost acknowledged write, and how fast every
-//! client recovers. Every host shares one clock, so server, client and observer times compare
+//! brain, no write accepted without a lease), no acknowledged write missing from the current
+//! primary, and how fast every client recovers. Every host shares one clock, so server, client and observer times compare
 //! directly.
 //!
 //! **Split brain**: in one location, the accepted writes are grouped by `(node, token)` (the
@@ -93,7 +93,7 @@ pub enum Violation {
         write: Accepted,
         lag_ms: Option<f64>,
     },
-    /// Acknowledged, but in no table.
+    /// Acknowledged, but missing from every current primary's table.
     Lost { write: WriteRecord },
     /// Acknowledged by one node, found only on others.
     WrongNode {

@@ -59,13 +59,25 @@ pub struct FaultMark {
     pub label: String,
 }
 
-/// A register row the final read found in `node`'s table.
+/// A register row the final read found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
+    /// The node that accepted it (its `node` column: the accepting server's `cluster_name`,
+    /// which a physical standby replays unchanged).
     pub node: String,
     pub client: String,
     pub seq: u64,
     pub server_ms: f64,
+    /// The node whose table the row was read from; `None` (older histories): `node`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+}
+
+impl Row {
+    /// The node whose table the row was read from.
+    pub fn table(&self) -> &str {
+        self.table.as_deref().unwrap_or(&self.node)
+    }
 }
 
 /// Clients that by design cannot write for a while: their agent is dead or frozen, so they
@@ -105,6 +117,18 @@ pub struct History {
     pub converge_from: Vec<(String, f64)>,
     #[serde(default)]
     pub outages: Vec<Outage>,
+    /// `multi_writer` or `streaming` (`cluster.replication` of the lab's nodes).
+    #[serde(default = "multi_writer")]
+    pub replication: String,
+    /// The current primaries when the rows were read: the nodes whose tables must hold every
+    /// acknowledged write. A streaming cluster's leader; in a multi-writer cluster every node
+    /// (each is a primary of the writes it took). Empty (older histories): every table.
+    #[serde(default)]
+    pub primaries: Vec<String>,
+}
+
+fn multi_writer() -> String {
+    "multi_writer".into()
 }
 
 impl History {
@@ -208,6 +232,8 @@ mod tests {
             rows: vec![],
             converge_from: vec![("heal".into(), 3000.0)],
             outages: vec![],
+            replication: "streaming".into(),
+            primaries: vec!["pg2".into()],
         }
     }
 

@@ -27,6 +27,8 @@ pub use probe::{etcd_answers, http_get, pg_query_one, tcp_open, wait_until};
 pub use proc::{HostProc, Kind, Recipe};
 pub use provision::{configure, read_env_file, script_path};
 
+use harp_core::config::Replication;
+
 use crate::agent::PinGuard;
 use crate::cgroup::ChildCgroup;
 use crate::lab::net::{Enter, LabError, Net};
@@ -70,6 +72,10 @@ pub struct LabSpec {
     pub etcd_election_ms: u64,
     /// Bound on each readiness wait at start and restart.
     pub ready_timeout: Duration,
+    /// `cluster.replication` of the lab's nodes. Streaming: n1 the primary, n2 and n3
+    /// standbys made from it with pg_basebackup over the lab network, one leader key for the
+    /// whole cluster.
+    pub replication: Replication,
 }
 
 impl LabSpec {
@@ -82,12 +88,22 @@ impl LabSpec {
             etcd_heartbeat_ms: 100,
             etcd_election_ms: 1000,
             ready_timeout: Duration::from_secs(30),
+            replication: Replication::MultiWriter,
         }
     }
 
     /// The HARP cluster name (also names the kernel agent's pins).
     pub fn cluster(&self) -> String {
         format!("hl-{}", self.name)
+    }
+
+    /// The leader keys the lab's nodes compete for: each location's in a multi-writer
+    /// cluster, the cluster's own in a streaming one.
+    pub fn scopes(&self) -> Vec<String> {
+        match self.replication {
+            Replication::MultiWriter => LOCATIONS.iter().map(|l| l.to_string()).collect(),
+            Replication::Streaming => vec![self.cluster()],
+        }
     }
 
     /// Every host, in address order.
@@ -118,6 +134,15 @@ impl Lab {
     /// Builds the network, starts every process and waits until each answers (etcd members,
     /// Postgres, managers' HTTP, agents ready — which needs a leader in their location).
     pub fn start(spec: LabSpec) -> Result<Lab, LabError> {
+        if spec.replication == Replication::Streaming {
+            // Left to do: harp-host.sh renders `replication: streaming`, `db_data_dir` and
+            // `db_bin_dir`, and n2/n3 are cloned from n1 with pg_basebackup -R over the bridge.
+            return Err(LabError::Unsupported(
+                "streaming lab hosts are not provisioned yet (pg_basebackup standbys and the \
+                 managers' streaming keys)"
+                    .into(),
+            ));
+        }
         let net = Net::setup(&spec.name, &LabSpec::hosts())?;
         let dir = WorkDir::new();
         let cgroup = ChildCgroup::new();

@@ -183,6 +183,8 @@ mod tests {
             rows: vec![],
             converge_from: vec![],
             outages: vec![],
+            replication: "multi_writer".into(),
+            primaries: vec![],
         }
     }
 

@@ -1,5 +1,6 @@
 //! Hand-built histories: each proves the checker sees (or rightly ignores) one kind of fault.
 
+mod primary;
 mod report;
 mod safety;
 
@@ -21,6 +22,8 @@ fn history() -> History {
         rows: vec![],
         converge_from: vec![],
         outages: vec![],
+        replication: "multi_writer".into(),
+        primaries: vec![],
     }
 }
 
@@ -58,6 +61,7 @@ fn row(h: &mut History, node: &str, client: &str, seq: u64, at: f64) {
         client: client.into(),
         seq,
         server_ms: T0 + at,
+        table: None,
     });
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use crate::bins::workspace_bin;
 use crate::lab::checker::{Verdict, check, timeline};
 use crate::lab::history::{FaultMark, History, Outage, Row};
-use crate::lab::hosts::{APP_HOSTS, CTL, Kind, LOCATIONS, Lab, PG_NODES};
+use harp_core::config::Replication;
+
+use crate::lab::hosts::{APP_HOSTS, CTL, Kind, Lab, PG_NODES};
 use crate::lab::net::LabError;
 use crate::lab::plot::write_svg;
 use crate::lab::workload::{REGISTER_DDL, read_records, unix_ms};
@@ -90,6 +92,8 @@ pub fn run(lab: &mut Lab, sc: &Scenario, seed: u64, out: &Path) -> Result<RunRes
         rows: read_rows(lab)?,
         converge_from,
         outages,
+        replication: lab.spec().replication.as_str().to_owned(),
+        primaries: primaries(lab)?,
     };
     let verdict = check(&history);
     let io = |what: &str, e: std::io::Error| LabError::io(format!("{what} in {dir:?}"), e);
@@ -133,8 +137,8 @@ pub fn restore(lab: &mut Lab) -> Result<(), LabError> {
         lab.restart(kind, &host)?;
     }
     let wait = Duration::from_secs(lab.spec().lease_secs * 3 + 10);
-    for loc in LOCATIONS {
-        lab.wait_leader(loc, wait)?;
+    for scope in lab.spec().scopes() {
+        lab.wait_leader(&scope, wait)?;
     }
     for (h, _, _) in APP_HOSTS {
         lab.wait_ready(Kind::Agent, h)?;
@@ -250,9 +254,23 @@ fn read_rows(lab: &Lab) -> Result<Vec<Row>, LabError> {
             client: r.get(1),
             seq: r.get::<_, i64>(2) as u64,
             server_ms: r.get(3),
+            table: Some(node.to_owned()),
         }));
     }
     Ok(rows)
+}
+
+/// The nodes whose tables must hold every acknowledged write (see [`History::primaries`]):
+/// the leader of a streaming cluster when the rows are read; every node of a multi-writer one.
+fn primaries(lab: &Lab) -> Result<Vec<String>, LabError> {
+    match lab.spec().replication {
+        Replication::MultiWriter => Ok(PG_NODES.iter().map(|n| n.0.to_owned()).collect()),
+        Replication::Streaming => {
+            let scope = lab.cluster();
+            let wait = Duration::from_secs(lab.spec().lease_secs * 3 + 10);
+            Ok(vec![lab.wait_leader(&scope, wait)?.node])
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -297,9 +315,14 @@ impl Ctx<'_> {
     }
 
     /// The leader of `location` now (waits for one).
+    /// In a streaming cluster every location's writes go to the cluster's one primary.
     pub fn leader_of(&self, location: &str) -> Result<String, LabError> {
         let t = Duration::from_secs(self.lab.spec().lease_secs * 3 + 10);
-        Ok(self.lab.wait_leader(location, t)?.node)
+        let scope = match self.lab.spec().replication {
+            Replication::MultiWriter => location.to_owned(),
+            Replication::Streaming => self.lab.cluster(),
+        };
+        Ok(self.lab.wait_leader(&scope, t)?.node)
     }
 
     /// Sleeps `base` plus up to `jitter_ms` chosen by the seed.
