@@ -191,6 +191,10 @@ pub async fn run(
         standby,
         optime: None,
         leader_record: tokio_watch::channel(None).0,
+        sync_record: tokio_watch::channel(None).0,
+        sync_peers: tokio_watch::channel(Vec::new()).0,
+        sync_health: tokio_watch::channel(Default::default()).0,
+        sync_keeper: None,
     }
     .run()
     .await

@@ -5,6 +5,7 @@
 mod act;
 mod keys;
 mod streaming;
+mod sync;
 mod view;
 
 use std::collections::VecDeque;
@@ -82,6 +83,12 @@ pub struct Runner {
     pub optime: Option<harp_core::records::OptimeRecord>,
     /// The leader record as last read (where the primary is, whether it takes writes).
     pub leader_record: watch::Sender<Option<LeaderRecord>>,
+    /// Synchronous mode: `sync/<group>` as last read, the peers' priority and fence for the
+    /// keeper, its health, and the keeper itself while we lead.
+    pub sync_record: watch::Sender<Option<harp_core::records::SyncRecord>>,
+    pub sync_peers: watch::Sender<Vec<(String, i32, bool)>>,
+    pub sync_health: watch::Sender<sync::SyncHealth>,
+    pub sync_keeper: Option<sync::SyncKeeper>,
 }
 
 impl Runner {
@@ -124,6 +131,7 @@ impl Runner {
                     }
                 }
             }
+            self.keep_sync();
             self.refresh_view();
         }
     }

@@ -56,6 +56,14 @@ impl Peers {
         self.fenced.contains_key(node)
     }
 
+    /// `(node, priority, fenced)` of every peer with a status.
+    pub fn summary(&self) -> Vec<(String, i32, bool)> {
+        self.status
+            .iter()
+            .map(|(n, p)| (n.clone(), p.priority, self.is_fenced(n)))
+            .collect()
+    }
+
     /// Peers of `location` that look able to lead: writable Postgres (or, streaming, any
     /// running Postgres: standbys are promoted), not fenced, priority >= 0.
     fn contenders<'a>(

@@ -164,6 +164,11 @@ impl Election {
         self.managed
     }
 
+    /// The other nodes as their statuses describe them.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.peers.is_fenced(&self.params.node)
     }

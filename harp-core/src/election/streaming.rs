@@ -110,15 +110,23 @@ impl Election {
         if self.is_leader() {
             return None; // promoting
         }
+        // Synchronous mode: only a standby the record names holds every acknowledged commit.
+        // A record naming nobody (`on` mode ran unprotected) promotes nobody: writes stay
+        // unavailable rather than lost. No record at all: nothing was ever promised.
         if self.params.synchronous
-            && let Some(members) = self.repl.sync.as_ref().filter(|m| !m.is_empty())
+            && let Some(members) = &self.repl.sync
             && !members.iter().any(|m| m == me)
         {
-            return Some(format!(
-                "not a synchronous standby (the synchronous set is {}): promoting it could lose \
-                 acknowledged commits",
-                members.join(", ")
-            ));
+            return Some(match members.is_empty() {
+                true => "not a synchronous standby (the synchronous set is empty: the primary \
+                         ran unprotected): promoting it could lose acknowledged commits"
+                    .into(),
+                false => format!(
+                    "not a synchronous standby (the synchronous set is {}): promoting it could \
+                     lose acknowledged commits",
+                    members.join(", ")
+                ),
+            });
         }
         if let Some((mine, theirs)) = optime.and_then(behind) {
             return Some(format!(

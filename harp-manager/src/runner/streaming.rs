@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use harp_core::config::SynchronousMode;
 use harp_core::election::{Action, Event, Optime};
 use harp_core::keys::KeyKind;
 use harp_core::records::{LeaderRecord, OptimeRecord, PgState, RECORD_VERSION, ReinitIntent};
@@ -49,7 +50,8 @@ impl Runner {
                         .inspect_err(|e| tracing::warn!("ignoring {}: {e}", ch.key))
                         .ok()
                 });
-                out.push_back(Event::SyncSet(record.map(|r| r.members)));
+                out.push_back(Event::SyncSet(record.as_ref().map(|r| r.members.clone())));
+                self.sync_record.send_replace(record);
             }
             KeyKind::ReinitIntent(node) if node == self.me() => {
                 if let Some((v, _)) = &ch.value
@@ -87,7 +89,17 @@ impl Runner {
                     .as_ref()
                     .filter(|o| o.shutdown && o.node != self.me())
                     .map(|o| o.lsn);
+                // Synchronous mode: the new primary must acknowledge nothing before its keeper
+                // chose a synchronous standby, so commits start out waiting for none.
+                let block = self.config.cluster.synchronous_mode != SynchronousMode::Off;
                 tokio::spawn(async move {
+                    if block
+                        && let Err(e) = standby
+                            .set_sync_standbys(&[harp_core::sync::BLOCKED.to_owned()])
+                            .await
+                    {
+                        tracing::warn!("cannot make commits wait before promoting: {e}");
+                    }
                     if let Some(lsn) = final_lsn
                         && let Err(e) = standby.wait_received(lsn, FINAL_WAL_WAIT).await
                     {
@@ -222,6 +234,24 @@ impl Runner {
                 tracing::debug!("cannot publish the primary's position: {e}");
             }
         });
+    }
+
+    /// Why the node does not serve as it should: a failed rewind or promotion, or synchronous
+    /// mode unable to protect commits.
+    pub(super) fn reason(&self) -> Option<String> {
+        if let Some(f) = self.election.replica_failure() {
+            return Some(f.to_owned());
+        }
+        let h = *self.sync_health.borrow();
+        if h.degraded {
+            return Some(
+                "synchronous mode degraded: no healthy standby, commits wait for none (what \
+                 they acknowledge may be lost with this primary)"
+                    .into(),
+            );
+        }
+        h.blocked
+            .then(|| "writes wait: no synchronous standby acknowledges commits".into())
     }
 
     /// Bytes our standby replayed behind the primary's last published position.

@@ -19,7 +19,7 @@ impl Runner {
                 lag: self.lag(),
                 ..self.facts.clone()
             }),
-            reason: e.replica_failure().map(str::to_owned),
+            reason: self.reason(),
             postgres: e.postgres(),
             priority: e.params().priority,
             wal_lsn: e.wal_lsn(),
@@ -81,7 +81,7 @@ impl Runner {
                 lag: self.lag(),
                 ..self.facts.clone()
             },
-            reason: e.replica_failure().map(str::to_owned),
+            reason: self.reason(),
         });
     }
 }

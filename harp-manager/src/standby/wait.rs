@@ -27,3 +27,71 @@ impl Standby {
         }
     }
 }
+
+/// What the primary sees of its standbys, for synchronous mode.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationView {
+    /// `(application_name, streaming, flush position)` of every walsender.
+    pub standbys: Vec<(String, bool, Option<u64>)>,
+    /// Names Postgres reports `sync`.
+    pub sync: Vec<String>,
+    /// `synchronous_standby_names` in effect, as the names of `FIRST 1 (...)`.
+    pub ssn: Vec<String>,
+    /// `pg_current_wal_lsn()`, read after the rest.
+    pub lsn: u64,
+}
+
+impl Standby {
+    /// One consistent look for the synchronous-mode machine: the position is read last, so
+    /// every commit acknowledged before the sync states were read lies at or below it.
+    pub async fn replication_view(&self) -> Result<ReplicationView, StandbyError> {
+        let client = self.connect_own().await?;
+        let q = "SELECT application_name::text, state = 'streaming', \
+                 (flush_lsn - '0/0'::pg_lsn)::bigint, sync_state = 'sync' \
+                 FROM pg_stat_replication ORDER BY application_name";
+        let rows = self
+            .bounded("pg_stat_replication", client.query(q, &[]))
+            .await?;
+        let ssn = self.show(&client, "synchronous_standby_names").await?;
+        let q = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint";
+        let lsn = self.query_one(&client, "the WAL position", q).await?;
+        Ok(ReplicationView {
+            standbys: rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get(1),
+                        r.get::<_, Option<i64>>(2).map(|l| l as u64),
+                    )
+                })
+                .collect(),
+            sync: rows.iter().filter(|r| r.get(3)).map(|r| r.get(0)).collect(),
+            ssn: parse_ssn(&ssn),
+            lsn: lsn.get::<_, i64>(0) as u64,
+        })
+    }
+}
+
+/// The names of `FIRST 1 ("a", "b")`, `ANY 1 (a)`, `a, b` or `''`.
+fn parse_ssn(ssn: &str) -> Vec<String> {
+    let inner = match (ssn.find('('), ssn.rfind(')')) {
+        (Some(a), Some(b)) if a < b => &ssn[a + 1..b],
+        _ => ssn,
+    };
+    inner
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ssn_names_are_read_from_every_form() {
+        assert_eq!(super::parse_ssn("FIRST 1 (\"n2\", \"n3\")"), ["n2", "n3"]);
+        assert_eq!(super::parse_ssn("n2"), ["n2"]);
+        assert!(super::parse_ssn("").is_empty());
+    }
+}

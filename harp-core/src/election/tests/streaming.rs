@@ -154,9 +154,15 @@ fn in_synchronous_mode_only_a_member_of_the_set_is_promoted() {
     );
     let (_, out) = ready_standby(&mut e, 100);
     assert_eq!(out, vec![Action::TryAcquire]);
-    // An empty set (non-strict mode, no healthy standby) protects nothing: async rules.
+    // An empty set (`on` mode ran unprotected): nobody may be promoted — writes stay
+    // unavailable rather than lost.
     let mut e = Election::new(sync("n3"));
     e.step(Event::SyncSet(Some(vec![])), Instant::now());
+    let (_, out) = ready_standby(&mut e, 100);
+    assert!(!out.contains(&Action::TryAcquire), "{out:?}");
+    assert!(e.ineligible_reason().unwrap().contains("empty"));
+    // No record at all (never kept one): the asynchronous rules decide.
+    let mut e = Election::new(sync("n3"));
     let (_, out) = ready_standby(&mut e, 100);
     assert_eq!(out, vec![Action::TryAcquire]);
 }
