@@ -195,6 +195,7 @@ pub async fn run(
         sync_peers: tokio_watch::channel(Vec::new()).0,
         sync_health: tokio_watch::channel(Default::default()).0,
         sync_keeper: None,
+        sync_seen: Default::default(),
     }
     .run()
     .await

@@ -89,6 +89,8 @@ pub struct Runner {
     pub sync_peers: watch::Sender<Vec<(String, i32, bool)>>,
     pub sync_health: watch::Sender<sync::SyncHealth>,
     pub sync_keeper: Option<sync::SyncKeeper>,
+    /// The synchronous-mode health last published in our status.
+    pub sync_seen: sync::SyncHealth,
 }
 
 impl Runner {

@@ -84,7 +84,6 @@ fn standbys_stream_from_the_primary_with_the_shared_settings() {
 }
 
 #[test]
-#[ignore = "needs streaming mode in harp-manager (leader/<cluster>, writable, replica facts)"]
 fn managers_see_one_writable_primary_and_two_streaming_standbys() {
     let c = cluster("stream-mgr", Some(Duration::from_secs(20)));
     let st = c

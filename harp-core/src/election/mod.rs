@@ -275,7 +275,11 @@ impl Election {
             Event::Optime(o) => self.repl.optime = o,
             Event::SyncSet(members) => self.repl.sync = members,
             Event::Promoted { token, result } => self.promoted(token, result, now, &mut out),
-            Event::Rejoined(result) => self.rejoined(result, now),
+            Event::Rejoined(result) => {
+                self.rejoined(result, now);
+                // Its outcome (or failure's reason) is for operators to see.
+                out.push(Action::PublishStatus);
+            }
             Event::Acquired { token, sent } => {
                 self.acquired(token, sent, now, &mut out);
                 self.acquired_streaming(token);

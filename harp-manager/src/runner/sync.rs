@@ -76,6 +76,12 @@ impl Runner {
             let now = self.election.peers().summary();
             (*p != now).then(|| *p = now).is_some()
         });
+        // What the status says of synchronous mode changed: publish it.
+        let health = *self.sync_health.borrow();
+        if health != self.sync_seen {
+            self.sync_seen = health;
+            self.publish_status();
+        }
         match (&self.sync_keeper, want) {
             (Some(k), Some(t)) if k.token == t => {}
             (None, None) => {}
