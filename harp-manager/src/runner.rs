@@ -215,7 +215,15 @@ impl Runner {
             Input::Reload => self.reload(out),
             Input::Promoted { token, result } => {
                 match &result {
-                    Ok(()) => tracing::info!(token, "postgres promoted"),
+                    Ok(()) => {
+                        tracing::info!(token, "postgres promoted");
+                        // The promotion checked it takes writes: do not wait for the next
+                        // check to route to it.
+                        out.push_back(Event::Postgres {
+                            state: PgState::Primary,
+                            wal_lsn: self.election.wal_lsn(),
+                        });
+                    }
                     Err(e) => tracing::error!(token, "{e}"),
                 }
                 out.push_back(Event::Promoted { token, result })

@@ -219,6 +219,10 @@ impl Election {
                 if wal_lsn != self.wal_lsn {
                     out.push(Action::PublishStatus);
                 }
+                if state != self.postgres {
+                    // New facts: a rejoin waiting out an earlier one may run.
+                    self.repl.retry_at = None;
+                }
                 self.postgres = state;
                 self.wal_lsn = wal_lsn;
             }

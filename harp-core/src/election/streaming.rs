@@ -31,6 +31,8 @@ pub struct Optime {
     pub node: String,
     pub timeline: Option<u32>,
     pub lsn: u64,
+    /// The primary stopped cleanly at `lsn` before it released (a switchover).
+    pub shutdown: bool,
 }
 
 /// What the election tracks of streaming replication.
@@ -113,7 +115,13 @@ impl Election {
         // Synchronous mode: only a standby the record names holds every acknowledged commit.
         // A record naming nobody (`on` mode ran unprotected) promotes nobody: writes stay
         // unavailable rather than lost. No record at all: nothing was ever promised.
+        // A switchover's target needs no membership: the old primary stopped cleanly first,
+        // and the target promotes only once it received that stop (see `Promote`), so it holds
+        // every commit.
+        let handed_over = optime.is_some_and(|o| o.shutdown)
+            && self.switchover.as_ref().is_some_and(|s| s.target == me);
         if self.params.synchronous
+            && !handed_over
             && let Some(members) = &self.repl.sync
             && !members.iter().any(|m| m == me)
         {
@@ -295,14 +303,16 @@ impl Election {
         }
     }
 
+    /// A rejoin ended. Either way the next one waits: after a success for the check to see the
+    /// started Postgres (a rejoin restarts it: asking again at once would restart it forever),
+    /// after a failure to not fail in a loop. A change of Postgres state or of primary ends
+    /// the wait.
     pub(super) fn rejoined(&mut self, result: Result<(), String>, now: Instant) {
         self.repl.busy = false;
+        self.repl.retry_at = Some(now + REJOIN_RETRY);
         match result {
             Ok(()) => self.repl.failure = None,
-            Err(e) => {
-                self.repl.failure = Some(e);
-                self.repl.retry_at = Some(now + REJOIN_RETRY);
-            }
+            Err(e) => self.repl.failure = Some(e),
         }
     }
 }

@@ -42,6 +42,7 @@ impl Runner {
                     node: o.node.clone(),
                     timeline: o.timeline,
                     lsn: o.lsn,
+                    shutdown: o.shutdown,
                 })));
             }
             KeyKind::Sync(g) if g == scope => {
@@ -103,6 +104,13 @@ impl Runner {
                     if let Some(lsn) = final_lsn
                         && let Err(e) = standby.wait_received(lsn, FINAL_WAL_WAIT).await
                     {
+                        // Synchronous mode lets a switchover's target in only because it
+                        // holds the old primary's last commit: without it, it must not lead.
+                        if block {
+                            let result = Err(format!("the old primary's last WAL: {e}"));
+                            let _ = tx.send(Input::Promoted { token, result }).await;
+                            return;
+                        }
                         tracing::warn!("promoting without the old primary's last record: {e}");
                     }
                     let result = standby.promote().await.map_err(|e| e.to_string());

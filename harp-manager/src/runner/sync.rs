@@ -173,12 +173,16 @@ async fn keep(mut ctx: Context) {
 
 async fn carry_out(ctx: &mut Context, action: &sync::Action) -> Result<(), String> {
     match action {
-        sync::Action::SetSsn(names) => ctx
-            .standby
-            .set_sync_standbys(names)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        sync::Action::SetSsn(names) => {
+            ctx.standby
+                .set_sync_standbys(names)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = ctx.standby.nudge_standbys().await {
+                tracing::debug!("cannot nudge the standbys: {e}");
+            }
+            Ok(())
+        }
         sync::Action::WriteRecord(members) => {
             let record = SyncRecord {
                 version: RECORD_VERSION,

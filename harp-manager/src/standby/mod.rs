@@ -29,6 +29,9 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::pgctl::PgCtl;
 
+/// Replay that has not moved for this long has replayed all it can.
+const REPLAY_STALL: Duration = Duration::from_millis(200);
+
 /// Bounds of each step; [`Timeouts::default`] suits a small database on a healthy host.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -123,13 +126,24 @@ impl Standby {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + self.timeouts.catch_up;
+        // Replay stops short of what was received when the dead primary's last record is
+        // incomplete; it then never catches up, so stop waiting once it stalls.
+        let mut last = (None, tokio::time::Instant::now());
         loop {
-            let q = "SELECT coalesce(pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn(), true)";
+            let q = "SELECT coalesce(pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn(), true), \
+                     pg_last_wal_replay_lsn()::text";
             let row = self.query_one(&client, "the replay check", q).await?;
             if row.get::<_, bool>(0) {
                 break;
             }
-            if tokio::time::Instant::now() >= deadline {
+            let replay: Option<String> = row.get(1);
+            let now = tokio::time::Instant::now();
+            if replay != last.0 {
+                last = (replay, now);
+            } else if now >= last.1 + REPLAY_STALL {
+                break;
+            }
+            if now >= deadline {
                 tracing::warn!(
                     "replay has not caught up with received WAL within {:?}; promoting anyway",
                     self.timeouts.catch_up

@@ -95,3 +95,17 @@ mod tests {
         assert!(super::parse_ssn("").is_empty());
     }
 }
+
+impl Standby {
+    /// Writes a tiny WAL record so that standbys reply at once: a commit waiting for a
+    /// standby just named synchronous is released only by that standby's next reply, which
+    /// with no new WAL comes only at `wal_receiver_status_interval` (10 s by default).
+    pub async fn nudge_standbys(&self) -> Result<(), StandbyError> {
+        let client = self.connect_own().await?;
+        let q =
+            "SELECT pg_logical_emit_message(false, 'harp', 'synchronous standby changed')::text";
+        self.query_one(&client, "nudging the standbys", q)
+            .await
+            .map(drop)
+    }
+}

@@ -21,6 +21,7 @@ fn optime(node: &str, timeline: u32, lsn: u64) -> Event {
         node: node.into(),
         timeline: Some(timeline),
         lsn,
+        shutdown: false,
     }))
 }
 
@@ -273,6 +274,19 @@ fn a_failed_rejoin_is_reported_and_retried_later_or_when_a_new_primary_appears()
     );
     e.step(Event::Rejoined(Ok(())), later);
     assert!(e.replica_failure().is_none());
+    // Started, but not yet seen up by the check: no second rejoin (it would restart it).
+    assert!(
+        !e.step(down.clone(), later)
+            .iter()
+            .any(|a| matches!(a, Action::Rejoin { .. }))
+    );
+    // Seen up, then down again (a crash): rejoined at once.
+    e.step(standby(100), later);
+    let out = e.step(down, later);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Rejoin { .. })),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -389,4 +403,37 @@ fn a_promoting_record_is_made_routable_even_if_postgres_was_promoted_by_hand() {
     assert_eq!(out, vec![Action::TryAcquire]);
     let out = e.step(Event::Acquired { token: 9, sent: t1 }, t1);
     assert!(out.contains(&Action::Promote { token: 9 }), "{out:?}");
+}
+
+#[test]
+fn in_synchronous_mode_a_switchover_target_may_take_over_after_a_clean_stop() {
+    let mut e = Election::new(Params {
+        synchronous: true,
+        ..streaming("n3", 100)
+    });
+    let t = Instant::now();
+    e.step(Event::SyncSet(Some(vec!["n2".into()])), t);
+    e.step(
+        Event::Switchover(Some(Switchover {
+            target: "n3".into(),
+            from_token: 5,
+            force: false,
+        })),
+        t,
+    );
+    let (t0, out) = ready_standby(&mut e, 100);
+    assert!(
+        !out.contains(&Action::TryAcquire),
+        "not before the primary stopped cleanly"
+    );
+    let out = e.step(
+        Event::Optime(Some(Optime {
+            node: "n1".into(),
+            timeline: Some(1),
+            lsn: 100,
+            shutdown: true,
+        })),
+        t0,
+    );
+    assert!(out.contains(&Action::TryAcquire), "{out:?}");
 }
