@@ -86,16 +86,6 @@ fn parse_ssn(ssn: &str) -> Vec<String> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ssn_names_are_read_from_every_form() {
-        assert_eq!(super::parse_ssn("FIRST 1 (\"n2\", \"n3\")"), ["n2", "n3"]);
-        assert_eq!(super::parse_ssn("n2"), ["n2"]);
-        assert!(super::parse_ssn("").is_empty());
-    }
-}
-
 impl Standby {
     /// Writes a tiny WAL record so that standbys reply at once: a commit waiting for a
     /// standby just named synchronous is released only by that standby's next reply, which
@@ -107,5 +97,15 @@ impl Standby {
         self.query_one(&client, "nudging the standbys", q)
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ssn_names_are_read_from_every_form() {
+        assert_eq!(super::parse_ssn("FIRST 1 (\"n2\", \"n3\")"), ["n2", "n3"]);
+        assert_eq!(super::parse_ssn("n2"), ["n2"]);
+        assert!(super::parse_ssn("").is_empty());
     }
 }
