@@ -34,6 +34,6 @@ pub use ports::free_port;
 pub use postgres::PgInstance;
 pub use privileged::require_root;
 pub use process::ChildGuard;
-pub use streaming::{STREAMING_SETTINGS, StreamingCluster, StreamingClusterBuilder, StreamingNode};
+pub use streaming::{Replicas, StreamingNode};
 pub use workdir::WorkDir;
 pub use writer::Writer;

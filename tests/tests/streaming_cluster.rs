@@ -1,6 +1,6 @@
 //! The harness's streaming cluster: a primary and two standbys cloned from it with
-//! `pg_basebackup -R`, streaming, with the settings every benchmarked system shares; and (once
-//! harp-manager runs streaming mode) the managers' view of it.
+//! `pg_basebackup -R`, streaming, with the settings every benchmarked system shares; and the
+//! managers' view of it, as their status and health endpoints show it.
 
 use std::time::Duration;
 
@@ -91,4 +91,46 @@ fn managers_see_one_writable_primary_and_two_streaming_standbys() {
         .unwrap_or_else(|e| panic!("{e}\n{}", c.manager_logs(30)));
     assert_eq!(st.primary, "n1");
     assert_eq!(st.streaming, ["n2", "n3"]);
+    // What HAProxy and Kubernetes probes see: one primary, two replicas, all serving reads.
+    let code = |node: &str, path: &str| {
+        let port = c
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .unwrap()
+            .mgr
+            .http_port();
+        harp_tests::http_get(port, path, Duration::from_secs(2)).map(|r| r.0)
+    };
+    for (node, primary, replica) in [("n1", 200, 503), ("n2", 503, 200), ("n3", 503, 200)] {
+        assert_eq!(code(node, "/primary"), Some(primary), "{node} /primary");
+        assert_eq!(code(node, "/replica"), Some(replica), "{node} /replica");
+        assert_eq!(code(node, "/read-only"), Some(200), "{node} /read-only");
+        // Idle: every standby is within a megabyte of the primary's published position.
+        assert_eq!(
+            code(node, "/replica?lag=1MB"),
+            Some(replica),
+            "{node} /replica?lag"
+        );
+    }
+    // A standby that stops replaying falls out of `?lag=` pools once it is behind, not of
+    // `/replica`.
+    let n2 = c.nodes.iter().find(|n| n.name == "n2").unwrap().pg.dsn();
+    harp_tests::streaming::execute(&n2, "SELECT pg_wal_replay_pause()");
+    let n1 = c.nodes[0].pg.dsn();
+    harp_tests::streaming::execute(
+        &n1,
+        "CREATE TABLE filler AS SELECT g FROM generate_series(1, 100000) g",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while code("n2", "/replica?lag=1kB") != Some(503) {
+        assert!(std::time::Instant::now() < deadline, "n2 never fell behind");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(code("n2", "/replica"), Some(200));
+    // n3 kept replaying: once both positions are published again it is within the bound.
+    while code("n3", "/replica?lag=1MB") != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "n3 stays behind");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -7,22 +7,13 @@ use harp_manager::pgctl::PgCtl;
 use harp_manager::standby::{Standby, StandbyError};
 use harp_tests::postgres::pg_bin_dir;
 use harp_tests::streaming::{execute, query_text, wait_for_value};
-use harp_tests::{PgInstance, StreamingCluster, Writer};
+use harp_tests::{PgInstance, Replicas, Writer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Primary `nodes[0]`, the rest its standbys; no etcd, no managers.
-fn cluster(name: &str, nodes: &[&str], settings: &[(&str, &str)]) -> StreamingCluster {
-    let mut b = StreamingCluster::builder(name)
-        .etcd_members(0)
-        .managers(false);
-    for n in nodes {
-        b = b.node(n);
-    }
-    for (k, v) in settings {
-        b = b.pg_setting(k, v);
-    }
-    b.start()
+fn cluster(_name: &str, nodes: &[&str], settings: &[(&str, &str)]) -> Replicas {
+    Replicas::start(nodes, settings)
 }
 
 /// The operations on `pg`'s node, as its manager would run them.
@@ -39,7 +30,7 @@ fn in_recovery(pg: &PgInstance) -> Option<String> {
 }
 
 /// Waits until row `id` of `t` is on `pg`; panics with the logs otherwise.
-fn wait_row(c: &StreamingCluster, pg: &PgInstance, id: i64) {
+fn wait_row(c: &Replicas, pg: &PgInstance, id: i64) {
     let got = wait_for_value(
         &pg.dsn(),
         &format!("SELECT count(*) FROM t WHERE id = {id}"),

@@ -19,13 +19,17 @@ use crate::workdir::WorkDir;
 /// compare with it (Patroni's nodes get the same): what physical replication, `pg_rewind`
 /// (`wal_log_hints`) and read-only standbys need, with WAL kept generously so a standby that
 /// falls behind during a fault never needs a new base backup.
-pub const SETTINGS: [(&str, &str); 6] = [
+/// A short `wal_retrieve_retry_interval` lets a re-pointed standby reconnect at once.
+/// Settings HARP changes at run time (`primary_conninfo`, `synchronous_standby_names`) must never
+/// be here: the command line beats `ALTER SYSTEM`.
+pub const SETTINGS: [(&str, &str); 7] = [
     ("wal_level", "replica"),
     ("wal_log_hints", "on"),
     ("hot_standby", "on"),
     ("wal_keep_size", "1GB"),
     ("max_wal_senders", "10"),
     ("max_replication_slots", "10"),
+    ("wal_retrieve_retry_interval", "500ms"),
 ];
 
 /// Bound on the bootstrap's waits (a leader for the primary, every manager's HTTP).
@@ -72,12 +76,9 @@ pub(super) fn start(b: TestClusterBuilder) -> TestCluster {
         spec.lease_secs = b.lease_secs;
         spec.refresh_ms = b.refresh_ms;
         spec.cluster_yaml = cluster.cluster_yaml.clone();
-        spec.extra_yaml = format!(
-            "{}db_data_dir: {}\ndb_bin_dir: {}\n",
-            with_newline(&b.extra_yaml),
-            pg.data_dir().display(),
-            pg_bin_dir().display()
-        );
+        spec.extra_yaml = b.extra_yaml.clone();
+        spec.db_data_dir = Some(pg.data_dir().to_path_buf());
+        spec.db_bin_dir = Some(pg_bin_dir());
         let first = cluster.nodes.is_empty();
         let mgr = ManagerProc::start(&cluster.dir, spec);
         cluster.nodes.push(Node {
@@ -108,13 +109,6 @@ pub(super) fn start(b: TestClusterBuilder) -> TestCluster {
         }
     }
     cluster
-}
-
-fn with_newline(yaml: &str) -> String {
-    match yaml.is_empty() || yaml.ends_with('\n') {
-        true => yaml.to_owned(),
-        false => format!("{yaml}\n"),
-    }
 }
 
 /// What [`TestCluster::streaming_state`] found: the primary and how each standby follows it.
