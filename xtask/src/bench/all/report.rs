@@ -69,7 +69,9 @@ pub fn write(run: Option<&AllRun>) -> anyhow::Result<()> {
         }
         None => md += &absent(Section::Datapath, &loaded, &mut missing),
     }
-    md += "\n## Failover and switchover (HARP: fault → new leader seen in etcd)\n\n";
+    md += "\n## Failover and switchover (HARP: fault → new leader seen in etcd)\n\n\
+           Substrate: a multi-writer cluster (3 independent Postgres nodes, no replication): \
+           the time for the lease to move, not a promotion.\n\n";
     match get(Section::Failover) {
         Some(f) => md += &tables::failover(f),
         None => md += &absent(Section::Failover, &loaded, &mut missing),

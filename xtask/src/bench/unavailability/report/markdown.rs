@@ -15,7 +15,7 @@ fn list<T: ToString>(v: &[T]) -> String {
 
 pub(super) fn markdown(r: &Report) -> String {
     let mut md = String::from(
-        "| system | replication | fault | n | p50 ms | p95 ms | max ms | client errors per run \
+        "| system | replication | fault | n | p50 ms | p95 ms (n ≥ 20 only) | max ms | client errors per run \
          | acknowledged writes lost per run |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
@@ -31,7 +31,8 @@ pub(super) fn markdown(r: &Report) -> String {
             c.fault,
             c.n,
             c.p50_ms,
-            c.p95_ms,
+            // Under 20 samples a "p95" is just the max or the one below: say the max only.
+            if c.n >= 20 { c.p95_ms.to_string() } else { "–".into() },
             c.max_ms,
             list(&c.errors),
             list(&c.rpo_lost_writes)
