@@ -32,7 +32,11 @@ pub(super) fn markdown(r: &Report) -> String {
             c.n,
             c.p50_ms,
             // Under 20 samples a "p95" is just the max or the one below: say the max only.
-            if c.n >= 20 { c.p95_ms.to_string() } else { "–".into() },
+            if c.n >= 20 {
+                c.p95_ms.to_string()
+            } else {
+                "–".into()
+            },
             c.max_ms,
             list(&c.errors),
             list(&c.rpo_lost_writes)
