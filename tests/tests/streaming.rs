@@ -252,9 +252,11 @@ fn synchronous_mode_loses_no_acknowledged_row_and_never_promotes_a_non_synchrono
     let other = if sync == "n1" { "n3" } else { "n1" };
     // The primary and its synchronous standby are lost together: the other standby is not
     // promoted (it may lack acknowledged commits), and says why.
-    c.node(&sync).mgr.kill9();
-    c.node(&sync).pg.kill9();
-    c.node("n2").pg.kill9();
+    // (Both whole nodes: a primary whose manager lives would restart in place after a lease.)
+    for n in [sync.as_str(), "n2"] {
+        c.node(n).mgr.kill9();
+        c.node(n).pg.kill9();
+    }
     std::thread::sleep(Duration::from_secs(5));
     let scope = c.name().to_owned();
     let leader = block_on(|| c.leader(&scope));
