@@ -6,7 +6,6 @@
 //! agent whose kernel programs stop on their own at its deadline; and a switchover a session
 //! pooled by PgBouncer does not notice.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -121,14 +120,7 @@ fn run_multi_writer(keep: bool) -> anyhow::Result<()> {
             agent.listen_port()
         ),
     }
-    // This very program (rebuilt in place by the workspace build above, hence by path).
-    let exe = harp_tests::workspace_bin("xtask");
-    let mut cmd = match &cgroup {
-        Some(cg) => cg.command(&exe),
-        None => Command::new(&exe),
-    };
-    cmd.args(["demo-writer", &agent.dsn("postgres")]);
-    let app = writer::App::spawn(cmd)?;
+    let app = writer::App::through(&agent.dsn("postgres"), cgroup.as_ref())?;
     std::thread::sleep(Duration::from_secs(1));
 
     let (first, _) = block_on(|| c.leader("dca")).context("no dca leader")?;

@@ -6,7 +6,6 @@
 //! the old primary's manager rewinds it back as a standby of the new one; then a switchover
 //! (`harpctl promote`) back, again with every acknowledged row checked.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -90,13 +89,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
             agent.listen_port()
         ),
     }
-    let exe = harp_tests::workspace_bin("xtask");
-    let mut cmd = match &cgroup {
-        Some(cg) => cg.command(&exe),
-        None => Command::new(&exe),
-    };
-    cmd.args(["demo-writer", &agent.dsn("postgres")]);
-    let app = writer::App::spawn(cmd)?;
+    let app = writer::App::through(&agent.dsn("postgres"), cgroup.as_ref())?;
     std::thread::sleep(Duration::from_secs(2));
 
     let first = st.primary.clone();

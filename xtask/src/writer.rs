@@ -89,6 +89,21 @@ pub struct App {
 }
 
 impl App {
+    /// This very program (rebuilt in place by the workspace build, hence by path) as the
+    /// demo's application writing to `dsn`, inside `cgroup` when the kernel path steers it.
+    pub fn through(
+        dsn: &str,
+        cgroup: Option<&harp_tests::cgroup::ChildCgroup>,
+    ) -> anyhow::Result<App> {
+        let exe = harp_tests::workspace_bin("xtask");
+        let mut cmd = match cgroup {
+            Some(cg) => cg.command(&exe),
+            None => Command::new(&exe),
+        };
+        cmd.args(["demo-writer", dsn]);
+        App::spawn(cmd)
+    }
+
     /// `cmd` runs `xtask demo-writer <dsn>` (possibly wrapped to enter a cgroup).
     pub fn spawn(mut cmd: Command) -> anyhow::Result<App> {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
