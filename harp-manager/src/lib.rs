@@ -149,16 +149,18 @@ pub async fn run(
     tokio::spawn(harp_dcs::publisher(dcs.clone(), publish_rx));
     tokio::spawn(forward_signals(tx.clone()));
     let marks = dcs::marker(dcs.clone());
-    let standby = match (&m.node.db_bin_dir, &m.node.db_data_dir) {
-        (Some(bin_dir), Some(data_dir)) if config.is_streaming() => {
-            let ctl = pgctl::PgCtl {
-                bin_dir: bin_dir.clone(),
-                data_dir: data_dir.clone(),
-            };
-            Some(std::sync::Arc::new(
-                standby::Standby::new(ctl, &m.node.dsn, &m.name).context("manager.dsn")?,
-            ))
+    // One PgCtl (its clones share the turn lock) for the fence stops and starts and for the
+    // streaming operations.
+    let ctl = match (&m.node.db_bin_dir, &m.node.db_data_dir) {
+        (Some(bin_dir), Some(data_dir)) => {
+            Some(pgctl::PgCtl::new(bin_dir.clone(), data_dir.clone()))
         }
+        _ => None,
+    };
+    let standby = match &ctl {
+        Some(ctl) if config.is_streaming() => Some(std::sync::Arc::new(
+            standby::Standby::new(ctl.clone(), &m.node.dsn, &m.name).context("manager.dsn")?,
+        )),
         _ => None,
     };
     runner::Runner {
@@ -170,13 +172,7 @@ pub async fn run(
         port,
         lease: None,
         leader: None,
-        pgctl: match (&m.node.db_bin_dir, &m.node.db_data_dir) {
-            (Some(bin_dir), Some(data_dir)) => Some(pgctl::serve(pgctl::PgCtl {
-                bin_dir: bin_dir.clone(),
-                data_dir: data_dir.clone(),
-            })),
-            _ => None,
-        },
+        pgctl: ctl.map(pgctl::serve),
         file_node,
         layers,
         pending_restart: Vec::new(),

@@ -6,15 +6,21 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use harp_core::election::Action;
+
 use tokio::sync::mpsc;
+
+mod stop;
 
 /// How long a fast shutdown may take before an immediate one (the fenced-node stop).
 pub const DEFAULT_FAST_STOP: Duration = Duration::from_secs(60);
 /// How long an immediate shutdown may take: it only signals the processes to quit.
-const IMMEDIATE_STOP: Duration = Duration::from_secs(30);
+pub(crate) const IMMEDIATE_STOP: Duration = Duration::from_secs(30);
+/// How often a stop looks whether the postmaster has exited.
+pub(crate) const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the stop and start requests (`Action::StopPostgres`, `Action::StartPostgres`) one at a
 /// time, in the order they were asked: a start asked while a stop still runs must follow it, or
@@ -23,6 +29,7 @@ pub fn serve(ctl: PgCtl) -> mpsc::UnboundedSender<Action> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Action>();
     tokio::spawn(async move {
         while let Some(action) = rx.recv().await {
+            let _turn = ctl.turn().await;
             let r = match action {
                 Action::StopPostgres => ctl.stop().await,
                 _ => ctl.start().await,
@@ -50,7 +57,7 @@ pub enum PgCtlError {
         #[source]
         source: std::io::Error,
     },
-    #[error("pg_ctl stop -m immediate failed: {stderr}")]
+    #[error("cannot stop Postgres: {stderr}")]
     Stop { stderr: String },
     #[error(
         "{path}: {source}; Postgres must have been started once from this data directory \
@@ -86,9 +93,28 @@ pub enum PgCtlError {
 pub struct PgCtl {
     pub bin_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Held by every operation that stops, starts or changes the node's Postgres (clones share
+    /// it), so that a fence stop and a rejoin's start cannot interleave and leave Postgres in
+    /// the state the earlier one wanted.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PgCtl {
+    pub fn new(bin_dir: PathBuf, data_dir: PathBuf) -> PgCtl {
+        PgCtl {
+            bin_dir,
+            data_dir,
+            turn: Arc::default(),
+        }
+    }
+
+    /// Waits for this node's Postgres to be free of other operations; it stays ours until the
+    /// guard drops. [`PgCtl::stop_within`] does not wait for it: a deposed primary's stop must
+    /// cut in.
+    pub async fn turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.turn.clone().lock_owned().await
+    }
+
     /// uid and gid of the data directory's owner, whom every Postgres program runs as.
     pub fn owner(&self) -> Result<(u32, u32), PgCtlError> {
         let m = std::fs::metadata(&self.data_dir).map_err(|source| PgCtlError::DataDir {
@@ -118,67 +144,9 @@ impl PgCtl {
         self.data_dir.join("harp-postgres.log")
     }
 
-    /// Whether a postmaster runs on the data directory (`pg_ctl status`).
+    /// Whether a postmaster runs on the data directory.
     pub async fn is_running(&self) -> Result<bool, PgCtlError> {
-        let out = self.pg_ctl(&["status"], Duration::from_secs(10)).await?;
-        Ok(out.status.success())
-    }
-
-    /// Fast shutdown, bounded by [`DEFAULT_FAST_STOP`]; see [`PgCtl::stop_within`].
-    pub async fn stop(&self) -> Result<(), PgCtlError> {
-        self.stop_within(DEFAULT_FAST_STOP).await
-    }
-
-    /// Stops Postgres if it runs: fast (sessions end, no new writes), then immediate if it
-    /// has not stopped within `fast` (a long shutdown checkpoint must not keep a deposed
-    /// primary up). Ok if it was not running.
-    pub async fn stop_within(&self, fast: Duration) -> Result<(), PgCtlError> {
-        if !self.is_running().await? {
-            return Ok(());
-        }
-        let secs = fast.as_secs().max(1).to_string();
-        let out = self
-            .pg_ctl(&["stop", "-m", "fast", "-w", "-t", &secs], fast)
-            .await?;
-        if out.status.success() || !self.is_running().await? {
-            return Ok(());
-        }
-        tracing::warn!(
-            "postgres did not stop in fast mode within {fast:?}: stopping it in immediate mode"
-        );
-        let secs = IMMEDIATE_STOP.as_secs().to_string();
-        let out = self
-            .pg_ctl(
-                &["stop", "-m", "immediate", "-w", "-t", &secs],
-                IMMEDIATE_STOP,
-            )
-            .await?;
-        if out.status.success() || !self.is_running().await? {
-            return Ok(());
-        }
-        Err(PgCtlError::Stop {
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-
-    /// `pg_ctl -D <dir> <args>`, killed if it outlives `bound` plus a margin.
-    async fn pg_ctl(
-        &self,
-        args: &[&str],
-        bound: Duration,
-    ) -> Result<std::process::Output, PgCtlError> {
-        let mut cmd = self.command("pg_ctl")?;
-        cmd.arg("-D").arg(&self.data_dir).args(args);
-        let run = cmd.output();
-        match tokio::time::timeout(bound + Duration::from_secs(5), run).await {
-            Ok(r) => r.map_err(|source| PgCtlError::Spawn {
-                program: self.bin_dir.join("pg_ctl"),
-                source,
-            }),
-            Err(_) => Err(PgCtlError::Stop {
-                stderr: format!("pg_ctl {} got no answer within {bound:?}", args.join(" ")),
-            }),
-        }
+        Ok(self.postmaster().await?.is_some())
     }
 
     /// Starts Postgres with the command line of its last start; the manager reaps it.
@@ -370,5 +338,18 @@ mod tests {
         file(42, "standby ");
         assert!(pid_file_status(&dir, Some(42)));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn clones_take_turns_on_the_same_postgres() {
+        let a = PgCtl::new("/b".into(), "/d".into());
+        let b = a.clone();
+        let held = a.turn().await;
+        let waited = tokio::time::timeout(Duration::from_millis(50), b.turn()).await;
+        assert!(waited.is_err(), "a clone must wait for the holder");
+        drop(held);
+        let _turn = tokio::time::timeout(Duration::from_secs(1), b.turn())
+            .await
+            .expect("free once the holder is done");
     }
 }

@@ -18,10 +18,7 @@ fn cluster(_name: &str, nodes: &[&str], settings: &[(&str, &str)]) -> Replicas {
 
 /// The operations on `pg`'s node, as its manager would run them.
 fn ops(pg: &PgInstance) -> Standby {
-    let ctl = PgCtl {
-        bin_dir: pg_bin_dir(),
-        data_dir: pg.data_dir().to_path_buf(),
-    };
+    let ctl = PgCtl::new(pg_bin_dir(), pg.data_dir().to_path_buf());
     Standby::new(ctl, &pg.dsn(), pg.name()).expect("the harness DSN parses")
 }
 

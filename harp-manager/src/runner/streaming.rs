@@ -94,6 +94,7 @@ impl Runner {
                 // chose a synchronous standby, so commits start out waiting for none.
                 let block = self.config.cluster.synchronous_mode != SynchronousMode::Off;
                 tokio::spawn(async move {
+                    let _turn = standby.ctl.turn().await;
                     if block
                         && let Err(e) = standby
                             .set_sync_standbys(&[harp_core::sync::BLOCKED.to_owned()])
@@ -122,6 +123,7 @@ impl Runner {
                     return;
                 };
                 tokio::spawn(async move {
+                    let _turn = standby.ctl.turn().await;
                     match standby.follow(&r.address, r.port).await {
                         Ok(true) => tracing::info!("now streaming from {}", r.node),
                         Ok(false) => {}
@@ -133,6 +135,7 @@ impl Runner {
                 let has_leader = self.election.holder().is_some();
                 let primary = self.leader_record.subscribe();
                 tokio::spawn(async move {
+                    let _turn = standby.ctl.turn().await;
                     let result = rejoin(&standby, stop_first, has_leader, primary).await;
                     if let Err(e) = &result {
                         tracing::error!("{e}");
@@ -163,6 +166,7 @@ impl Runner {
             self.dcs.keys.reinit_intent(self.me()),
         );
         tokio::spawn(async move {
+            let _turn = standby.ctl.turn().await;
             tracing::info!("reinit: rebuilding from {} with pg_basebackup", r.node);
             let result = standby.reinit(&r.address, r.port).await;
             let result = result.map_err(|e| format!("reinit failed: {e}"));

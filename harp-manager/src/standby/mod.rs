@@ -5,9 +5,9 @@
 //! Errors name the cause and the fix; no password ever reaches a log, an error or a command
 //! line (programs get it as `PGPASSWORD`).
 //!
-//! The caller runs one operation at a time per node (as [`crate::pgctl::serve`] does), except
-//! [`Standby::stop`], which may cut in at any time. Replication slots are not used: the
-//! primary's `wal_keep_size` must cover what a standby or a rewind may need. The role of
+//! The caller runs one operation at a time per node, holding [`PgCtl::turn`] as
+//! [`crate::pgctl::serve`] does, except [`Standby::stop`], which may cut in at any time.
+//! Replication slots are not used: the primary's `wal_keep_size` must cover what a standby or a rewind may need. The role of
 //! `manager.dsn` needs what pg_rewind needs on the primary (superuser, or the functions its
 //! documentation lists plus `pg_checkpoint` and `pg_read_server_files`), the REPLICATION
 //! attribute, and `pg_read_all_stats` for [`Standby::sync_states`].
@@ -29,17 +29,15 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::pgctl::PgCtl;
 
-/// Replay that has not moved for this long has replayed all it can.
-const REPLAY_STALL: Duration = Duration::from_millis(200);
+/// How often a promotion looks whether Postgres has left recovery.
+const PROMOTE_POLL: Duration = Duration::from_millis(10);
 
 /// Bounds of each step; [`Timeouts::default`] suits a small database on a healthy host.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     /// Connecting to a Postgres, and each short query.
     pub query: Duration,
-    /// How long `promote` waits for replay to catch up with what was received.
-    pub catch_up: Duration,
-    /// `pg_promote(wait_seconds => …)`.
+    /// From the promotion signal until Postgres takes writes (the end of recovery).
     pub promote: Duration,
     /// A fast shutdown, before an immediate one.
     pub fast_stop: Duration,
@@ -55,7 +53,6 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             query: Duration::from_secs(10),
-            catch_up: Duration::from_secs(5),
             promote: Duration::from_secs(60),
             fast_stop: Duration::from_secs(15),
             rewind: Duration::from_secs(600),
@@ -117,66 +114,47 @@ impl Standby {
         Ok(true)
     }
 
-    /// Promotes this standby: waits (up to `timeouts.catch_up`) until it has replayed what it
-    /// received (promotion discards the rest), then `pg_promote(wait => true)`. Ok once
-    /// `pg_is_in_recovery()` is false; Ok at once if it already was.
+    /// Promotes this standby: `pg_promote(wait => false)`, then a look every 10 ms (its own
+    /// wait looks only every 100 ms). Ok once `pg_is_in_recovery()` is false; Ok at once if it
+    /// already was. Postgres replays all WAL it received before it ends recovery, so nothing
+    /// received is lost and there is nothing to wait for first.
     pub async fn promote(&self) -> Result<(), StandbyError> {
         let client = self.connect_own().await?;
         if !self.in_recovery(&client).await? {
             return Ok(());
         }
-        let deadline = tokio::time::Instant::now() + self.timeouts.catch_up;
-        // Replay stops short of what was received when the dead primary's last record is
-        // incomplete; it then never catches up, so stop waiting once it stalls.
-        let mut last = (None, tokio::time::Instant::now());
-        loop {
-            let q = "SELECT coalesce(pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn(), true), \
-                     pg_last_wal_replay_lsn()::text";
-            let row = self.query_one(&client, "the replay check", q).await?;
-            if row.get::<_, bool>(0) {
-                break;
-            }
-            let replay: Option<String> = row.get(1);
-            let now = tokio::time::Instant::now();
-            if replay != last.0 {
-                last = (replay, now);
-            } else if now >= last.1 + REPLAY_STALL {
-                break;
-            }
-            if now >= deadline {
-                tracing::warn!(
-                    "replay has not caught up with received WAL within {:?}; promoting anyway",
-                    self.timeouts.catch_up
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let secs = self.timeouts.promote.as_secs().max(1) as i32;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&secs];
-        let promote = client.query_one("SELECT pg_promote(true, $1)", &params);
-        let bound = self.timeouts.promote + Duration::from_secs(5);
-        let row = tokio::time::timeout(bound, promote)
-            .await
-            .map_err(|_| StandbyError::Timeout {
-                step: "pg_promote",
-                after: bound,
-                fix: "see the Postgres log",
-            })?
-            .map_err(|source| StandbyError::Sql {
-                step: "pg_promote",
-                whom: "the local Postgres",
-                source,
-            })?;
-        if !row.get::<_, bool>(0) {
+        let signalled: bool = self
+            .query_one(&client, "pg_promote", "SELECT pg_promote(false)")
+            .await?
+            .get(0);
+        if !signalled {
             return Err(StandbyError::Promote {
-                reason: format!("Postgres did not finish promoting within {secs} s"),
+                reason: "Postgres refused the promotion signal; see its log".into(),
             });
         }
-        if self.in_recovery(&client).await? {
-            return Err(StandbyError::Promote {
-                reason: "pg_promote returned but Postgres is still in recovery".into(),
-            });
+        let deadline = tokio::time::Instant::now() + self.timeouts.promote;
+        let mut polls = 0u32;
+        while self.in_recovery(&client).await? {
+            // Right after streaming failed (the primary just died or stopped), the startup
+            // process handles the promotion and then sleeps out `wal_retrieve_retry_interval`
+            // (5 s by default) before it ends recovery. A reload's SIGHUP wakes it.
+            polls += 1;
+            if polls % 5 == 2 {
+                self.bounded(
+                    "pg_reload_conf()",
+                    client.batch_execute("SELECT pg_reload_conf()"),
+                )
+                .await?;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StandbyError::Promote {
+                    reason: format!(
+                        "Postgres did not finish promoting within {:?}",
+                        self.timeouts.promote
+                    ),
+                });
+            }
+            tokio::time::sleep(PROMOTE_POLL).await;
         }
         tracing::info!("promoted: Postgres accepts writes");
         Ok(())
