@@ -1,10 +1,12 @@
 //! What the manager may count on from its lease: the key it acquired on it, and a key of ours
-//! it holds no longer. etcd cannot expire the lease before its last renewal's send time + TTL;
-//! nothing else (not an acquire on it) renews it.
+//! it holds no longer, and what the facts demand of it (leave, step down, try). etcd cannot
+//! expire the lease before its last renewal's send time + TTL; nothing else (not an acquire on
+//! it) renews it.
 
 use std::time::Instant;
 
 use super::{Action, Election, Holder, Role};
+use crate::records::PgState;
 
 impl Election {
     /// Our create-if-absent txn put the key on our lease under `token`. The txn does not renew
@@ -73,5 +75,90 @@ impl Election {
             && !self.shutting_down
             && self.ineligible_reason().is_none()
             && self.handover(token).is_none()
+    }
+
+    /// Applies what the current facts demand: leave when we may not lead, try when we should.
+    pub(super) fn enforce(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Role::Leader { token, deadline } = self.role {
+            // Unmanaged: HARP changes nothing, but never claims a lease it may have lost.
+            let reason = match self.managed {
+                true => self.leave_due(token, now, out),
+                false => None,
+            };
+            if let Some(reason) = reason {
+                self.role = Role::Follower;
+                self.releasing = Some(token);
+                out.push(Action::Release { token, reason });
+            } else if now >= deadline {
+                self.role = Role::Follower;
+                out.push(Action::StepDown {
+                    token,
+                    reason: "no etcd keep-alive acknowledged before the lease deadline".into(),
+                });
+                // If etcd acknowledges our lease again, the key is still ours: lead on under it
+                // (see `lapsed`); if the lease expired, the key went with it.
+                self.lapsed = Some(token);
+            }
+            return;
+        }
+        if !self.managed {
+            return;
+        }
+        if let Some(token) = self.stale_key(now) {
+            self.releasing = Some(token);
+            out.push(Action::Release {
+                token,
+                reason: "the leader key names this node, which does not lead (stale key)".into(),
+            });
+            return;
+        }
+        if self.shutting_down {
+            return;
+        }
+        if let Some(at) = self.candidate_at()
+            && now >= at
+        {
+            self.acquiring = true;
+            self.retry_at = None;
+            self.repl.acquire_promoting =
+                self.params.streaming && self.postgres == PgState::Standby;
+            out.push(Action::TryAcquire);
+        }
+    }
+
+    pub(super) fn observe(&mut self, holder: Option<Holder>, now: Instant, out: &mut Vec<Action>) {
+        if self
+            .lapsed
+            .is_some_and(|t| holder.as_ref().is_none_or(|h| h.token != t))
+        {
+            self.lapsed = None;
+        }
+        if let Role::Leader { token, .. } = self.role
+            && holder.as_ref().is_none_or(|h| h.token != token)
+        {
+            // Deleted, expired or replaced: etcd says we no longer lead.
+            self.role = Role::Follower;
+            out.push(Action::StepDown {
+                token,
+                reason: "the leader key is no longer ours".into(),
+            });
+        }
+        if holder.is_some() {
+            self.seen_leader = true;
+            self.settle_until = self.settle_until.map(|s| s.min(now));
+        }
+        match (&self.holder, &holder) {
+            (_, None) if self.vacant_since.is_none() || self.holder.is_some() => {
+                self.vacant_since = Some(now);
+            }
+            (_, Some(_)) => self.vacant_since = None,
+            _ => {}
+        }
+        self.holder = holder;
+    }
+
+    pub(super) fn back_off(&mut self, now: Instant) {
+        self.retry_at = Some(now + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(self.params.retry_max);
     }
 }
