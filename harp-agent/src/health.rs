@@ -9,7 +9,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use harp_core::config::HttpConfig;
 use harp_core::routing::Authority;
 use serde_json::json;
 
@@ -21,30 +20,16 @@ struct Ctx {
     probe_timeout: Duration,
 }
 
-pub async fn bind(cfg: &HttpConfig) -> anyhow::Result<tokio::net::TcpListener> {
-    let addr = format!("{}:{}", cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on http {addr}: {e} (set http.port, or http.enable: false)")
-    })?;
-    tracing::info!("health endpoints on http://{addr}");
-    Ok(listener)
-}
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    probe_timeout: Duration,
-) -> anyhow::Result<()> {
-    let app = Router::new()
+/// The routes, for [`harp_http::serve`].
+pub fn router(shared: Arc<Shared>, probe_timeout: Duration) -> Router {
+    Router::new()
         .route("/health/is-live", get(|| async { "true" }))
         .route("/health/is-ready", get(is_ready))
         .route("/status", get(status))
         .with_state(Ctx {
             shared,
             probe_timeout,
-        });
-    axum::serve(listener, app).await?;
-    Ok(())
+        })
 }
 
 /// Ready means a client connecting now would be routed: etcd is in contact (the route is only

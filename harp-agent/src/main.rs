@@ -142,7 +142,7 @@ async fn run(
         Some(_) => None,
     };
     let health_listener = match config.http.enable {
-        true => Some(health::bind(&config.http).await?),
+        true => Some(harp_http::bind(&config.http).await?),
         false => None,
     };
     tracing::info!(
@@ -161,11 +161,8 @@ async fn run(
     let shared = Arc::new(proxy::Shared::new(&proxy, config.scope(), route_rx, kernel));
     if let Some(l) = health_listener {
         let (shared, timeout) = (shared.clone(), config.http.probes_timeout);
-        tokio::spawn(async move {
-            if let Err(e) = health::serve(l, shared, timeout).await {
-                tracing::error!("{e:#}");
-            }
-        });
+        let app = health::router(shared, timeout);
+        tokio::spawn(harp_http::serve(l, app, harp_http::Limits::default()));
     }
     if let Some(l) = listener {
         tokio::spawn(proxy::accept_loop(l, shared.clone()));

@@ -126,12 +126,13 @@ pub async fn run(
         reason: None,
     });
     if config.http.enable {
-        let listener = http::bind(&config.http).await?;
-        tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, view_rx).await {
-                tracing::error!("{e:#}");
-            }
-        });
+        let listener = harp_http::bind(&config.http).await?;
+        let app = http::router(view_rx);
+        tokio::spawn(harp_http::serve(
+            listener,
+            app,
+            harp_http::Limits::default(),
+        ));
     }
     let session = harp_dcs::SessionParams {
         ttl: m.node.leader_lease_duration,

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use harp_core::records::{PgState, ReplicaFacts};
-use harp_manager::http::{StatusView, serve_with};
+use harp_manager::http::{StatusView, router};
 use tokio::sync::watch;
 
 fn primary() -> StatusView {
@@ -42,8 +42,20 @@ fn start(view: StatusView, header_timeout: Duration) -> (u16, watch::Sender<Stat
             .build()
             .unwrap();
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            serve_with(listener, rx, header_timeout).await.unwrap();
+            let tcp = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let http = harp_core::config::HttpConfig {
+                enable: true,
+                host: "127.0.0.1".into(),
+                port: 0,
+                probes_timeout: Duration::from_millis(500),
+                tls: None,
+            };
+            let listener = harp_http::Listener::new(tcp, &http).unwrap();
+            let limits = harp_http::Limits {
+                head_timeout: header_timeout,
+                ..Default::default()
+            };
+            harp_http::serve(listener, router(rx), limits).await;
         });
     });
     (port, tx)

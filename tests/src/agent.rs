@@ -34,6 +34,8 @@ pub struct AgentSpec {
     /// Extra YAML lines placed under `cluster:` (indented for you), e.g.
     /// `"replication: streaming"`.
     pub cluster_yaml: String,
+    /// Extra YAML lines placed under `http:` (indented for you), e.g. `"secure: true"`.
+    pub http_yaml: String,
 }
 
 impl AgentSpec {
@@ -50,6 +52,7 @@ impl AgentSpec {
             extra_yaml: String::new(),
             connect_timeout_ms: 1000,
             cluster_yaml: String::new(),
+            http_yaml: String::new(),
         }
     }
 
@@ -82,13 +85,14 @@ impl AgentSpec {
             extra.push('\n');
         }
         let cluster_extra = crate::manager::indent(&self.cluster_yaml);
+        let http_extra = crate::manager::indent(&self.http_yaml);
         format!(
             "cluster:\n  name: {cluster}\n{cluster_extra}\
              dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
              location: {location}\n\
              proxy:\n  name: {name}\n  listen_address: 127.0.0.1\n  listen_port: {listen_port}\n  \
              max_client_conn: {max}\n  pause_timeout: {pause}ms\n  timeout: {connect}ms\n{extra}\
-             http:\n  enable: true\n  host: 127.0.0.1\n  port: {http_port}\n",
+             http:\n  enable: true\n  host: 127.0.0.1\n  port: {http_port}\n{http_extra}",
             cluster = self.cluster,
             location = self.location,
             name = self.name,

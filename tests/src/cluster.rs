@@ -47,6 +47,7 @@ pub struct TestClusterBuilder {
     lease_secs: u64,
     refresh_ms: u64,
     extra_yaml: String,
+    http_yaml: String,
     pg_settings: Vec<(String, String)>,
     wait_managers: Option<Duration>,
     /// `Some(synchronous_mode)`: a streaming cluster.
@@ -87,6 +88,12 @@ impl TestClusterBuilder {
     /// Extra YAML under `manager:` for every node.
     pub fn extra_yaml(mut self, yaml: &str) -> Self {
         self.extra_yaml = yaml.into();
+        self
+    }
+
+    /// Extra YAML under `http:` for every manager (e.g. [`crate::TestCa::http_yaml`]).
+    pub fn http_yaml(mut self, yaml: &str) -> Self {
+        self.http_yaml = yaml.into();
         self
     }
 
@@ -131,6 +138,7 @@ impl TestClusterBuilder {
             spec.lease_secs = self.lease_secs;
             spec.refresh_ms = self.refresh_ms;
             spec.extra_yaml = self.extra_yaml.clone();
+            spec.http_yaml = self.http_yaml.clone();
             let mgr = ManagerProc::start(&dir, spec);
             nodes.push(Node {
                 mgr,
@@ -176,6 +184,7 @@ impl TestCluster {
             lease_secs: 6,
             refresh_ms: 2000,
             extra_yaml: String::new(),
+            http_yaml: String::new(),
             pg_settings: Vec::new(),
             wait_managers: Some(Duration::from_secs(20)),
             streaming: None,

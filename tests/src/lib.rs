@@ -12,6 +12,7 @@ pub mod lab;
 pub mod leader;
 pub mod manager;
 mod pg_template;
+pub mod pki;
 pub mod ports;
 pub mod postgres;
 pub mod privileged;
@@ -30,6 +31,7 @@ pub use leader::{
     LeaderEvent, LeaderWatch, read_leader, try_read_leader, wait_leader, wait_no_leader,
 };
 pub use manager::{ManagerProc, ManagerSpec};
+pub use pki::TestCa;
 pub use ports::free_port;
 pub use postgres::PgInstance;
 pub use privileged::require_root;

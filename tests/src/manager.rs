@@ -33,6 +33,8 @@ pub struct ManagerSpec {
     /// `manager.db_data_dir` and `manager.db_bin_dir` (streaming mode needs both).
     pub db_data_dir: Option<PathBuf>,
     pub db_bin_dir: Option<PathBuf>,
+    /// Extra YAML lines placed under `http:` (indented for you), e.g. `"secure: true"`.
+    pub http_yaml: String,
 }
 
 impl ManagerSpec {
@@ -55,6 +57,7 @@ impl ManagerSpec {
             refresh_ms: 2000,
             extra_yaml: String::new(),
             cluster_yaml: String::new(),
+            http_yaml: String::new(),
             db_data_dir: None,
             db_bin_dir: None,
         }
@@ -78,13 +81,14 @@ impl ManagerSpec {
             }
         }
         let cluster_extra = indent(&self.cluster_yaml);
+        let http_extra = indent(&self.http_yaml);
         format!(
             "cluster:\n  name: {cluster}\n{cluster_extra}\
              dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
              location: {location}\n\
              manager:\n  name: {name}\n  dsn: \"{dsn}\"\n  priority: {priority}\n  \
              leader_lease_duration: {lease}\n  lease_refresh_interval: {refresh}\n{extra}\
-             http:\n  enable: true\n  host: 127.0.0.1\n  port: {http_port}\n",
+             http:\n  enable: true\n  host: 127.0.0.1\n  port: {http_port}\n{http_extra}",
             cluster = self.cluster,
             location = self.location,
             name = self.name,

@@ -270,4 +270,15 @@ pub struct HttpConfig {
     pub port: u16,
     /// `http.probes.timeout`: how long `/health/is-ready` waits for the leader to accept.
     pub probes_timeout: Duration,
+    /// `http.secure`: HTTPS with these files; `None` is plain HTTP.
+    pub tls: Option<HttpTls>,
+}
+
+/// `http.cert_file`/`key_file` (PEM; the certificate file may carry its chain), and with
+/// `http.client_ca_file` every client must present a certificate signed by that CA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
 }

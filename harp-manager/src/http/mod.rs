@@ -2,24 +2,16 @@
 
 pub mod health;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use harp_core::config::HttpConfig;
 use harp_core::records::PgState;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use self::health::{Check, Query};
-
-/// How long a client may take to send a request's headers before its connection is closed:
-/// a slow or silent client must not hold a connection (and its task) forever. Health checkers
-/// send a few hundred bytes at once.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `GET /status` shows: the manager's view of itself and of the lease.
 #[derive(Debug, Clone, Serialize)]
@@ -52,23 +44,6 @@ pub struct StatusView {
     pub reason: Option<String>,
 }
 
-/// Binds at start, so a taken port is an error before the manager joins the cluster.
-pub async fn bind(cfg: &HttpConfig) -> anyhow::Result<tokio::net::TcpListener> {
-    let addr = format!("{}:{}", cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on http {addr}: {e} (set http.port, or http.enable: false)")
-    })?;
-    tracing::info!("health endpoints on http://{addr}");
-    Ok(listener)
-}
-
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    view: watch::Receiver<StatusView>,
-) -> anyhow::Result<()> {
-    serve_with(listener, view, HEADER_READ_TIMEOUT).await
-}
-
 /// The routes; `GET` routes answer `HEAD` too (headers only).
 pub fn router(view: watch::Receiver<StatusView>) -> Router {
     let check = |c: Check| {
@@ -90,39 +65,6 @@ pub fn router(view: watch::Receiver<StatusView>) -> Router {
         .route("/replica", check(Check::Replica))
         .route("/read-only", check(Check::ReadOnly))
         .with_state(view)
-}
-
-/// [`serve`] with the header-read bound given (tests shorten it). axum's own `serve` sets no
-/// timer on hyper's connections, so it could not bound the header read; this loop does.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    view: watch::Receiver<StatusView>,
-    header_read_timeout: Duration,
-) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    let app = router(view);
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            // Out of file descriptors and the like: the next accept may work.
-            Err(e) => {
-                tracing::warn!("http accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("http connection: {e}");
-            }
-        });
-    }
 }
 
 /// What a check endpoint sends: 200 or 503 (400 for a bad query), and a JSON body with the

@@ -106,6 +106,7 @@ fn full_file_reads_every_key() {
             host: "127.0.0.1".into(),
             port: 9090,
             probes_timeout: Duration::from_secs(2),
+            tls: None,
         },
     };
     assert_eq!(config, expected);
@@ -140,6 +141,7 @@ fn minimal_file_gets_the_defaults() {
             host: DEFAULT_HTTP_HOST.into(),
             port: DEFAULT_HTTP_PORT,
             probes_timeout: DEFAULT_PROBES_TIMEOUT,
+            tls: None,
         }
     );
 }
@@ -226,6 +228,18 @@ fn bad_files_report_file_line_key_and_message() {
             "scalar where a section is expected",
             format!("{BASE}manager: node1\n"),
             "config.yml:7: manager: expected a mapping, got \"node1\"",
+        ),
+        (
+            "https without a key",
+            format!("{BASE}http:\n  secure: true\n  cert_file: /etc/harp/http.pem\n"),
+            "config.yml:8: http.key_file: is required with `secure: true` (PEM files of the \
+             server's certificate and key)",
+        ),
+        (
+            "certificate files without secure",
+            format!("{BASE}http:\n  cert_file: /etc/harp/http.pem\n"),
+            "config.yml:8: http.cert_file: is set but http.secure is not: set `secure: true` \
+             for HTTPS, or remove it",
         ),
         (
             "string where a bool is expected",
@@ -635,5 +649,22 @@ fn streaming_mode_reads_and_names_what_it_needs() {
     assert!(
         sync.contains("cluster.synchronous_mode") && sync.contains("only with"),
         "{sync}"
+    );
+}
+
+#[test]
+fn https_keys_make_a_tls_server_config() {
+    let text = format!(
+        "{BASE}http:\n  secure: true\n  cert_file: /etc/harp/c.pem\n  key_file: /etc/harp/k.pem\n  \
+         client_ca_file: /etc/harp/ca.pem\n"
+    );
+    let config = parse_str(&text, "config.yml").unwrap();
+    assert_eq!(
+        config.http.tls,
+        Some(HttpTls {
+            cert_file: "/etc/harp/c.pem".into(),
+            key_file: "/etc/harp/k.pem".into(),
+            client_ca_file: Some("/etc/harp/ca.pem".into()),
+        })
     );
 }
