@@ -2,6 +2,7 @@
 //! client whose every request is bounded in time, a session lease kept alive in the
 //! background, and a mirror of the cluster's keys fed by a watch.
 
+mod diagnose;
 pub mod mirror;
 pub mod secure;
 pub mod session;
@@ -40,6 +41,21 @@ impl DcsError {
     /// Whether retrying cannot help: a refusal or unusable settings.
     pub fn is_refusal(&self) -> bool {
         matches!(self, Self::Refused { .. } | Self::Setup(_))
+    }
+
+    /// [`DcsError::classify`], and when the error does not say why (a closed connection),
+    /// asks `endpoint` itself whether it refuses this configuration.
+    pub async fn explain(self, endpoint: &str, cfg: &DcsConfig) -> Self {
+        match self.classify(endpoint, cfg) {
+            Self::Etcd(e) => match diagnose::diagnose(endpoint, cfg).await {
+                Some(cause) => Self::Refused {
+                    endpoints: endpoint.to_owned(),
+                    cause,
+                },
+                None => Self::Etcd(e),
+            },
+            other => other,
+        }
     }
 
     /// Turns an error of a request to `endpoints` into a refusal when it is one.

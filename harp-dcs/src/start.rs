@@ -63,7 +63,10 @@ async fn first_contact(cfg: &DcsConfig, keys: &Keys) -> Contact {
         };
         let (ep, keys) = (ep.clone(), keys.clone());
         probes.spawn(async move {
-            let res = probe(&one, keys).await.map_err(|e| e.classify(&ep, &one));
+            let res = match probe(&one, keys).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.explain(&ep, &one).await),
+            };
             (ep, res)
         });
     }

@@ -32,7 +32,10 @@ impl Conn {
             };
             let (ep, keys) = (ep.clone(), keys.clone());
             probes.spawn(async move {
-                let res = probe(&one, keys).await;
+                let res = match probe(&one, keys).await {
+                    Ok(dcs) => Ok(dcs),
+                    Err(e) => Err(e.explain(&ep, &one).await),
+                };
                 (ep, res)
             });
         }
@@ -41,7 +44,7 @@ impl Conn {
             let Ok((endpoint, res)) = joined else {
                 continue;
             };
-            match res.map_err(|e| e.classify(&endpoint, cfg)) {
+            match res {
                 Ok(dcs) => return Ok(Conn { dcs, endpoint }),
                 Err(e @ (DcsError::Refused { .. } | DcsError::Setup(_))) => {
                     refusals.push(e.to_string())

@@ -34,6 +34,8 @@ pub struct AgentSpec {
     /// Extra YAML lines placed under `cluster:` (indented for you), e.g.
     /// `"replication: streaming"`.
     pub cluster_yaml: String,
+    /// Extra YAML lines placed under `dcs:` (indented for you), e.g. the TLS and user keys.
+    pub dcs_yaml: String,
 }
 
 impl AgentSpec {
@@ -50,6 +52,7 @@ impl AgentSpec {
             extra_yaml: String::new(),
             connect_timeout_ms: 1000,
             cluster_yaml: String::new(),
+            dcs_yaml: String::new(),
         }
     }
 
@@ -81,10 +84,11 @@ impl AgentSpec {
             extra.push_str(line);
             extra.push('\n');
         }
+        let dcs_extra = crate::manager::indent(&self.dcs_yaml);
         let cluster_extra = crate::manager::indent(&self.cluster_yaml);
         format!(
             "cluster:\n  name: {cluster}\n{cluster_extra}\
-             dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
+             dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n{dcs_extra}\
              location: {location}\n\
              proxy:\n  name: {name}\n  listen_address: 127.0.0.1\n  listen_port: {listen_port}\n  \
              max_client_conn: {max}\n  pause_timeout: {pause}ms\n  timeout: {connect}ms\n{extra}\
