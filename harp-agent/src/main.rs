@@ -90,6 +90,14 @@ fn main() -> ExitCode {
     let path = args.config.clone();
     match rt.block_on(run(config, proxy, config_dir, path)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A config error: etcd refused these credentials, or HARP refused etcd's.
+        Err(e)
+            if e.downcast_ref::<harp_dcs::DcsError>()
+                .is_some_and(harp_dcs::DcsError::is_refusal) =>
+        {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
@@ -136,7 +144,7 @@ async fn run(
     let steering = steering::Steering::start(&proxy, &config.cluster.name)
         .map_err(|e| anyhow::anyhow!("proxy.mode is ebpf but kernel steering failed: {e}"))?;
     let keys = Keys::new(&config.cluster.name);
-    let dcs = harp_dcs::connect(&config.dcs, keys).await?;
+    let dcs = harp_dcs::connect_at_start(&config.dcs, keys).await?;
     let listener = match &proxy.pgbouncer {
         None => Some(proxy::bind(&proxy).await?),
         Some(_) => None,

@@ -2,8 +2,11 @@
 //! client whose every request is bounded in time, a session lease kept alive in the
 //! background, and a mirror of the cluster's keys fed by a watch.
 
+mod diagnose;
 pub mod mirror;
+pub mod secure;
 pub mod session;
+mod start;
 pub mod watchdog;
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use tokio::sync::Notify;
 
 pub use mirror::{KeyChange, MirrorEvent};
 pub use session::{SessionEvent, SessionParams};
+pub use start::connect_at_start;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {
@@ -24,6 +28,49 @@ pub enum DcsError {
     Timeout(Duration),
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    /// The TLS or user settings cannot be used (a file unreadable since the config was loaded).
+    #[error("{0}")]
+    Setup(String),
+    /// etcd refused HARP, or HARP refused etcd (a certificate, a password, TLS against
+    /// plaintext): retrying does not help, the configuration must change.
+    #[error("etcd at {endpoints} refused the connection: {cause}")]
+    Refused { endpoints: String, cause: String },
+}
+
+impl DcsError {
+    /// Whether retrying cannot help: a refusal or unusable settings.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused { .. } | Self::Setup(_))
+    }
+
+    /// [`DcsError::classify`], and when the error does not say why (a closed connection),
+    /// asks `endpoint` itself whether it refuses this configuration.
+    pub async fn explain(self, endpoint: &str, cfg: &DcsConfig) -> Self {
+        match self.classify(endpoint, cfg) {
+            Self::Etcd(e) => match diagnose::diagnose(endpoint, cfg).await {
+                Some(cause) => Self::Refused {
+                    endpoints: endpoint.to_owned(),
+                    cause,
+                },
+                None => Self::Etcd(e),
+            },
+            other => other,
+        }
+    }
+
+    /// Turns an error of a request to `endpoints` into a refusal when it is one.
+    pub fn classify(self, endpoints: &str, cfg: &DcsConfig) -> Self {
+        match &self {
+            Self::Etcd(e) => match secure::refusal(e, cfg) {
+                Some(cause) => Self::Refused {
+                    endpoints: endpoints.to_owned(),
+                    cause,
+                },
+                None => self,
+            },
+            _ => self,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, DcsError>;
@@ -47,9 +94,24 @@ pub struct Dcs {
     revived: Arc<Notify>,
 }
 
-/// Connects lazily: etcd may be down at start, and every request retries on its own.
+/// Connects lazily: etcd may be down at start, and every request retries on its own. With a
+/// user, it authenticates first (and fails if etcd cannot be reached): see
+/// [`connect_at_start`] for the daemons.
 pub async fn connect(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
-    let opts = ConnectOptions::new()
+    let opts = secure::with_security(options(cfg), cfg)?;
+    let client = Client::connect(&cfg.endpoints, Some(opts))
+        .await
+        .map_err(|e| DcsError::from(e).classify(&cfg.endpoints.join(","), cfg))?;
+    Ok(Dcs {
+        client,
+        keys,
+        timeout: cfg.request_timeout,
+        revived: Arc::new(Notify::new()),
+    })
+}
+
+fn options(cfg: &DcsConfig) -> ConnectOptions {
+    ConnectOptions::new()
         .with_connect_timeout(cfg.request_timeout)
         // etcd closes a connection that pings with no stream open, or too often with nothing
         // to say in between ("too_many_pings"), which breaks every watch on it. Ping only
@@ -57,14 +119,7 @@ pub async fn connect(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
         .with_keep_alive(ETCD_PING_INTERVAL, cfg.request_timeout)
         .with_keep_alive_while_idle(false)
         // A member cut off from the quorum must not serve stale reads or silent watches.
-        .with_require_leader(true);
-    let client = Client::connect(&cfg.endpoints, Some(opts)).await?;
-    Ok(Dcs {
-        client,
-        keys,
-        timeout: cfg.request_timeout,
-        revived: Arc::new(Notify::new()),
-    })
+        .with_require_leader(true)
 }
 
 impl Dcs {

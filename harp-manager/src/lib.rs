@@ -68,7 +68,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let file_node = config.manager.clone().context("manager section")?.node;
     let keys = Keys::new(&config.cluster.name);
-    let dcs = harp_dcs::connect(&config.dcs, keys).await?;
+    let dcs = harp_dcs::connect_at_start(&config.dcs, keys).await?;
     let name = config
         .manager
         .as_ref()

@@ -36,7 +36,12 @@ fn main() -> ExitCode {
     match rt.block_on(harp_manager::run(args.config, config)) {
         Ok(()) => ExitCode::SUCCESS,
         // Like a config error: this configuration cannot run here.
-        Err(e) if e.is::<harp_manager::claim::NameTaken>() => {
+        // Like a config error too: etcd refused these credentials, or HARP refused etcd's.
+        Err(e)
+            if e.is::<harp_manager::claim::NameTaken>()
+                || e.downcast_ref::<harp_dcs::DcsError>()
+                    .is_some_and(harp_dcs::DcsError::is_refusal) =>
+        {
             eprintln!("{e}");
             ExitCode::from(2)
         }

@@ -32,19 +32,30 @@ impl Conn {
             };
             let (ep, keys) = (ep.clone(), keys.clone());
             probes.spawn(async move {
-                let res = probe(&one, keys).await;
+                let res = match probe(&one, keys).await {
+                    Ok(dcs) => Ok(dcs),
+                    Err(e) => Err(e.explain(&ep, &one).await),
+                };
                 (ep, res)
             });
         }
-        let mut failures = Vec::new();
+        let (mut failures, mut refusals) = (Vec::new(), Vec::new());
         while let Some(joined) = probes.join_next().await {
             let Ok((endpoint, res)) = joined else {
                 continue;
             };
             match res {
                 Ok(dcs) => return Ok(Conn { dcs, endpoint }),
+                Err(e @ (DcsError::Refused { .. } | DcsError::Setup(_))) => {
+                    refusals.push(e.to_string())
+                }
                 Err(e) => failures.push(format!("{endpoint}: {}", describe(&e))),
             }
+        }
+        // A refusal is the configuration's fault, whatever the other members did.
+        if !refusals.is_empty() {
+            refusals.sort();
+            return Err(CtlError::Rejected(refusals.join("; ")));
         }
         failures.sort();
         Err(CtlError::unreachable(
@@ -158,5 +169,6 @@ fn describe(e: &DcsError) -> String {
     match e {
         DcsError::Timeout(t) => no_answer(*t),
         DcsError::Etcd(e) => etcd_message(e),
+        other => other.to_string(),
     }
 }

@@ -75,7 +75,8 @@ impl Context {
     }
 
     /// Endpoints from `--dcs`, else the config file's `dcs`; the request bound from
-    /// `--request-timeout`, else the config file's when its endpoints are used, else 2 s.
+    /// `--request-timeout`, else the config file's when its endpoints are used, else 2 s. TLS
+    /// and the etcd user always come from the config file.
     pub fn dcs(&self) -> Result<DcsConfig, CtlError> {
         let flag_timeout = self.globals.request_timeout;
         if let Some(eps) = &self.globals.dcs {
@@ -90,10 +91,17 @@ impl Context {
                         .into(),
                 ));
             }
+            // TLS and the etcd user still come from the config file, if one is read.
+            let (tls, auth) = match self.config()? {
+                Some(cfg) => (cfg.dcs.tls.clone(), cfg.dcs.auth.clone()),
+                None => (None, None),
+            };
             return Ok(DcsConfig {
                 driver: DcsDriver::Etcd,
                 endpoints,
                 request_timeout: flag_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+                tls,
+                auth,
             });
         }
         match self.config()? {

@@ -5,7 +5,8 @@
 //! - `1`: the operation was refused or did not complete (an ineligible switchover target, a
 //!   handover that timed out, an error etcd answered with);
 //! - `2`: usage or configuration error (bad flag or value, bad name, unknown output format,
-//!   unreadable config file, no cluster or endpoints given);
+//!   unreadable config file, no cluster or endpoints given, a certificate or password etcd
+//!   refuses or a server certificate HARP does not trust);
 //! - `3`: etcd unreachable: no endpoint answered within the request timeout;
 //! - `4`: not found: an unknown node, proxy or location.
 
@@ -30,7 +31,8 @@ pub const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success
   1  the operation was refused or did not complete (e.g. ineligible promote target, timeout)
-  2  usage or config error (bad flag, bad name, unknown output format, missing cluster/endpoints)
+  2  usage or config error (bad flag, bad name, unknown output format, missing cluster/endpoints,
+     a certificate or password etcd refuses, an etcd server certificate not trusted)
   3  etcd unreachable (no endpoint answered within the request timeout)
   4  not found (unknown node, proxy or location)";
 
@@ -41,6 +43,9 @@ pub enum CtlError {
     Usage(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// etcd refused the credentials, or HARP refused etcd's certificate: see `DcsError`.
+    #[error("{0}")]
+    Rejected(String),
     #[error("etcd unreachable at {endpoints}: {detail}")]
     Unreachable { endpoints: String, detail: String },
     #[error("{kind} {name} not found in cluster {cluster}{known}")]
@@ -66,7 +71,7 @@ pub enum CtlError {
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Usage(_) | Self::Config(_) => EXIT_USAGE,
+            Self::Usage(_) | Self::Config(_) | Self::Rejected(_) => EXIT_USAGE,
             Self::Unreachable { .. } => EXIT_UNREACHABLE,
             Self::NotFound { .. } => EXIT_NOT_FOUND,
             Self::Refused(_) | Self::Etcd { .. } => EXIT_REFUSED,
@@ -105,6 +110,7 @@ impl CtlError {
                 endpoint: endpoint.into(),
                 source,
             },
+            e @ (DcsError::Refused { .. } | DcsError::Setup(_)) => Self::Rejected(e.to_string()),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct AgentSpec {
     pub cluster_yaml: String,
     /// Extra YAML lines placed under `http:` (indented for you), e.g. `"secure: true"`.
     pub http_yaml: String,
+    /// Extra YAML lines placed under `dcs:` (indented for you), e.g. the TLS and user keys.
+    pub dcs_yaml: String,
 }
 
 impl AgentSpec {
@@ -53,6 +55,7 @@ impl AgentSpec {
             connect_timeout_ms: 1000,
             cluster_yaml: String::new(),
             http_yaml: String::new(),
+            dcs_yaml: String::new(),
         }
     }
 
@@ -84,11 +87,12 @@ impl AgentSpec {
             extra.push_str(line);
             extra.push('\n');
         }
+        let dcs_extra = crate::manager::indent(&self.dcs_yaml);
         let cluster_extra = crate::manager::indent(&self.cluster_yaml);
         let http_extra = crate::manager::indent(&self.http_yaml);
         format!(
             "cluster:\n  name: {cluster}\n{cluster_extra}\
-             dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
+             dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n{dcs_extra}\
              location: {location}\n\
              proxy:\n  name: {name}\n  listen_address: 127.0.0.1\n  listen_port: {listen_port}\n  \
              max_client_conn: {max}\n  pause_timeout: {pause}ms\n  timeout: {connect}ms\n{extra}\

@@ -5,11 +5,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use crate::ports::free_port;
 use crate::process::ChildGuard;
 use crate::rt::block_on;
+use crate::tls::TestPki;
 use crate::workdir::WorkDir;
 
 /// How long a cluster (or a restarted member) may take to answer.
@@ -36,6 +37,19 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     token: String,
     initial_cluster: String,
+    secure: Option<Secure>,
+}
+
+/// A cluster serving clients over TLS only, with client certificates required
+/// (`--client-cert-auth`) and etcd's authentication on: the harness itself connects as
+/// `root` with the client certificate `root`.
+#[derive(Debug)]
+pub struct Secure {
+    pub pki: TestPki,
+    pub root_password: String,
+    /// `--auth-token-ttl` in seconds (etcd's default: 300).
+    pub token_ttl: Option<u64>,
+    auth_on: bool,
 }
 
 /// Connect options with short timeouts, for health probes and tests.
@@ -49,6 +63,24 @@ impl EtcdCluster {
     /// Starts `members` members `m0..` with data dirs and logs under `dir/etcd/`, and waits
     /// until every member answers a linearizable get (panics with the logs otherwise).
     pub fn start(members: usize, dir: &WorkDir) -> EtcdCluster {
+        Self::start_with(members, dir, None)
+    }
+
+    /// Like [`EtcdCluster::start`], serving TLS with client certificates (a fresh PKI in
+    /// `dir/pki`) and with etcd's authentication enabled (user `root`).
+    pub fn start_secure(members: usize, dir: &WorkDir, token_ttl: Option<u64>) -> EtcdCluster {
+        let secure = Secure {
+            pki: TestPki::create(&dir.join("pki")),
+            root_password: "root-test-password".into(),
+            token_ttl,
+            auth_on: false,
+        };
+        let mut cluster = Self::start_with(members, dir, Some(secure));
+        cluster.enable_auth();
+        cluster
+    }
+
+    fn start_with(members: usize, dir: &WorkDir, secure: Option<Secure>) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs at least one member");
         static N: AtomicUsize = AtomicUsize::new(0);
         let token = format!(
@@ -77,12 +109,13 @@ impl EtcdCluster {
             members,
             token,
             initial_cluster,
+            secure,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn_member(i, "new");
         }
         let eps = cluster.endpoints();
-        if let Err(e) = wait_answers(&eps, HEALTHY_TIMEOUT) {
+        if let Err(e) = wait_answers(&eps, cluster.connect_options(), HEALTHY_TIMEOUT) {
             panic!("etcd cluster never became healthy: {e}\n{}", cluster.logs());
         }
         for i in 0..cluster.members.len() {
@@ -93,7 +126,12 @@ impl EtcdCluster {
 
     fn spawn_member(&mut self, i: usize, state: &str) {
         let m = &self.members[i];
-        let client_url = format!("http://127.0.0.1:{}", m.client_port);
+        let scheme = if self.secure.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let client_url = format!("{scheme}://127.0.0.1:{}", m.client_port);
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
         let mut cmd =
             Command::new(std::env::var("HARP_ETCD_BIN").unwrap_or_else(|_| "etcd".into()));
@@ -110,6 +148,19 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
             .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        if let Some(sec) = &self.secure {
+            let server = sec.pki.server();
+            cmd.arg("--cert-file")
+                .arg(&server.cert)
+                .arg("--key-file")
+                .arg(&server.key)
+                .arg("--trusted-ca-file")
+                .arg(sec.pki.ca())
+                .arg("--client-cert-auth");
+            if let Some(ttl) = sec.token_ttl {
+                cmd.arg(format!("--auth-token-ttl={ttl}"));
+            }
+        }
         let guard = ChildGuard::spawn(cmd, &format!("etcd {}", m.name), &m.log);
         self.members[i].proc = Some(guard);
     }
@@ -117,7 +168,7 @@ impl EtcdCluster {
     /// Waits until member `i` answers a linearizable get on its own endpoint.
     fn wait_member(&mut self, i: usize) {
         let ep = vec![self.members[i].endpoint()];
-        if let Err(e) = wait_answers(&ep, HEALTHY_TIMEOUT) {
+        if let Err(e) = wait_answers(&ep, self.connect_options(), HEALTHY_TIMEOUT) {
             panic!("etcd member m{i} never answered: {e}\n{}", self.logs());
         }
     }
@@ -151,14 +202,14 @@ impl EtcdCluster {
     pub async fn client(&self) -> Client {
         let eps = self.running_endpoints();
         assert!(!eps.is_empty(), "no etcd member is running");
-        Client::connect(&eps, Some(etcd_connect_options()))
+        Client::connect(&eps, Some(self.connect_options()))
             .await
             .unwrap_or_else(|e| panic!("connect to etcd {eps:?}: {e}"))
     }
 
     /// A client over every member's endpoint, running or not.
     pub async fn client_all(&self) -> Client {
-        Client::connect(self.endpoints(), Some(etcd_connect_options()))
+        Client::connect(self.endpoints(), Some(self.connect_options()))
             .await
             .unwrap_or_else(|e| panic!("connect to etcd {:?}: {e}", self.endpoints()))
     }
@@ -167,7 +218,8 @@ impl EtcdCluster {
     /// killed the raft leader: a write in flight then hangs until its request timeout, so
     /// writers must retry); panics with the logs after 20 s.
     pub fn wait_writable(&self) {
-        if let Err(e) = wait_answers(&self.running_endpoints(), HEALTHY_TIMEOUT) {
+        let opts = self.connect_options();
+        if let Err(e) = wait_answers(&self.running_endpoints(), opts, HEALTHY_TIMEOUT) {
             panic!("etcd not writable: {e}\n{}", self.logs());
         }
     }
@@ -203,6 +255,51 @@ impl EtcdCluster {
         p.is_running().then(|| p.pid())
     }
 
+    /// The TLS and authentication settings, when started with [`EtcdCluster::start_secure`].
+    pub fn secure(&self) -> Option<&Secure> {
+        self.secure.as_ref()
+    }
+
+    /// The harness's connect options: short timeouts, and for a secure cluster its CA, the
+    /// client certificate `root` and, once enabled, the user `root`.
+    pub fn connect_options(&self) -> ConnectOptions {
+        let opts = etcd_connect_options();
+        let Some(sec) = &self.secure else {
+            return opts;
+        };
+        let root = sec.pki.client("root");
+        let read = |p: &std::path::Path| std::fs::read(p).expect("read pki file");
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(read(&sec.pki.ca())))
+            .identity(Identity::from_pem(read(&root.cert), read(&root.key)));
+        let opts = opts.with_tls(tls);
+        match sec.auth_on {
+            true => opts
+                .with_user("root", sec.root_password.clone())
+                .with_auto_token_refresh(true),
+            false => opts,
+        }
+    }
+
+    /// Adds the user `root` (role `root`) and enables etcd's authentication.
+    fn enable_auth(&mut self) {
+        let opts = self.connect_options();
+        let eps = self.endpoints();
+        let password = self.secure.as_ref().expect("secure").root_password.clone();
+        block_on(|| async move {
+            let mut c = Client::connect(&eps, Some(opts)).await.expect("connect");
+            c.user_add("root", password, None)
+                .await
+                .expect("user add root");
+            c.user_grant_role("root", "root").await.expect("grant root");
+            c.auth_enable().await.expect("auth enable");
+        });
+        if let Some(sec) = self.secure.as_mut() {
+            sec.auth_on = true;
+        }
+        self.wait_writable();
+    }
+
     /// Log tails of every member, for panic messages.
     pub fn logs(&self) -> String {
         self.members
@@ -214,12 +311,16 @@ impl EtcdCluster {
 }
 
 /// Retries a put+get through `endpoints` until it succeeds or `timeout` passes.
-fn wait_answers(endpoints: &[String], timeout: Duration) -> Result<(), String> {
+fn wait_answers(
+    endpoints: &[String],
+    opts: ConnectOptions,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     block_on(|| async move {
         let mut last = String::from("no attempt");
         while Instant::now() < deadline {
-            match probe(endpoints).await {
+            match probe(endpoints, opts.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => last = e,
             }
@@ -229,9 +330,9 @@ fn wait_answers(endpoints: &[String], timeout: Duration) -> Result<(), String> {
     })
 }
 
-async fn probe(endpoints: &[String]) -> Result<(), String> {
+async fn probe(endpoints: &[String], opts: ConnectOptions) -> Result<(), String> {
     let fut = async {
-        let mut c = Client::connect(endpoints, Some(etcd_connect_options()))
+        let mut c = Client::connect(endpoints, Some(opts))
             .await
             .map_err(|e| e.to_string())?;
         c.put("/harp-tests/health", "ok", None)

@@ -19,6 +19,7 @@ pub mod privileged;
 pub mod process;
 pub mod rt;
 pub mod streaming;
+pub mod tls;
 pub mod workdir;
 pub mod writer;
 

@@ -35,6 +35,8 @@ pub struct ManagerSpec {
     pub db_bin_dir: Option<PathBuf>,
     /// Extra YAML lines placed under `http:` (indented for you), e.g. `"secure: true"`.
     pub http_yaml: String,
+    /// Extra YAML lines placed under `dcs:` (indented for you), e.g. the TLS and user keys.
+    pub dcs_yaml: String,
 }
 
 impl ManagerSpec {
@@ -58,6 +60,7 @@ impl ManagerSpec {
             extra_yaml: String::new(),
             cluster_yaml: String::new(),
             http_yaml: String::new(),
+            dcs_yaml: String::new(),
             db_data_dir: None,
             db_bin_dir: None,
         }
@@ -80,11 +83,12 @@ impl ManagerSpec {
                 extra.push_str(&format!("  {key}: \"{}\"\n", dir.display()));
             }
         }
+        let dcs_extra = crate::manager::indent(&self.dcs_yaml);
         let cluster_extra = indent(&self.cluster_yaml);
         let http_extra = indent(&self.http_yaml);
         format!(
             "cluster:\n  name: {cluster}\n{cluster_extra}\
-             dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n\
+             dcs:\n  driver: etcd\n  endpoints: [{endpoints}]\n  request_timeout: 500ms\n{dcs_extra}\
              location: {location}\n\
              manager:\n  name: {name}\n  dsn: \"{dsn}\"\n  priority: {priority}\n  \
              leader_lease_duration: {lease}\n  lease_refresh_interval: {refresh}\n{extra}\

@@ -28,6 +28,8 @@ async fn a_silent_watch_is_noticed_within_a_probe_and_read_again() {
         driver: DcsDriver::Etcd,
         endpoints: vec![etcd.endpoint(0)],
         request_timeout: Duration::from_millis(500),
+        tls: None,
+        auth: None,
     };
     let dcs = harp_dcs::connect(&cfg, keys.clone()).await.unwrap();
     let (tx, mut rx) = mpsc::channel::<MirrorEvent>(64);

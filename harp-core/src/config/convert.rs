@@ -43,6 +43,16 @@ pub(super) fn boolean(node: &Node) -> Result<bool, String> {
     }
 }
 
+/// A switch: YAML's `true`/`false`, or `on`/`off` (what Postgres and PgBouncer users write).
+pub(super) fn on_off(node: &Node) -> Result<bool, String> {
+    match (&node.kind, scalar_text(node).as_deref()) {
+        (Kind::Bool(b), _) => Ok(*b),
+        (_, Some("on")) => Ok(true),
+        (_, Some("off")) => Ok(false),
+        _ => Err(expected("on or off", node)),
+    }
+}
+
 /// An integer `>= min` that fits `T` (which sets the upper bound).
 pub(super) fn integer<T: TryFrom<i64>>(
     min: i64,

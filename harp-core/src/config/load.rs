@@ -12,6 +12,7 @@ use super::convert::{
 use super::raw;
 use super::reader::{Reader, Section};
 use super::types::*;
+use dcs::{REFUSED_KEYS, read_dcs};
 use proxy::read_proxy;
 
 /// HARP serves its health endpoint unless told otherwise.
@@ -19,7 +20,6 @@ const DEFAULT_HTTP_ENABLE: bool = true;
 
 const ROOT_KEYS: &[&str] = &["cluster", "dcs", "location", "manager", "proxy", "http"];
 const CLUSTER_KEYS: &[&str] = &["name", "replication", "synchronous_mode"];
-const DCS_KEYS: &[&str] = &["driver", "endpoints", "request_timeout"];
 const MANAGER_KEYS: &[&str] = &[
     "name",
     "dsn",
@@ -109,12 +109,23 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     parse_str(&text, &path.display().to_string())
 }
 
-/// Parses and checks config text; `file_name` names the file in messages.
+/// Parses and checks config text; `file_name` names the file in messages. The etcd user's
+/// password may come from the environment ([`DCS_PASSWORD_ENV`]).
 pub fn parse_str(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    let env_password = std::env::var(DCS_PASSWORD_ENV).ok();
+    parse_with_env(text, file_name, env_password.as_deref())
+}
+
+/// [`parse_str`] with the environment's password given.
+fn parse_with_env(
+    text: &str,
+    file_name: &str,
+    env_password: Option<&str>,
+) -> Result<Config, ConfigError> {
     let (config, mut issues) = match raw::parse(text) {
         Ok(doc) => {
-            let mut reader = Reader::new(&doc);
-            let config = read_config(&mut reader);
+            let mut reader = Reader::new(&doc).refusing(REFUSED_KEYS);
+            let config = read_config(&mut reader, env_password);
             (config, reader.into_issues())
         }
         Err(e) => {
@@ -146,10 +157,10 @@ pub fn parse_str(text: &str, file_name: &str) -> Result<Config, ConfigError> {
     }
 }
 
-fn read_config(r: &mut Reader<'_>) -> Option<Config> {
+fn read_config(r: &mut Reader<'_>, env_password: Option<&str>) -> Option<Config> {
     let root = r.root(ROOT_KEYS);
     let cluster = read_cluster(r, &root);
-    let dcs = read_dcs(r, &root);
+    let dcs = read_dcs(r, &root, env_password);
     let location = r.required(&root, "location", identifier);
     let manager = read_manager(r, &root);
     let proxy = read_proxy(r, &root);
@@ -211,23 +222,6 @@ fn read_cluster<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<ClusterCon
         name: name?,
         replication: mode?,
         synchronous_mode: sync?,
-    })
-}
-
-fn read_dcs<'d>(r: &mut Reader<'d>, root: &Section<'d>) -> Option<DcsConfig> {
-    let s = r.section(root, "dcs", DCS_KEYS);
-    let driver = r.required(&s, "driver", dcs_driver);
-    let endpoints = r.required_list(&s, "endpoints", "etcd endpoints (host:port)", endpoint);
-    let request_timeout = r.optional(
-        &s,
-        "request_timeout",
-        DEFAULT_REQUEST_TIMEOUT,
-        duration(Unit::Milliseconds, Duration::ZERO),
-    );
-    Some(DcsConfig {
-        driver: driver?,
-        endpoints: endpoints?,
-        request_timeout: request_timeout?,
     })
 }
 
@@ -408,7 +402,10 @@ fn read_http_tls<'d>(r: &mut Reader<'d>, s: &Section<'d>) -> Option<Option<HttpT
     }
 }
 
+mod dcs;
 mod pgbouncer;
 mod proxy;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dcs;

@@ -52,6 +52,8 @@ impl Section<'_> {
 pub(super) struct Reader<'d> {
     doc: &'d Doc,
     issues: Vec<ConfigIssue>,
+    /// Keys refused with their own message instead of "unknown key" (dotted path, message).
+    refused: &'static [(&'static str, &'static str)],
 }
 
 impl<'d> Reader<'d> {
@@ -59,7 +61,15 @@ impl<'d> Reader<'d> {
         Self {
             doc,
             issues: Vec::new(),
+            refused: &[],
         }
+    }
+
+    /// Keys that are refused with a message of their own, such as a password written into
+    /// the file: `(dotted path, message)`.
+    pub fn refusing(mut self, refused: &'static [(&'static str, &'static str)]) -> Self {
+        self.refused = refused;
+        self
     }
 
     pub fn into_issues(self) -> Vec<ConfigIssue> {
@@ -289,8 +299,12 @@ impl<'d> Reader<'d> {
                 }
                 _ => {
                     let name = key_name(key);
-                    let message = unknown_key(&name, valid);
-                    self.push(line, section.key_path(&name), message);
+                    let path = section.key_path(&name);
+                    let message = match self.refused.iter().find(|(p, _)| *p == path) {
+                        Some((_, message)) => (*message).to_owned(),
+                        None => unknown_key(&name, valid),
+                    };
+                    self.push(line, path, message);
                 }
             }
         }

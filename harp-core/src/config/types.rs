@@ -140,6 +140,61 @@ pub struct DcsConfig {
     /// `host:port` or `http://host:port`, at least one.
     pub endpoints: Vec<String>,
     pub request_timeout: Duration,
+    /// `dcs.ssl` (or `https://` endpoints): TLS to etcd; `None`: plaintext.
+    pub tls: Option<DcsTls>,
+    /// `dcs.user`: the etcd user HARP authenticates as; `None`: no etcd authentication.
+    pub auth: Option<DcsAuth>,
+}
+
+/// The environment variable that holds the etcd user's password when `dcs.password_file` is
+/// not set.
+pub const DCS_PASSWORD_ENV: &str = "HARP_DCS_PASSWORD";
+
+/// TLS to etcd. Every file was readable when the config was loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DcsTls {
+    /// `dcs.ssl_ca_file`: the CA that signed etcd's server certificates (PEM); `None`: the
+    /// system's trusted CAs.
+    pub ca_file: Option<PathBuf>,
+    /// `dcs.ssl_cert_file` and `dcs.ssl_key_file`: the client certificate (PEM) and its key,
+    /// for etcd's `--client-cert-auth`; always both or neither.
+    pub client: Option<ClientCert>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// An etcd user and its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DcsAuth {
+    pub user: String,
+    pub password: Password,
+    /// Where the password came from, for messages (never the password itself).
+    pub password_from: String,
+}
+
+/// A password: never shown by `Debug` (configs are logged and printed in test failures).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(password: impl Into<String>) -> Self {
+        Self(password.into())
+    }
+
+    /// The password itself, for the one place that sends it (etcd's Authenticate).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

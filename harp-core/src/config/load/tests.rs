@@ -68,6 +68,9 @@ fn full_file_reads_every_key() {
             driver: DcsDriver::Etcd,
             endpoints: vec!["127.0.0.1:2379".into(), "https://host2:2379".into()],
             request_timeout: Duration::from_millis(250),
+            // An https:// endpoint: TLS, the others get https:// too.
+            tls: Some(DcsTls::default()),
+            auth: None,
         },
         location: "dca".into(),
         manager: Some(ManagerConfig {
