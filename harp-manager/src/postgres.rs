@@ -44,6 +44,24 @@ pub fn facts(row: &Row) -> ReplicaFacts {
     }
 }
 
+/// A standby's timeline as [`CHECK`] reports it is its WAL receiver's while one runs; without
+/// one, Postgres offers only its last restartpoint's (`pg_control_checkpoint`), which stays on
+/// the old timeline after the standby followed a promotion, until its next restartpoint (up to
+/// `checkpoint_timeout`). Timelines only grow, so the highest one the receiver reported while
+/// streaming (on this connection: a restart or rewind starts afresh) is kept: else a standby
+/// that followed a promotion would look behind the cluster's timeline — and could not be
+/// promoted — as soon as that new primary failed.
+fn standby_timeline(state: PgState, facts: &mut ReplicaFacts, received: &mut Option<u32>) {
+    if state != PgState::Standby {
+        *received = None;
+        return;
+    }
+    if facts.streaming {
+        *received = (*received).max(facts.timeline);
+    }
+    facts.timeline = facts.timeline.max(*received);
+}
+
 /// How often a new connection is opened besides the checks on the open one: a postmaster that
 /// hangs while its backends run accepts no client, yet the open connection still answers.
 fn probe_every(interval: Duration) -> Duration {
@@ -126,6 +144,7 @@ pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::S
                 let mut conn = tokio::spawn(conn);
                 let mut tick = tokio::time::interval(interval);
                 let mut fresh = FreshProbe::new(probe_every(interval));
+                let mut received_tli = None;
                 loop {
                     tokio::select! {
                         r = &mut conn => {
@@ -142,7 +161,8 @@ pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::S
                                     let state = if row.get::<_, bool>(0) { PgState::Standby } else { PgState::Primary };
                                     let lsn = row.get::<_, Option<i64>>(1).map(|l| l as u64);
                                     reported_down = false;
-                                    let facts = facts(&row);
+                                    let mut facts = facts(&row);
+                                    standby_timeline(state, &mut facts, &mut received_tli);
                                     if tx.send(Input::Postgres { state, wal_lsn: lsn, facts, reason: None }).await.is_err() {
                                         return;
                                     }
@@ -206,6 +226,31 @@ mod tests {
         assert_eq!(slow_after(ms(200), ms(5000)), ms(1000));
         assert_eq!(slow_after(ms(2000), ms(5000)), ms(2000));
         assert_eq!(slow_after(ms(200), ms(300)), ms(300));
+    }
+
+    #[test]
+    fn a_standby_keeps_the_timeline_its_receiver_streamed_after_the_primary_is_gone() {
+        let check = |timeline: u32, streaming: bool| ReplicaFacts {
+            timeline: Some(timeline),
+            streaming,
+            ..ReplicaFacts::default()
+        };
+        let mut received = None;
+        // Followed a promotion: the receiver streams timeline 2, the last restartpoint was on 1.
+        let mut f = check(2, true);
+        standby_timeline(PgState::Standby, &mut f, &mut received);
+        assert_eq!(f.timeline, Some(2));
+        // The primary fails: only pg_control_checkpoint's timeline 1 is left.
+        let mut f = check(1, false);
+        standby_timeline(PgState::Standby, &mut f, &mut received);
+        assert_eq!(f.timeline, Some(2));
+        // Promoted: its own timeline from now on.
+        let mut f = check(3, false);
+        standby_timeline(PgState::Primary, &mut f, &mut received);
+        assert_eq!((f.timeline, received), (Some(3), None));
+        let mut f = check(1, false);
+        standby_timeline(PgState::Standby, &mut f, &mut received);
+        assert_eq!(f.timeline, Some(1));
     }
 
     #[test]

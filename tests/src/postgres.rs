@@ -193,16 +193,7 @@ impl PgInstance {
     /// The pid in `postmaster.pid` if a running postgres process has this data directory on
     /// its command line and it is not the one this instance started.
     pub fn foreign_postmaster(&self) -> Option<i32> {
-        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        if pid as u32 == self.proc.pid() {
-            return None;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let dir = self.data_dir().to_string_lossy().into_owned();
-        String::from_utf8_lossy(&cmdline)
-            .contains(&dir)
-            .then_some(pid)
+        postmaster_on(self.data_dir(), self.proc.pid())
     }
 
     /// SIGSTOP / SIGCONT the postmaster (a hung, not dead, Postgres).
@@ -382,6 +373,21 @@ fn spawn_postmaster(
         .uid(uid.as_raw())
         .gid(gid.as_raw());
     ChildGuard::spawn(cmd, &format!("postgres {name}"), log)
+}
+
+/// The pid in `data_dir`'s `postmaster.pid` if a running (not zombie) process has `data_dir`
+/// on its command line and it is not `except` (the postmaster the caller started itself).
+pub(crate) fn postmaster_on(data_dir: &Path, except: u32) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    if pid as u32 == except {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let dir = data_dir.to_string_lossy().into_owned();
+    String::from_utf8_lossy(&cmdline)
+        .contains(&dir)
+        .then_some(pid)
 }
 
 impl Drop for PgInstance {

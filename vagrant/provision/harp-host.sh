@@ -26,6 +26,11 @@
 #   HARP_PG_PORT         [5432]
 #   HARP_PG_DATA         [/var/lib/postgresql/15/main]
 #   HARP_PG_BIN          [/usr/lib/postgresql/15/bin]
+#                        (manager.db_data_dir and manager.db_bin_dir)
+#   HARP_REPLICATION     [multi_writer]        cluster.replication: multi_writer | streaming
+#                        (streaming: replication settings and pg_hba rule for the postgres role)
+#   HARP_SYNCHRONOUS_MODE [on]                 cluster.synchronous_mode with streaming:
+#                        off | on | strict
 #   HARP_HTTP_PORT       [8080 manager, 8081 agent]
 #   HARP_LISTEN_PORT     [6432]                app role: where clients connect
 #   HARP_PROXY_MODE      [auto]                app role: auto | ebpf | userspace
@@ -56,6 +61,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 : "${HARP_PG_PORT:=5432}"
 : "${HARP_PG_DATA:=/var/lib/postgresql/15/main}"
 : "${HARP_PG_BIN:=/usr/lib/postgresql/15/bin}"
+: "${HARP_REPLICATION:=multi_writer}"
+: "${HARP_SYNCHRONOUS_MODE:=on}"
 : "${HARP_LISTEN_PORT:=6432}"
 : "${HARP_PROXY_MODE:=auto}"
 : "${HARP_CGROUP_PATH:=}"

@@ -39,7 +39,9 @@ ETCD_ELECTION_TIMEOUT=$HARP_ETCD_ELECTION_MS
 CONF
 }
 
-# Postgres settings (Debian includes conf.d/*.conf) and the client rule for the private net.
+# Postgres settings (Debian includes conf.d/*.conf) and the client rule for the private net;
+# with HARP_REPLICATION=streaming also what physical replication and pg_rewind need, and the
+# rule letting the other nodes stream (and take base backups) from this one.
 render_postgres() {
   cat >"$HARP_CONF_DIR/postgresql.harp.conf" <<CONF
 listen_addresses = '$HARP_IP,127.0.0.1'
@@ -53,13 +55,37 @@ CONF
   cat >"$HARP_CONF_DIR/pg_hba.harp.conf" <<CONF
 host all all $net trust
 CONF
+  [ "$HARP_REPLICATION" = streaming ] || return 0
+  # The settings of tests/src/cluster/streaming.rs (SETTINGS). Never primary_conninfo or
+  # synchronous_standby_names here: the manager sets those at run time.
+  cat >>"$HARP_CONF_DIR/postgresql.harp.conf" <<CONF
+# Streaming replication (cluster_name is each standby's application_name).
+wal_level = replica
+wal_log_hints = on
+hot_standby = on
+wal_keep_size = '1GB'
+max_wal_senders = 10
+max_replication_slots = 10
+wal_retrieve_retry_interval = '500ms'
+CONF
+  cat >>"$HARP_CONF_DIR/pg_hba.harp.conf" <<CONF
+host replication all $net trust
+CONF
+}
+
+# The cluster section: multi-writer (the default) renders the name alone.
+cluster_yaml() {
+  echo "cluster:"
+  echo "  name: $HARP_CLUSTER"
+  [ "$HARP_REPLICATION" = streaming ] || return 0
+  echo "  replication: streaming"
+  echo "  synchronous_mode: $HARP_SYNCHRONOUS_MODE"
 }
 
 # A HARP unit's config.yml: the cluster and etcd it belongs to, its own section ($1), its HTTP API.
 render_unit() {
   cat >"$HARP_CONF_DIR/config.yml" <<CONF
-cluster:
-  name: $HARP_CLUSTER
+$(cluster_yaml)
 dcs:
   driver: etcd
   endpoints: [$(etcd_endpoints_yaml)]
@@ -101,6 +127,14 @@ $cgroup"
 
 configure() {
   require HARP_NAME HARP_IP HARP_ETCD_MEMBERS
+  case $HARP_REPLICATION in
+    multi_writer|streaming) ;;
+    *) die "HARP_REPLICATION=$HARP_REPLICATION: expected multi_writer or streaming" ;;
+  esac
+  case $HARP_SYNCHRONOUS_MODE in
+    off|on|strict) ;;
+    *) die "HARP_SYNCHRONOUS_MODE=$HARP_SYNCHRONOUS_MODE: expected off, on or strict" ;;
+  esac
   mkdir -p "$HARP_CONF_DIR"
   case $1 in
     etcd) render_etcd ;;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use harp_core::config::Replication;
+use harp_core::config::{Replication, SynchronousMode};
 use harp_tests::lab::hosts::{Lab, LabSpec};
 use harp_tests::lab::net::Net;
 use harp_tests::lab::scenario::{self, ALL, run::RunResult};
@@ -33,6 +33,9 @@ pub enum LabCmd {
         /// `cluster.replication` of the lab's nodes: multi_writer or streaming.
         #[arg(long, value_parser = parse_replication, default_value = "multi_writer")]
         replication: Replication,
+        /// `cluster.synchronous_mode` of a streaming lab: off, on or strict.
+        #[arg(long, value_parser = parse_synchronous, default_value = "on")]
+        synchronous: SynchronousMode,
     },
     /// Every scenario for seeds 1..=SEEDS; writes bench/results/lab.json (streaming:
     /// lab-streaming.json).
@@ -47,9 +50,21 @@ pub enum LabCmd {
         /// `cluster.replication` of the lab's nodes: multi_writer or streaming.
         #[arg(long, value_parser = parse_replication, default_value = "multi_writer")]
         replication: Replication,
+        /// `cluster.synchronous_mode` of a streaming lab: off, on or strict.
+        #[arg(long, value_parser = parse_synchronous, default_value = "on")]
+        synchronous: SynchronousMode,
     },
     /// Removes what a crashed lab run left behind (namespaces).
     Clean,
+}
+
+fn parse_synchronous(s: &str) -> Result<SynchronousMode, String> {
+    match s {
+        "off" => Ok(SynchronousMode::Off),
+        "on" => Ok(SynchronousMode::On),
+        "strict" => Ok(SynchronousMode::Strict),
+        _ => Err(format!("{s}: expected off, on or strict")),
+    }
 }
 
 fn parse_replication(s: &str) -> Result<Replication, String> {
@@ -89,6 +104,9 @@ struct LabReport {
     lease_ms: u64,
     /// `multi_writer` or `streaming`.
     replication: &'static str,
+    /// `cluster.synchronous_mode` of the nodes: `off`, `on` or `strict` (`off` when
+    /// multi-writer).
+    synchronous_mode: &'static str,
     scenarios: Vec<ScenarioResult>,
     machine: String,
     #[serde(flatten)]
@@ -115,9 +133,10 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             seed,
             lease,
             replication,
+            synchronous,
         } => {
             let sc = scenario::find(&name)?;
-            let (mut lab, out) = start(lease, replication)?;
+            let (mut lab, out) = start(lease, replication, synchronous)?;
             let r = scenario::run::run(&mut lab, sc, seed, &out)
                 .with_context(|| format!("scenario {name} seed {seed}"))?;
             let row = summarize(&r, None, replication);
@@ -134,7 +153,8 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             lease,
             only,
             replication,
-        } => all(seeds, lease, &only, replication),
+            synchronous,
+        } => all(seeds, lease, &only, replication, synchronous),
     }
 }
 
@@ -170,7 +190,11 @@ fn clean_kernel_leftovers() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start(lease: u64, replication: Replication) -> anyhow::Result<(Lab, PathBuf)> {
+fn start(
+    lease: u64,
+    replication: Replication,
+    synchronous: SynchronousMode,
+) -> anyhow::Result<(Lab, PathBuf)> {
     // A release build, what users run (as the benchmarks measure).
     crate::test::cargo(&["build", "--release", "--workspace", "--bins"])?;
     harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
@@ -178,8 +202,14 @@ fn start(lease: u64, replication: Replication) -> anyhow::Result<(Lab, PathBuf)>
     spec.lease_secs = lease;
     spec.refresh_ms = (lease * 1000 / 3).max(500);
     spec.replication = replication;
+    spec.synchronous_mode = synchronous;
+    let sync = match replication {
+        Replication::Streaming => format!(", synchronous_mode {}", synchronous.as_str()),
+        Replication::MultiWriter => String::new(),
+    };
     println!(
-        "lab: starting 3 etcd, 3 Postgres + managers ({}), 2 agents in network namespaces…",
+        "lab: starting 3 etcd, 3 Postgres + managers ({}{sync}), 2 agents in network \
+         namespaces…",
         replication.as_str()
     );
     let lab = Lab::start(spec).context("start the lab (needs root, nft, ip)")?;
@@ -187,7 +217,13 @@ fn start(lease: u64, replication: Replication) -> anyhow::Result<(Lab, PathBuf)>
     Ok((lab, out))
 }
 
-fn all(seeds: u64, lease: u64, only: &[String], replication: Replication) -> anyhow::Result<()> {
+fn all(
+    seeds: u64,
+    lease: u64,
+    only: &[String],
+    replication: Replication,
+    synchronous: SynchronousMode,
+) -> anyhow::Result<()> {
     let chosen: Vec<_> = ALL
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
@@ -196,7 +232,8 @@ fn all(seeds: u64, lease: u64, only: &[String], replication: Replication) -> any
         bail!("--only matches no scenario; see `cargo xtask lab list`");
     }
     let began = std::time::Instant::now();
-    let (mut lab, out) = start(lease, replication)?;
+    let (mut lab, out) = start(lease, replication, synchronous)?;
+    let sync_mode = lab.spec().effective_synchronous_mode().as_str();
     let mut rows = Vec::new();
     for seed in 1..=seeds {
         for sc in &chosen {
@@ -210,7 +247,7 @@ fn all(seeds: u64, lease: u64, only: &[String], replication: Replication) -> any
                     // A lab that could not be restored is rebuilt for the next run.
                     let err = format!("{e}");
                     drop(lab);
-                    lab = start(lease, replication)?.0;
+                    lab = start(lease, replication, synchronous)?.0;
                     failed_row(sc.name, seed, err)
                 }
             };
@@ -234,6 +271,7 @@ fn all(seeds: u64, lease: u64, only: &[String], replication: Replication) -> any
             && max_converge_ms.is_some_and(|m| m <= target),
         lease_ms: lease * 1000,
         replication: replication.as_str(),
+        synchronous_mode: sync_mode,
         scenarios: rows,
         machine: machine(),
         provenance: crate::bench::provenance(),

@@ -18,6 +18,7 @@ mod probe;
 mod proc;
 mod provision;
 mod roles;
+mod streaming;
 
 use std::path::Path;
 use std::process::Command;
@@ -27,7 +28,7 @@ pub use probe::{etcd_answers, http_get, pg_query_one, tcp_open, wait_until};
 pub use proc::{HostProc, Kind, Recipe};
 pub use provision::{configure, read_env_file, script_path};
 
-use harp_core::config::Replication;
+use harp_core::config::{Replication, SynchronousMode};
 
 use crate::agent::PinGuard;
 use crate::cgroup::ChildCgroup;
@@ -76,6 +77,9 @@ pub struct LabSpec {
     /// standbys made from it with pg_basebackup over the lab network, one leader key for the
     /// whole cluster.
     pub replication: Replication,
+    /// `cluster.synchronous_mode` of a streaming lab (ignored, and reported `off`, in a
+    /// multi-writer one).
+    pub synchronous_mode: SynchronousMode,
 }
 
 impl LabSpec {
@@ -89,6 +93,15 @@ impl LabSpec {
             etcd_election_ms: 1000,
             ready_timeout: Duration::from_secs(30),
             replication: Replication::MultiWriter,
+            synchronous_mode: SynchronousMode::On,
+        }
+    }
+
+    /// The `synchronous_mode` the lab's nodes run with (`off` when multi-writer).
+    pub fn effective_synchronous_mode(&self) -> SynchronousMode {
+        match self.replication {
+            Replication::MultiWriter => SynchronousMode::Off,
+            Replication::Streaming => self.synchronous_mode,
         }
     }
 
@@ -133,16 +146,13 @@ pub struct Lab {
 impl Lab {
     /// Builds the network, starts every process and waits until each answers (etcd members,
     /// Postgres, managers' HTTP, agents ready — which needs a leader in their location).
+    ///
+    /// Streaming: n1's Postgres is the primary, n2's and n3's standbys cloned from it with
+    /// `pg_basebackup -R` on their hosts; n1's manager starts and takes the lease before the
+    /// others start (as in a real bootstrap), and the lab is up once every standby streams.
     pub fn start(spec: LabSpec) -> Result<Lab, LabError> {
-        if spec.replication == Replication::Streaming {
-            // Left to do: harp-host.sh renders `replication: streaming`, `db_data_dir` and
-            // `db_bin_dir`, and n2/n3 are cloned from n1 with pg_basebackup -R over the bridge.
-            return Err(LabError::Unsupported(
-                "streaming lab hosts are not provisioned yet (pg_basebackup standbys and the \
-                 managers' streaming keys)"
-                    .into(),
-            ));
-        }
+        let streaming = spec.replication == Replication::Streaming;
+        let primary = PG_NODES[0].0;
         let net = Net::setup(&spec.name, &LabSpec::hosts())?;
         let dir = WorkDir::new();
         let cgroup = ChildCgroup::new();
@@ -165,16 +175,33 @@ impl Lab {
             lab.wait_ready(Kind::Etcd, h)?;
         }
         let mut manager_recipes = Vec::new();
-        for (h, loc, prio) in PG_NODES {
+        for node in PG_NODES {
+            let standby_of = (streaming && node.0 != primary).then_some(primary);
             let (pg, mgr) =
-                roles::start_postgres(&lab.net, &lab.spec, lab.dir.path(), h, loc, prio)?;
+                roles::start_postgres(&lab.net, &lab.spec, lab.dir.path(), node, standby_of)?;
             lab.postgres.push(pg);
-            manager_recipes.push((h, mgr));
+            if streaming {
+                // The standbys are cloned from a running primary.
+                lab.wait_ready(Kind::Postgres, node.0)?;
+            }
+            manager_recipes.push((node.0, mgr));
         }
         for (h, recipe) in manager_recipes {
             lab.wait_ready(Kind::Postgres, h)?;
             let m = roles::start_manager(&lab.net, h, lab.dir.path(), recipe)?;
             lab.managers.push(m);
+            if streaming && h == primary {
+                lab.wait_ready(Kind::Manager, h)?;
+                let scope = lab.spec.cluster();
+                wait_until(
+                    &format!("{h} leading {scope}"),
+                    lab.spec.ready_timeout,
+                    || match lab.leader(&scope) {
+                        Ok(Some((l, _))) if l.node == h && l.routable() => Ok(()),
+                        other => Err(format!("leader: {other:?}")),
+                    },
+                )?;
+            }
         }
         for (h, _, _) in PG_NODES {
             lab.wait_ready(Kind::Manager, h)?;
@@ -197,6 +224,9 @@ impl Lab {
         }
         for (h, _, _) in APP_HOSTS {
             lab.wait_ready(Kind::Agent, h)?;
+        }
+        if streaming {
+            lab.wait_streaming(lab.spec.ready_timeout)?;
         }
         Ok(lab)
     }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use harp_core::config::Replication;
 use harp_core::records::LeaderRecord;
 
 use super::probe::{etcd_answers, http_get, pg_query_one, tcp_open, wait_until};
@@ -51,8 +52,12 @@ impl Lab {
     }
 
     /// Starts `kind` on `host` again after `kill9`/`stop` (same config and data) and waits
-    /// until it answers.
+    /// until it answers. A streaming node's Postgres is its manager's to start (see
+    /// [`Lab::revive_streaming_postgres`]).
     pub fn restart(&mut self, kind: Kind, host: &str) -> Result<(), LabError> {
+        if kind == Kind::Postgres && self.spec.replication == Replication::Streaming {
+            return self.revive_streaming_postgres(host);
+        }
         self.process(kind, host)?.start_again()?;
         self.wait_ready(kind, host)
     }

@@ -1,5 +1,9 @@
 //! `HostProc`: one process running on a lab host, which faults may kill, stop, resume and
 //! start again with the same command line, config and data.
+//!
+//! A Postgres may also have been started by its manager (streaming mode: a rejoin, a rewind or
+//! a restart in place starts it again with the command line the lab gave it): the postmaster
+//! named by the data directory's `postmaster.pid` is then the process, whoever started it.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -9,7 +13,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::lab::net::{Enter, LabError, ns_command};
-use crate::process::{ChildGuard, reap_orphans};
+use crate::postgres::postmaster_on;
+use crate::process::{ChildGuard, reap_orphans, signal_and_wait};
 
 /// What a process is, for lookups and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +54,9 @@ pub struct HostProc {
     recipe: Recipe,
     log: PathBuf,
     guard: ChildGuard,
+    /// A Postgres' data directory: its `postmaster.pid` names a postmaster someone else
+    /// (its manager) started.
+    data_dir: Option<PathBuf>,
 }
 
 impl HostProc {
@@ -68,7 +76,21 @@ impl HostProc {
             recipe,
             log: log.to_path_buf(),
             guard,
+            data_dir: None,
         })
+    }
+
+    /// A Postgres on `data_dir`: a postmaster started there by someone else counts as this
+    /// process too (see the module docs).
+    pub fn with_data_dir(mut self, data_dir: &Path) -> HostProc {
+        self.data_dir = Some(data_dir.to_path_buf());
+        self
+    }
+
+    /// The postmaster running on the data directory that this process' own start is not.
+    fn foreign(&self) -> Option<i32> {
+        let dir = self.data_dir.as_deref()?;
+        postmaster_on(dir, self.guard.pid())
     }
 
     pub fn kind(&self) -> Kind {
@@ -79,28 +101,45 @@ impl HostProc {
         &self.host
     }
 
-    /// PID of the latest start (which may have exited since).
-    pub fn pid(&self) -> u32 {
-        self.guard.pid()
+    /// PID of the running process (a postmaster someone else started, if that one runs), else
+    /// of the latest start (which has exited since).
+    pub fn pid(&mut self) -> u32 {
+        match (self.guard.is_running(), self.foreign()) {
+            (false, Some(pid)) => pid as u32,
+            _ => self.guard.pid(),
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.guard.is_running()
+        self.guard.is_running() || self.foreign().is_some()
     }
 
     /// SIGKILL and reap (a Postgres' orphaned backends too).
     pub fn kill9(&mut self) {
         self.guard.kill9();
+        if let Some(pid) = self.foreign() {
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
+        }
         self.reap_postgres_orphans();
     }
 
     /// A hung, not dead, process. `false` if it had already exited.
     pub fn sigstop(&mut self) -> bool {
-        self.guard.sigstop()
+        self.signal(Signal::SIGSTOP)
     }
 
     pub fn sigcont(&mut self) -> bool {
-        self.guard.sigcont()
+        self.signal(Signal::SIGCONT)
+    }
+
+    fn signal(&mut self, sig: Signal) -> bool {
+        if self.guard.signal(sig) {
+            return true;
+        }
+        let Some(pid) = self.foreign() else {
+            return false;
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).is_ok()
     }
 
     /// Clean stop (SIGINT — fast shutdown — for Postgres, SIGTERM otherwise), after SIGCONT in
@@ -117,18 +156,23 @@ impl HostProc {
                 self.guard.kill9();
             }
         }
+        if let Some(pid) = self.foreign() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+            if !signal_and_wait(pid, Signal::SIGINT, Duration::from_secs(15)) {
+                signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
+            }
+        }
         self.reap_postgres_orphans();
     }
 
     /// Starts it again with the same command line, config and data, after `kill9` or `stop`
     /// (an error if it still runs). Does not wait for it to be ready.
     pub fn start_again(&mut self) -> Result<(), LabError> {
-        if self.guard.is_running() {
+        if self.is_running() {
+            let pid = self.pid();
             return Err(LabError::Unsupported(format!(
-                "{} on {} is still running (pid {}): kill9 or stop it first",
-                self.kind,
-                self.host,
-                self.pid()
+                "{} on {} is still running (pid {pid}): kill9 or stop it first",
+                self.kind, self.host,
             )));
         }
         self.reap_postgres_orphans();
@@ -173,6 +217,10 @@ impl Drop for HostProc {
         // The guard kills -9 and reaps on its own drop; then the backends.
         if self.guard.is_running() {
             self.guard.kill9();
+        }
+        // A postmaster its manager started is the lab's too.
+        if let Some(pid) = self.foreign() {
+            signal_and_wait(pid, Signal::SIGKILL, Duration::from_secs(10));
         }
         self.reap_postgres_orphans();
     }

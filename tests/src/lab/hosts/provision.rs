@@ -48,6 +48,7 @@ fn parse_env(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use harp_core::config::{Replication, SynchronousMode};
 
     #[test]
     fn parses_env_lines() {
@@ -78,6 +79,104 @@ mod tests {
             "{yaml}"
         );
         assert!(yaml.contains("location: dcb"), "{yaml}");
+    }
+
+    /// The postgres role's files rendered into a fresh directory with `extra` variables.
+    fn render_postgres(extra: &[(&str, &str)]) -> (String, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = vec![
+            ("HARP_NAME", "n2".to_string()),
+            ("HARP_IP", "198.18.0.14".into()),
+            ("HARP_ETCD_MEMBERS", "e1=198.18.0.10".into()),
+            ("HARP_CONF_DIR", dir.path().to_string_lossy().into_owned()),
+            ("HARP_PG_DATA", "/srv/n2/pgdata".into()),
+            ("HARP_PG_BIN", "/opt/pg/bin".into()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        configure("postgres", &vars).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        (
+            read("config.yml"),
+            read("postgresql.harp.conf"),
+            read("pg_hba.harp.conf"),
+        )
+    }
+
+    /// `key = value` lines of a Postgres config, quotes removed.
+    fn pg_settings(conf: &str) -> Vec<(String, String)> {
+        conf.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().into(), v.trim().trim_matches('\'').into()))
+            .collect()
+    }
+
+    #[test]
+    fn the_script_renders_a_multi_writer_node_by_default() {
+        let (yaml, conf, hba) = render_postgres(&[]);
+        assert!(yaml.starts_with("cluster:\n  name: demo\ndcs:\n"), "{yaml}");
+        assert!(yaml.contains("  db_data_dir: /srv/n2/pgdata\n"), "{yaml}");
+        assert!(!conf.contains("wal_level"), "{conf}");
+        assert_eq!(hba, "host all all 198.18.0.0/24 trust\n");
+    }
+
+    #[test]
+    fn the_script_renders_a_streaming_node() {
+        let (yaml, conf, hba) = render_postgres(&[
+            ("HARP_REPLICATION", "streaming"),
+            ("HARP_SYNCHRONOUS_MODE", "strict"),
+        ]);
+        assert!(
+            yaml.starts_with(
+                "cluster:\n  name: demo\n  replication: streaming\n  synchronous_mode: strict\n"
+            ),
+            "{yaml}"
+        );
+        assert!(yaml.contains("  db_data_dir: /srv/n2/pgdata\n"), "{yaml}");
+        assert!(yaml.contains("  db_bin_dir: /opt/pg/bin\n"), "{yaml}");
+        // The config the manager will run with parses, as streaming.
+        let cfg = harp_core::config::parse_str(&yaml, "config.yml").unwrap();
+        assert_eq!(cfg.cluster.replication, Replication::Streaming);
+        assert_eq!(cfg.cluster.synchronous_mode, SynchronousMode::Strict);
+        // Exactly the harness's streaming settings, besides the lab's own.
+        let got = pg_settings(&conf);
+        for (k, v) in crate::cluster::STREAMING_SETTINGS {
+            assert!(
+                got.contains(&(k.into(), v.into())),
+                "{k} = {v} missing:\n{conf}"
+            );
+        }
+        assert!(
+            got.contains(&("cluster_name".into(), "n2".into())),
+            "{conf}"
+        );
+        assert!(
+            hba.contains("host replication all 198.18.0.0/24 trust\n"),
+            "{hba}"
+        );
+    }
+
+    #[test]
+    fn a_bad_replication_or_synchronous_mode_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (k, v) in [
+            ("HARP_REPLICATION", "stream"),
+            ("HARP_SYNCHRONOUS_MODE", "yes"),
+        ] {
+            let err = configure(
+                "postgres",
+                &[
+                    ("HARP_NAME", "n1".into()),
+                    ("HARP_IP", "198.18.0.13".into()),
+                    ("HARP_ETCD_MEMBERS", "e1=198.18.0.10".into()),
+                    ("HARP_CONF_DIR", dir.path().to_string_lossy().into_owned()),
+                    ("HARP_REPLICATION", "streaming".into()),
+                    (k, v.into()),
+                ],
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains(&format!("{k}={v}")), "{err}");
+        }
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! renders into `<workdir>/<host>/conf/`.
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::proc::{HostProc, Kind, Recipe};
 use super::provision::{configure, read_env_file};
 use super::{AgentMode, ETCD_HOSTS, LabSpec};
+use harp_core::config::Replication;
+
 use crate::bins::workspace_bin;
 use crate::lab::net::{Enter, Host, LabError, Net, run};
 use crate::pg_template::chown_postgres;
@@ -44,7 +47,7 @@ pub(super) fn etcd_members(net: &Net) -> Result<String, LabError> {
 
 /// The variables every role gets.
 fn common_vars(net: &Net, spec: &LabSpec, host: &Host, d: &HostDir) -> Result<Vars, LabError> {
-    Ok(vec![
+    let mut vars = vec![
         ("HARP_NAME", host.name.clone()),
         ("HARP_IP", host.ip.to_string()),
         ("HARP_ETCD_MEMBERS", etcd_members(net)?),
@@ -53,7 +56,15 @@ fn common_vars(net: &Net, spec: &LabSpec, host: &Host, d: &HostDir) -> Result<Va
         ("HARP_CLUSTER", spec.cluster()),
         ("HARP_LEASE_SECS", spec.lease_secs.to_string()),
         ("HARP_REFRESH_MS", spec.refresh_ms.to_string()),
-    ])
+    ];
+    if spec.replication == Replication::Streaming {
+        vars.push(("HARP_REPLICATION", spec.replication.as_str().into()));
+        vars.push((
+            "HARP_SYNCHRONOUS_MODE",
+            spec.synchronous_mode.as_str().into(),
+        ));
+    }
+    Ok(vars)
 }
 
 type Vars = Vec<(&'static str, String)>;
@@ -99,13 +110,14 @@ pub(super) fn start_etcd(
 }
 
 /// Postgres (from the initdb template, with the rendered settings included) and its manager.
+/// With `standby_of` (a streaming primary's host), Postgres is instead a standby made from
+/// that primary with `pg_basebackup -R` over the lab network, run on `host`.
 pub(super) fn start_postgres(
     net: &Net,
     spec: &LabSpec,
     workdir: &Path,
-    host: &str,
-    location: &str,
-    priority: i32,
+    (host, location, priority): (&str, &str, i32),
+    standby_of: Option<&str>,
 ) -> Result<(HostProc, Recipe), LabError> {
     let h = net.host(host)?;
     let d = HostDir::new(workdir, host)?;
@@ -117,12 +129,16 @@ pub(super) fn start_postgres(
     vars.push(("HARP_PG_DATA", data.display().to_string()));
     vars.push(("HARP_PG_BIN", pg_bin_dir().display().to_string()));
     configure("postgres", &vars)?;
+    match standby_of {
+        None => copy_template(&data)?,
+        Some(primary) => base_backup(net, host, primary, &data)?,
+    }
     prepare_data_dir(&data, &sock, &d.conf)?;
     let recipe = Recipe {
         program: pg_bin_dir().join("postgres"),
         args: vec![
             "-D".into(),
-            data.into(),
+            data.clone().into(),
             "-c".into(),
             format!("unix_socket_directories={}", sock.display()).into(),
             // The lab proves routing, not durability of the machine's disk.
@@ -142,7 +158,8 @@ pub(super) fn start_postgres(
         &h.ns_path(),
         recipe,
         &d.log(Kind::Postgres),
-    )?;
+    )?
+    .with_data_dir(&data);
     let manager = Recipe {
         program: workspace_bin("harp-manager"),
         args: vec!["-f".into(), d.conf.join("config.yml").into()],
@@ -164,12 +181,45 @@ pub(super) fn start_manager(
     HostProc::spawn(Kind::Manager, host, &h.ns_path(), recipe, &log)
 }
 
-/// Copies the template, includes the rendered settings and appends the rendered client rule.
-fn prepare_data_dir(data: &Path, sock: &Path, conf: &Path) -> Result<(), LabError> {
+fn copy_template(data: &Path) -> Result<(), LabError> {
     let _ = std::fs::remove_dir_all(data);
     let mut cp = Command::new("cp");
     cp.arg("-a").arg(template_data_dir()).arg(data);
-    run(cp, None)?;
+    run(cp, None).map(drop)
+}
+
+/// `pg_basebackup -R` of the primary on `primary` into `data`, run on `host` as postgres.
+fn base_backup(net: &Net, host: &str, primary: &str, data: &Path) -> Result<(), LabError> {
+    let _ = std::fs::remove_dir_all(data);
+    std::fs::create_dir_all(data)
+        .and_then(|()| std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| LabError::io(format!("create {}", data.display()), e))?;
+    chown_postgres(data);
+    let enter = Enter {
+        cgroup: None,
+        user: Some(postgres_user()),
+    };
+    let mut cmd = net.command_with(host, pg_bin_dir().join("pg_basebackup"), &enter)?;
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-R", "-X", "stream", "-c", "fast", "-w", "-d"])
+        .arg(format!(
+            "host={} port={} user=postgres application_name={host}",
+            net.host(primary)?.ip,
+            super::PG_PORT
+        ))
+        .current_dir(data);
+    run(cmd, None)?;
+    // The primary's own configs came along: start from the template's, like the primary did.
+    for file in ["postgresql.conf", "pg_hba.conf"] {
+        std::fs::copy(template_data_dir().join(file), data.join(file))
+            .map_err(|e| LabError::io(format!("copy the template's {file}"), e))?;
+    }
+    Ok(())
+}
+
+/// Includes the rendered settings and appends the rendered client rule.
+fn prepare_data_dir(data: &Path, sock: &Path, conf: &Path) -> Result<(), LabError> {
     let include = format!(
         "\ninclude '{}'\n",
         conf.join("postgresql.harp.conf").display()

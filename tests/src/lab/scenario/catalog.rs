@@ -109,8 +109,9 @@ pub static ALL: &[Scenario] = &[
     },
     Scenario {
         name: "clock-jump",
-        about: "wall clock (CLOCK_REALTIME only, via libfaketime) of dca's managers and both \
-                agents stepped +1 h / -1 h / back while they run; monotonic clocks untouched",
+        about: "wall clock (CLOCK_REALTIME only, via libfaketime) of dca's managers (every \
+                manager when streaming) and both agents stepped +1 h / -1 h / back while they \
+                run; monotonic clocks untouched",
         run: clock_jump,
     },
 ];

@@ -1,7 +1,7 @@
 //! `clock-jump`: the wall clock of managers and agents stepped by ±1 h while they run.
 //!
 //! The namespaces share the machine's clock, which the lab must not change. Instead the managers
-//! of `dca` and both agents are restarted under libfaketime (`faketime` package), preloaded
+//! of `dca` (all three in a streaming lab) and both agents are restarted under libfaketime (`faketime` package), preloaded
 //! with `FAKETIME_DONT_FAKE_MONOTONIC=1`: it shifts `CLOCK_REALTIME` (`SystemTime`, `time()`,
 //! `gettimeofday`) only, and leaves `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` alone. The offset is
 //! read from a file every second (`FAKETIME_TIMESTAMP_FILE`, `FAKETIME_CACHE_DURATION=1`), so
@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use harp_core::config::Replication;
 
 use crate::lab::hosts::{APP_HOSTS, Kind, PG_NODES};
 use crate::lab::net::LabError;
@@ -28,13 +30,18 @@ const LIBS: [&str; 2] = [
 ];
 const HOUR: i32 = 3600;
 
-/// What is preloaded, and how it is told the offset.
-fn env(lib: &str, file: &Path) -> [(&'static str, String); 4] {
+/// What is preloaded, and how it is told the offset. A streaming node's manager starts its
+/// Postgres itself (and runs pg_rewind): those inherit the preload, but keep the real clock.
+fn env(lib: &str, file: &Path) -> [(&'static str, String); 5] {
     [
         ("LD_PRELOAD", lib.to_owned()),
         ("FAKETIME_TIMESTAMP_FILE", file.display().to_string()),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
         ("FAKETIME_CACHE_DURATION", "1".to_owned()),
+        (
+            "FAKETIME_SKIP_CMDS",
+            "postgres,pg_rewind,pg_basebackup,pg_controldata,pg_ctl".to_owned(),
+        ),
     ]
 }
 
@@ -47,11 +54,13 @@ fn set_offset(c: &Ctx, host: &str, secs: i32) -> Result<(), LabError> {
     std::fs::write(&file, format!("{secs:+}\n")).map_err(|e| LabError::io(format!("{file:?}"), e))
 }
 
-/// The processes whose clock jumps: both managers of `LOC` and both agents.
-fn targets() -> Vec<(Kind, &'static str)> {
+/// The processes whose clock jumps: both managers of `LOC` (every manager of a streaming
+/// cluster, whose one leader may be in any location) and both agents.
+fn targets(c: &Ctx) -> Vec<(Kind, &'static str)> {
+    let streaming = c.lab.spec().replication == Replication::Streaming;
     let mut t: Vec<(Kind, &str)> = PG_NODES
         .iter()
-        .filter(|n| n.1 == LOC)
+        .filter(|n| streaming || n.1 == LOC)
         .map(|n| (Kind::Manager, n.0))
         .collect();
     t.extend(APP_HOSTS.iter().map(|a| (Kind::Agent, a.0)));
@@ -104,7 +113,7 @@ fn check_faketime(c: &Ctx, lib: &str) -> Result<(), LabError> {
 fn restart_all(c: &mut Ctx, lib: Option<&str>) -> Result<(), LabError> {
     let leader = c.leader_of(LOC)?;
     // The leader's manager last: one handover, to a manager already restarted.
-    let mut order = targets();
+    let mut order = targets(c);
     order.sort_by_key(|(k, h)| (*k == Kind::Manager && *h == leader, *k == Kind::Agent));
     for (kind, host) in order {
         let file = offset_file(c, host);

@@ -126,10 +126,14 @@ pub fn restore(lab: &mut Lab) -> Result<(), LabError> {
             dead.push((p.kind(), p.host().to_owned()));
         }
     }
-    // Order matters: etcd before managers, Postgres before its manager.
+    // Order matters: etcd before managers, Postgres before its manager — but a streaming
+    // node's manager before its Postgres, which that manager starts again (after a rewind).
+    let streaming = lab.spec().replication == Replication::Streaming;
     dead.sort_by_key(|(k, _)| match k {
         Kind::Etcd => 0,
+        Kind::Postgres if streaming => 2,
         Kind::Postgres => 1,
+        Kind::Manager if streaming => 1,
         Kind::Manager => 2,
         Kind::Agent => 3,
     });
@@ -139,6 +143,11 @@ pub fn restore(lab: &mut Lab) -> Result<(), LabError> {
     let wait = Duration::from_secs(lab.spec().lease_secs * 3 + 10);
     for scope in lab.spec().scopes() {
         lab.wait_leader(&scope, wait)?;
+    }
+    if streaming {
+        // Whoever leads now (a failover or a switchover may have moved the primary), with the
+        // old primary rewound into a standby that streams again.
+        lab.wait_streaming(wait + Duration::from_secs(30))?;
     }
     for (h, _, _) in APP_HOSTS {
         lab.wait_ready(Kind::Agent, h)?;
@@ -187,9 +196,11 @@ fn wait_sessions(lab: &Lab, timeout: Duration) -> Result<(), LabError> {
     }
 }
 
+/// Creates the register (if need be) and empties it: on every node of a multi-writer cluster,
+/// on the primary of a streaming one (its standbys replay it; they take no writes).
 fn reset_register(lab: &Lab) -> Result<(), LabError> {
-    for (node, _, _) in PG_NODES {
-        let dsn = lab.node_dsn(node)?;
+    for node in primaries(lab)? {
+        let dsn = lab.node_dsn(&node)?;
         lab.on_ctl(|| {
             block_on(|| async {
                 let (c, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
