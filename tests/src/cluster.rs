@@ -91,7 +91,7 @@ impl TestClusterBuilder {
         self
     }
 
-    /// Extra YAML under `http:` for every manager (e.g. [`crate::TestCa::http_yaml`]).
+    /// Extra YAML under `http:` for every manager (e.g. [`crate::TestPki::http_yaml`]).
     pub fn http_yaml(mut self, yaml: &str) -> Self {
         self.http_yaml = yaml.into();
         self

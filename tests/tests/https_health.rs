@@ -8,12 +8,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use harp_tests::{AgentProc, TestCa, TestCluster, http_get};
+use harp_tests::{AgentProc, TestPki, TestCluster, http_get};
 
 #[test]
 fn managers_and_agents_answer_probes_over_https_and_refuse_clients_without_a_certificate() {
     let certs = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(certs.path());
+    let ca = TestPki::create(certs.path());
     let mut c = TestCluster::builder("https")
         .etcd_members(1)
         .node("n1", "dca", 200)
