@@ -4,13 +4,13 @@
 pub mod claim;
 pub mod dcs;
 pub mod http;
+pub mod pgconn;
 pub mod pgctl;
 pub mod postgres;
 pub mod runner;
 pub mod standby;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use anyhow::Context;
 use harp_core::config::{self, Config, ConfigError, ConfigIssue};
@@ -39,8 +39,9 @@ pub fn load(path: &std::path::Path) -> Result<(Config, String, u16), ConfigError
             "missing section; harp-manager needs at least `manager.name` and `manager.dsn`".into(),
         ));
     };
-    let pg = tokio_postgres::Config::from_str(&m.node.dsn)
+    let pg = pgconn::PgTarget::parse(&m.node.dsn)
         .map_err(|e| invalid("manager.dsn", format!("not a valid connection string: {e}")))?;
+    let pg = pg.config();
     let host = match pg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => {
@@ -141,8 +142,9 @@ pub async fn run(
     tokio::spawn(harp_dcs::session::run(dcs.clone(), session, tx.clone()));
     let prefix = dcs.keys.prefix().to_owned();
     tokio::spawn(harp_dcs::mirror::run(dcs.clone(), prefix, tx.clone()));
+    let target = pgconn::PgTarget::parse(&m.node.dsn).context("manager.dsn")?;
     tokio::spawn(postgres::run(
-        m.node.dsn.clone(),
+        target,
         m.node.health_check_interval,
         m.node.health_check_timeout,
         tx.clone(),

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
+
+use crate::pgconn::{PgTarget, why};
 
 use crate::runner::Input;
 
@@ -84,10 +86,10 @@ impl FreshProbe {
         }
     }
 
-    fn start_if_due(&mut self, dsn: &str, timeout: Duration) {
+    fn start_if_due(&mut self, target: &PgTarget, timeout: Duration) {
         if self.running.is_none() && self.last.elapsed() >= self.every {
             self.last = Instant::now();
-            self.running = Some(tokio::spawn(fresh_connection(dsn.to_owned(), timeout)));
+            self.running = Some(tokio::spawn(fresh_connection(target.clone(), timeout)));
         }
     }
 
@@ -111,9 +113,9 @@ impl Drop for FreshProbe {
 }
 
 /// Opens and closes one new connection. Postgres refusing it for being full still answered.
-async fn fresh_connection(dsn: String, timeout: Duration) -> Result<(), String> {
+async fn fresh_connection(target: PgTarget, timeout: Duration) -> Result<(), String> {
     let attempt = async {
-        let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await?;
+        let (client, conn) = target.connect().await?;
         drop(client); // sends Terminate: the connection then ends
         conn.await
     };
@@ -123,7 +125,7 @@ async fn fresh_connection(dsn: String, timeout: Duration) -> Result<(), String> 
         )),
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS) => Ok(()),
-        Ok(Err(e)) => Err(format!("a new connection failed: {e}")),
+        Ok(Err(e)) => Err(format!("a new connection failed: {}", why(&e))),
     }
 }
 
@@ -132,14 +134,13 @@ fn slow_after(interval: Duration, timeout: Duration) -> Duration {
     interval.max(Duration::from_secs(1)).min(timeout)
 }
 
-pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::Sender<Input>) {
+pub async fn run(target: PgTarget, interval: Duration, timeout: Duration, tx: mpsc::Sender<Input>) {
     let slow = slow_after(interval, timeout);
     let mut reported_down = false;
     loop {
-        let reason = match tokio::time::timeout(timeout, tokio_postgres::connect(&dsn, NoTls)).await
-        {
+        let reason = match tokio::time::timeout(timeout, target.connect()).await {
             Err(_) => format!("no connection within {timeout:?}"),
-            Ok(Err(e)) => format!("cannot connect: {e}"),
+            Ok(Err(e)) => format!("cannot connect: {}", why(&e)),
             Ok(Ok((client, conn))) => {
                 let mut conn = tokio::spawn(conn);
                 let mut tick = tokio::time::interval(interval);
@@ -149,13 +150,13 @@ pub async fn run(dsn: String, interval: Duration, timeout: Duration, tx: mpsc::S
                     tokio::select! {
                         r = &mut conn => {
                             break match r {
-                                Ok(Err(e)) => format!("connection lost: {e}"),
+                                Ok(Err(e)) => format!("connection lost: {}", why(&e)),
                                 _ => "connection closed by the server".to_owned(),
                             };
                         }
                         Err(reason) = fresh.done() => break reason,
                         _ = tick.tick() => {
-                            fresh.start_if_due(&dsn, timeout);
+                            fresh.start_if_due(&target, timeout);
                             match check(&client, slow, timeout).await {
                                 Ok(row) => {
                                     let state = if row.get::<_, bool>(0) { PgState::Standby } else { PgState::Primary };

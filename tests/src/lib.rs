@@ -11,7 +11,7 @@ pub mod http;
 pub mod lab;
 pub mod leader;
 pub mod manager;
-mod pg_template;
+pub mod pg_template;
 pub mod pki;
 pub mod ports;
 pub mod postgres;

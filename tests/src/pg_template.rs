@@ -38,7 +38,7 @@ pub(crate) fn run(cmd: &mut Command, what: &str) {
     }
 }
 
-pub(crate) fn chown_postgres(path: &Path) {
+pub fn chown_postgres(path: &Path) {
     let (uid, gid) = postgres_user();
     run(
         Command::new("chown")

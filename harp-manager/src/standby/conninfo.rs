@@ -3,7 +3,6 @@
 //! password: `Display` and `Debug` redact it.
 
 use std::fmt;
-use std::time::Duration;
 
 /// Keys of our own DSN that say *where* and *as what* to connect, which a conninfo to another
 /// server sets itself (or must not inherit: `options` may carry session settings for our own
@@ -61,6 +60,11 @@ impl Conninfo {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every `(key, value)`, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Sets `key` (replacing every earlier value).
     pub fn set(&mut self, key: &str, value: &str) {
         self.remove(key);
@@ -103,39 +107,6 @@ impl Conninfo {
         let pw = c.get("password").map(str::to_owned);
         c.remove("password");
         (c.to_libpq(), pw)
-    }
-
-    /// A tokio-postgres config for the same server and credentials (keys it does not know,
-    /// such as `passfile` or `sslrootcert`, are left out; it cannot read a password file).
-    pub fn to_tokio(&self, dbname: &str) -> tokio_postgres::Config {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.dbname(dbname)
-            .application_name("harp-manager")
-            .connect_timeout(Duration::from_secs(5));
-        for host in self.get("host").unwrap_or("localhost").split(',') {
-            cfg.host(host);
-        }
-        for port in self.get("port").unwrap_or("5432").split(',') {
-            cfg.port(port.parse().unwrap_or(5432));
-        }
-        if let Some(u) = self.get("user") {
-            cfg.user(u);
-        }
-        if let Some(p) = self.get("password") {
-            cfg.password(p);
-        }
-        if let Some(t) = self.get("connect_timeout").and_then(|t| t.parse().ok())
-            && t > 0
-        {
-            cfg.connect_timeout(Duration::from_secs(t));
-        }
-        use tokio_postgres::config::SslMode;
-        cfg.ssl_mode(match self.get("sslmode") {
-            Some("disable") | None => SslMode::Disable,
-            Some("prefer" | "allow") => SslMode::Prefer,
-            _ => SslMode::Require,
-        });
-        cfg
     }
 
     fn render(&self, redact: bool) -> String {

@@ -9,6 +9,8 @@ use crate::pgctl::PgCtlError;
 pub enum StandbyError {
     #[error("manager.dsn is not a valid connection string: {0}")]
     Dsn(#[from] DsnError),
+    #[error("manager.dsn: {0}")]
+    Conn(#[from] crate::pgconn::PgConnError),
     #[error(
         "cannot connect to {whom} at {at}: {source}; check that it runs and accepts manager.dsn's \
          user and password"

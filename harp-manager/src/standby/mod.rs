@@ -18,15 +18,15 @@ mod error;
 mod rejoin;
 mod wait;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 pub use conninfo::{Conninfo, DsnError};
 pub use datadir::ControlData;
 pub use error::StandbyError;
 pub use rejoin::Rejoined;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+use crate::pgconn::PgTarget;
 use crate::pgctl::PgCtl;
 
 /// How often a promotion looks whether Postgres has left recovery.
@@ -70,9 +70,9 @@ pub struct Standby {
     /// `synchronous_standby_names` and `pg_stat_replication` name it by.
     pub node: String,
     pub timeouts: Timeouts,
-    /// The manager's own DSN (`manager.dsn`), as given and as pairs.
-    dsn: String,
+    /// The manager's own DSN (`manager.dsn`), as pairs and as what to connect to.
     own: Conninfo,
+    target: PgTarget,
 }
 
 impl Standby {
@@ -81,8 +81,8 @@ impl Standby {
             ctl,
             node: node.to_owned(),
             timeouts: Timeouts::default(),
-            dsn: dsn.to_owned(),
             own: Conninfo::parse(dsn)?,
+            target: PgTarget::parse(dsn)?,
         })
     }
 
@@ -194,11 +194,7 @@ impl Standby {
     }
 
     async fn connect_own(&self) -> Result<Client, StandbyError> {
-        let cfg = tokio_postgres::Config::from_str(&self.dsn).unwrap_or_else(|_| {
-            self.own
-                .to_tokio(self.own.get("dbname").unwrap_or("postgres"))
-        });
-        connect(cfg, "the local Postgres", self.timeouts.query).await
+        connect(&self.target, "the local Postgres", self.timeouts.query).await
     }
 
     async fn in_recovery(&self, client: &Client) -> Result<bool, StandbyError> {
@@ -271,12 +267,12 @@ impl Standby {
 
 /// Connects (bounded) and drives the connection on a task.
 async fn connect(
-    cfg: tokio_postgres::Config,
+    target: &PgTarget,
     whom: &'static str,
     bound: Duration,
 ) -> Result<Client, StandbyError> {
-    let at = describe(&cfg);
-    let (client, conn) = tokio::time::timeout(bound, cfg.connect(NoTls))
+    let at = describe(target.config());
+    let (client, conn) = tokio::time::timeout(bound, target.connect())
         .await
         .map_err(|_| StandbyError::Timeout {
             step: "connecting",

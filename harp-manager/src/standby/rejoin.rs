@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::datadir::{self, ControlData, Fork};
 use super::{Standby, StandbyError, connect};
+use crate::pgconn::PgTarget;
 
 /// What [`Standby::rejoin`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,8 +142,8 @@ impl Standby {
     /// names an older timeline (it does right after a promotion, and pg_rewind would then
     /// wrongly see nothing to rewind).
     async fn source(&self, host: &str, port: u16) -> Result<Source, StandbyError> {
-        let cfg = self.primary_conninfo(host, port).to_tokio("postgres");
-        let client = connect(cfg, "the primary", self.timeouts.query).await?;
+        let target = PgTarget::new(&self.primary_conninfo(host, port))?.with_dbname("postgres");
+        let client = connect(&target, "the primary", self.timeouts.query).await?;
         let sql = |step: &'static str| {
             move |source| StandbyError::Sql {
                 step,
