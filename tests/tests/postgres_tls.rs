@@ -1,6 +1,7 @@
 //! The manager's link to its Postgres as a DSN asks for it: `sslmode=verify-full` against a
 //! Postgres serving TLS with a test CA's certificate, the password from a `passfile`, and the
-//! clear errors of a wrong CA, a missing CA, a world-readable password file and no TLS.
+//! client certificate as the login, and the clear errors of a wrong CA, a missing CA, a
+//! world-readable password file and no TLS.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,22 +11,26 @@ use harp_manager::pgconn::PgTarget;
 use harp_tests::pg_template::chown_postgres;
 use harp_tests::rt::block_on;
 use harp_tests::streaming::{execute, query_text};
-use harp_tests::{EtcdCluster, ManagerProc, ManagerSpec, PgInstance, TestCa, WorkDir};
+use harp_tests::{EtcdCluster, ManagerProc, ManagerSpec, PgInstance, TestPki, WorkDir};
 
 /// The role the manager logs in as: TLS and a password required; everyone else (the harness)
 /// as before.
 const HBA: &str = "local all all trust\n\
                    hostssl all harp 127.0.0.1/32 scram-sha-256\n\
+                   hostssl all harpcert 127.0.0.1/32 cert\n\
+                   host all harpcert 127.0.0.1/32 reject\n\
                    host all harp 127.0.0.1/32 reject\n\
                    host all all 127.0.0.1/32 trust\n";
 
-/// A Postgres serving TLS with `ca`'s server certificate and [`HBA`], with the role `harp`.
-fn tls_postgres(dir: &WorkDir, ca: &TestCa) -> PgInstance {
+/// A Postgres serving TLS with the PKI's server certificate and [`HBA`], with the roles `harp`
+/// (password) and `harpcert` (client certificate).
+fn tls_postgres(dir: &WorkDir, pki: &TestPki) -> PgInstance {
     let files = dir.join("pg-tls-files");
     std::fs::create_dir_all(&files).unwrap();
-    for f in ["server.pem", "server.key"] {
-        std::fs::copy(ca.path(f), files.join(f)).unwrap();
-    }
+    let server = pki.server();
+    std::fs::copy(&server.cert, files.join("server.pem")).unwrap();
+    std::fs::copy(&server.key, files.join("server.key")).unwrap();
+    std::fs::copy(pki.ca(), files.join("ca.pem")).unwrap();
     std::fs::write(files.join("hba.conf"), HBA).unwrap();
     std::fs::set_permissions(files.join("server.key"), PermissionsExt::from_mode(0o600)).unwrap();
     chown_postgres(&files);
@@ -37,6 +42,7 @@ fn tls_postgres(dir: &WorkDir, ca: &TestCa) -> PgInstance {
             ("ssl", "on"),
             ("ssl_cert_file", &path("server.pem")),
             ("ssl_key_file", &path("server.key")),
+            ("ssl_ca_file", &path("ca.pem")),
             ("hba_file", &path("hba.conf")),
         ],
     );
@@ -44,6 +50,7 @@ fn tls_postgres(dir: &WorkDir, ca: &TestCa) -> PgInstance {
         &pg.dsn(),
         "CREATE ROLE harp LOGIN SUPERUSER PASSWORD 'harp-secret'",
     );
+    execute(&pg.dsn(), "CREATE ROLE harpcert LOGIN SUPERUSER");
     pg
 }
 
@@ -72,14 +79,14 @@ fn connect_error(dsn: &str) -> String {
 #[test]
 fn the_manager_reaches_postgres_over_verified_tls_with_its_password_from_a_passfile() {
     let dir = WorkDir::new();
-    let ca = TestCa::new(&dir.join("ca"));
-    let pg = tls_postgres(&dir, &ca);
+    let pki = TestPki::create(&dir.join("pki"));
+    let pg = tls_postgres(&dir, &pki);
     let etcd = EtcdCluster::start(1, &dir);
     let dsn = format!(
         "host=127.0.0.1 port={} user=harp dbname=postgres application_name=harp-tls \
          sslmode=verify-full sslrootcert={} passfile={}",
         pg.port(),
-        ca.path("ca.pem").display(),
+        pki.ca().display(),
         passfile(dir.path(), 0o600)
     );
     let spec = ManagerSpec::new("n1", "dca", 100, &dsn, "pgtls", etcd.endpoints());
@@ -97,12 +104,23 @@ fn the_manager_reaches_postgres_over_verified_tls_with_its_password_from_a_passf
     );
     assert_eq!(ssl.as_deref(), Some("true"));
 
+    // A client certificate is a login of its own (Postgres' `cert` method).
+    let cert = pki.client("harpcert");
+    let e = connect_error(&format!(
+        "host=127.0.0.1 port={} user=harpcert dbname=postgres sslmode=verify-full \
+         sslrootcert={} sslcert={} sslkey={}",
+        pg.port(),
+        pki.ca().display(),
+        cert.cert.display(),
+        cert.key.display()
+    ));
+    assert_eq!(e, "connected", "client certificate login");
+
     // What each mistake says.
     let base = format!("host=127.0.0.1 port={} user=harp dbname=postgres", pg.port());
-    let other = TestCa::new(&dir.join("other-ca"));
     let e = connect_error(&format!(
         "{base} sslmode=verify-full sslrootcert={} passfile={}",
-        other.path("ca.pem").display(),
+        pki.other_ca().display(),
         passfile(dir.path(), 0o600)
     ));
     assert!(e.contains("UnknownIssuer"), "wrong CA: {e}");
@@ -110,7 +128,7 @@ fn the_manager_reaches_postgres_over_verified_tls_with_its_password_from_a_passf
     assert!(e.contains("needs sslrootcert"), "no CA: {e}");
     let e = connect_error(&format!(
         "{base} sslmode=verify-ca sslrootcert={} passfile={}",
-        ca.path("ca.pem").display(),
+        pki.ca().display(),
         passfile(dir.path(), 0o644)
     ));
     assert!(e.contains("password"), "world-readable passfile must be ignored: {e}");
