@@ -32,11 +32,11 @@ pub use leader::{
     LeaderEvent, LeaderWatch, read_leader, try_read_leader, wait_leader, wait_no_leader,
 };
 pub use manager::{ManagerProc, ManagerSpec};
-pub use tls::{CertFiles, TestPki};
 pub use ports::free_port;
 pub use postgres::PgInstance;
 pub use privileged::require_root;
 pub use process::ChildGuard;
 pub use streaming::{Replicas, StreamingNode};
+pub use tls::{CertFiles, TestPki};
 pub use workdir::WorkDir;
 pub use writer::Writer;

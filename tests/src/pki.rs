@@ -22,10 +22,7 @@ impl TestPki {
             server.key.display()
         );
         if client_ca {
-            y.push_str(&format!(
-                "client_ca_file: \"{}\"\n",
-                self.ca().display()
-            ));
+            y.push_str(&format!("client_ca_file: \"{}\"\n", self.ca().display()));
         }
         y
     }
@@ -58,8 +55,7 @@ impl TestPki {
                     .map_err(|e| e.to_string())?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| e.to_string())?;
-                let key = PrivateKeyDer::from_pem_file(&client.key)
-                    .map_err(|e| e.to_string())?;
+                let key = PrivateKeyDer::from_pem_file(&client.key).map_err(|e| e.to_string())?;
                 builder
                     .with_client_auth_cert(certs, key)
                     .map_err(|e| e.to_string())?

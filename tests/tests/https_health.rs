@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use harp_tests::{AgentProc, TestPki, TestCluster, http_get};
+use harp_tests::{AgentProc, TestCluster, TestPki, http_get};
 
 #[test]
 fn managers_and_agents_answer_probes_over_https_and_refuse_clients_without_a_certificate() {

@@ -115,9 +115,19 @@ fn the_manager_reaches_postgres_over_verified_tls_with_its_password_from_a_passf
         cert.key.display()
     ));
     assert_eq!(e, "connected", "client certificate login");
+    // `require` without a CA: encrypted but not authenticated, as libpq does.
+    let e = connect_error(&format!(
+        "host=127.0.0.1 port={} user=harp dbname=postgres sslmode=require passfile={}",
+        pg.port(),
+        passfile(dir.path(), 0o600)
+    ));
+    assert_eq!(e, "connected", "sslmode=require");
 
     // What each mistake says.
-    let base = format!("host=127.0.0.1 port={} user=harp dbname=postgres", pg.port());
+    let base = format!(
+        "host=127.0.0.1 port={} user=harp dbname=postgres",
+        pg.port()
+    );
     let e = connect_error(&format!(
         "{base} sslmode=verify-full sslrootcert={} passfile={}",
         pki.other_ca().display(),
@@ -131,7 +141,10 @@ fn the_manager_reaches_postgres_over_verified_tls_with_its_password_from_a_passf
         pki.ca().display(),
         passfile(dir.path(), 0o644)
     ));
-    assert!(e.contains("password"), "world-readable passfile must be ignored: {e}");
+    assert!(
+        e.contains("password"),
+        "world-readable passfile must be ignored: {e}"
+    );
     let e = connect_error(&format!("{base} sslmode=disable password=harp-secret"));
     assert!(e.contains("no encryption"), "no TLS: {e}");
     let e = connect_error(&format!("{base} sslmode=verify-everything"));
