@@ -38,6 +38,8 @@ pub struct AgentSpec {
     pub http_yaml: String,
     /// Extra YAML lines placed under `dcs:` (indented for you), e.g. the TLS and user keys.
     pub dcs_yaml: String,
+    /// A command the agent runs under, e.g. `setpriv …` with fewer capabilities.
+    pub wrapper: Vec<String>,
 }
 
 impl AgentSpec {
@@ -56,6 +58,7 @@ impl AgentSpec {
             cluster_yaml: String::new(),
             http_yaml: String::new(),
             dcs_yaml: String::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -152,7 +155,7 @@ impl AgentProc {
         let http_port = free_port();
         std::fs::write(&config_path, spec.render(listen_port, http_port))
             .unwrap_or_else(|e| panic!("write {}: {e}", config_path.display()));
-        let proc = spawn(&spec.name, &config_path, &log_path);
+        let proc = spawn(&spec, &config_path, &log_path);
         AgentProc {
             spec,
             listen_port,
@@ -224,7 +227,7 @@ impl AgentProc {
     /// same config file (same ports).
     pub fn restart(&mut self) {
         self.proc.stop(Duration::from_secs(10));
-        self.proc = spawn(&self.spec.name, &self.config_path, &self.log_path);
+        self.proc = spawn(&self.spec, &self.config_path, &self.log_path);
     }
 
     /// `GET <path>` on the agent's HTTP API: `(status, body)`, `None` if unreachable.
@@ -251,13 +254,21 @@ impl AgentProc {
     }
 }
 
-fn spawn(name: &str, config: &Path, log: &Path) -> ChildGuard {
-    let mut cmd = Command::new(workspace_bin("harp-agent"));
+fn spawn(spec: &AgentSpec, config: &Path, log: &Path) -> ChildGuard {
+    let bin = workspace_bin("harp-agent");
+    let mut cmd = match spec.wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.arg("-f")
         .arg(config)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
-    ChildGuard::spawn(cmd, &format!("harp-agent {name}"), log)
+    ChildGuard::spawn(cmd, &format!("harp-agent {}", spec.name), log)
 }
 
 #[cfg(test)]

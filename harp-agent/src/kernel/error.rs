@@ -13,10 +13,21 @@ pub enum KernelError {
     NotBuilt,
     #[error(
         "{action}: permission denied (EPERM): loading and attaching eBPF programs needs root \
-         (or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN); run harp-agent as root or set \
-         proxy.mode to userspace: {source}"
+         or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (dist/systemd/harp-agent.service grants \
+         exactly these); grant them or set proxy.mode to userspace: {source}"
     )]
     NoPermission {
+        action: &'static str,
+        #[source]
+        source: Box<AyaError>,
+    },
+    #[error(
+        "{action}: the kernel's verifier refused the program, and this process lacks \
+         CAP_PERFMON, without which the verifier rejects what HARP's programs do with socket \
+         pointers: grant CAP_PERFMON (with CAP_BPF and CAP_NET_ADMIN) or set proxy.mode to \
+         userspace: {source}"
+    )]
+    NoPerfmon {
         action: &'static str,
         #[source]
         source: Box<AyaError>,
@@ -127,14 +138,38 @@ pub fn os_error(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
 }
 
 /// `map_err` adapter: an aya error while doing `action`, as [`KernelError::NoPermission`] when
-/// the kernel said EPERM, else [`KernelError::Bpf`].
+/// the kernel said EPERM, [`KernelError::NoPerfmon`] when the verifier refused a program of a
+/// process without CAP_PERFMON, else [`KernelError::Bpf`].
 pub fn bpf<E: Into<AyaError>>(action: &'static str) -> impl FnOnce(E) -> KernelError {
     move |e| {
         let source = Box::new(e.into());
+        let verifier = matches!(
+            *source,
+            AyaError::Program(aya::programs::ProgramError::LoadError { .. })
+        );
         if source.os_error() == Some(nix::libc::EPERM) {
             KernelError::NoPermission { action, source }
+        } else if verifier && !has_capability(CAP_PERFMON) {
+            KernelError::NoPerfmon { action, source }
         } else {
             KernelError::Bpf { action, source }
         }
     }
+}
+
+const CAP_PERFMON: u32 = 38;
+
+/// Whether this process holds capability `cap` (its bit in `/proc/self/status`' CapEff).
+fn has_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|eff| eff & (1 << cap) != 0)
 }
