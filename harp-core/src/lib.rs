@@ -4,6 +4,8 @@
 pub mod config;
 pub mod directives;
 pub mod election;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod lease;
 pub mod pgwire;

@@ -52,6 +52,8 @@ pub struct TestClusterBuilder {
     wait_managers: Option<Duration>,
     /// `Some(synchronous_mode)`: a streaming cluster.
     streaming: Option<String>,
+    /// etcd with TLS, client certificates and users; each unit its own least-privilege user.
+    secure_etcd: bool,
 }
 
 impl TestClusterBuilder {
@@ -68,6 +70,21 @@ impl TestClusterBuilder {
     pub fn node(mut self, name: &str, location: &str, priority: i32) -> Self {
         self.nodes.push((name.into(), location.into(), priority));
         self
+    }
+
+    /// etcd serving TLS only, with client certificates and users required; every manager and
+    /// agent connects as its own user made by `scripts/etcd-harp-roles`.
+    pub fn secure_etcd(mut self) -> Self {
+        self.secure_etcd = true;
+        self
+    }
+
+    /// etcd as this builder asks for.
+    fn start_etcd(&self, dir: &WorkDir) -> EtcdCluster {
+        match self.secure_etcd {
+            true => EtcdCluster::start_secure(self.etcd_members, dir, None),
+            false => EtcdCluster::start(self.etcd_members, dir),
+        }
     }
 
     pub fn etcd_members(mut self, n: usize) -> Self {
@@ -115,7 +132,7 @@ impl TestClusterBuilder {
             return streaming::start(self);
         }
         let dir = WorkDir::new();
-        let etcd = EtcdCluster::start(self.etcd_members, &dir);
+        let etcd = self.start_etcd(&dir);
         let settings: Vec<(&str, &str)> = self
             .pg_settings
             .iter()
@@ -139,6 +156,7 @@ impl TestClusterBuilder {
             spec.refresh_ms = self.refresh_ms;
             spec.extra_yaml = self.extra_yaml.clone();
             spec.http_yaml = self.http_yaml.clone();
+            spec.dcs_yaml = etcd.unit_dcs_yaml(&self.name, &dir, "manager", name);
             let mgr = ManagerProc::start(&dir, spec);
             nodes.push(Node {
                 mgr,
@@ -188,6 +206,7 @@ impl TestCluster {
             pg_settings: Vec::new(),
             wait_managers: Some(Duration::from_secs(20)),
             streaming: None,
+            secure_etcd: false,
         }
     }
 
@@ -238,6 +257,9 @@ impl TestCluster {
     pub fn agent_spec(&self, name: &str, location: &str) -> AgentSpec {
         let mut spec = AgentSpec::new(name, location, &self.name, self.etcd.endpoints());
         spec.cluster_yaml = self.cluster_yaml.clone();
+        spec.dcs_yaml = self
+            .etcd
+            .unit_dcs_yaml(&self.name, &self.dir, "agent", name);
         spec
     }
 

@@ -13,6 +13,8 @@ use crate::rt::block_on;
 use crate::tls::TestPki;
 use crate::workdir::WorkDir;
 
+mod users;
+
 /// How long a cluster (or a restarted member) may take to answer.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
 

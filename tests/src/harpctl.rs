@@ -9,14 +9,32 @@ use crate::bins::workspace_bin;
 use crate::cluster::TestCluster;
 use crate::rt::block_on;
 
-/// `-c <cluster> --dcs <every etcd endpoint>`.
+/// `-c <cluster> --dcs <every etcd endpoint>`; with a secure etcd, `-f <config>` naming the
+/// cluster's admin user, its client certificate and password file.
 pub fn cluster_args(cluster: &TestCluster) -> Vec<String> {
-    vec![
-        "-c".into(),
-        cluster.name().into(),
-        "--dcs".into(),
-        cluster.etcd.endpoints().join(","),
-    ]
+    if cluster.etcd.secure().is_none() {
+        return vec![
+            "-c".into(),
+            cluster.name().into(),
+            "--dcs".into(),
+            cluster.etcd.endpoints().join(","),
+        ];
+    }
+    let path = cluster.dir().join("harpctl-admin.yml");
+    if !path.is_file() {
+        let dcs = cluster
+            .etcd
+            .unit_dcs_yaml(cluster.name(), cluster.dir(), "admin", "");
+        let location = cluster.nodes.first().map_or("dca", |n| n.location.as_str());
+        let text = format!(
+            "cluster:\n  name: {}\ndcs:\n  driver: etcd\n  endpoints: [{}]\n{}location: {location}\n",
+            cluster.name(),
+            cluster.etcd.endpoints().join(", "),
+            crate::manager::indent(&dcs)
+        );
+        std::fs::write(&path, text).expect("write the harpctl config");
+    }
+    vec!["-f".into(), path.display().to_string()]
 }
 
 /// Runs `harpctl -c <name> --dcs <endpoints> <args>`: `(exit code, stdout, stderr)`.

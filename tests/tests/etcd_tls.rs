@@ -5,7 +5,6 @@
 //! write a leader key; a failover long after etcd's auth tokens expired.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -18,47 +17,6 @@ use harp_tests::{
 
 const CLUSTER: &str = "sec";
 const LONG: Duration = Duration::from_secs(20);
-
-/// Runs `scripts/etcd-harp-roles` as root against `etcd`: users and their password files in
-/// `dir/passwords`.
-fn make_users(etcd: &EtcdCluster, dir: &WorkDir, args: &[&str]) -> PathBuf {
-    let sec = etcd.secure().expect("a secure etcd");
-    let root = sec.pki.client("root");
-    let passwords = dir.join("passwords");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/etcd-harp-roles");
-    let out = Command::new(script)
-        .arg(CLUSTER)
-        .arg(&passwords)
-        .args(args)
-        .env("ETCDCTL_ENDPOINTS", etcd.endpoints().join(","))
-        .env("ETCDCTL_CACERT", sec.pki.ca())
-        .env("ETCDCTL_CERT", &root.cert)
-        .env("ETCDCTL_KEY", &root.key)
-        .env("ETCDCTL_USER", format!("root:{}", sec.root_password))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/etcd-harp-roles");
-    assert!(
-        out.status.success(),
-        "etcd-harp-roles failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    passwords
-}
-
-/// The `dcs:` lines for `user` with the client certificate of the same name.
-fn dcs_yaml(etcd: &EtcdCluster, passwords: &Path, user: &str) -> String {
-    let pki = &etcd.secure().expect("secure").pki;
-    let cert = pki.client(user);
-    format!(
-        "ssl: on\nssl_ca_file: {}\nssl_cert_file: {}\nssl_key_file: {}\nuser: {user}\n\
-         password_file: {}\n",
-        pki.ca().display(),
-        cert.cert.display(),
-        cert.key.display(),
-        passwords.join(user).display()
-    )
-}
 
 /// A harpctl config file with `dcs` lines `dcs`.
 fn harpctl_config(etcd: &EtcdCluster, dir: &WorkDir, name: &str, dcs: &str) -> PathBuf {
@@ -136,8 +94,8 @@ struct Deployment {
 fn deploy(token_ttl: Option<u64>) -> Deployment {
     let dir = WorkDir::new();
     let etcd = EtcdCluster::start_secure(1, &dir, token_ttl);
-    let passwords = make_users(
-        &etcd,
+    let passwords = etcd.make_users(
+        CLUSTER,
         &dir,
         &[
             "--manager",
@@ -155,12 +113,12 @@ fn deploy(token_ttl: Option<u64>) -> Deployment {
         let pg = PgInstance::start(&dir, name);
         let mut spec =
             ManagerSpec::new(name, "dca", priority, &pg.dsn(), CLUSTER, etcd.endpoints());
-        spec.dcs_yaml = dcs_yaml(&etcd, &passwords, &format!("harp-{CLUSTER}-manager-{name}"));
+        spec.dcs_yaml = etcd.dcs_yaml(&passwords, &format!("harp-{CLUSTER}-manager-{name}"));
         managers.push(ManagerProc::start(&dir, spec));
         pgs.push(pg);
     }
     let mut spec = AgentSpec::new("p1", "dca", CLUSTER, etcd.endpoints());
-    spec.dcs_yaml = dcs_yaml(&etcd, &passwords, &format!("harp-{CLUSTER}-agent-p1"));
+    spec.dcs_yaml = etcd.dcs_yaml(&passwords, &format!("harp-{CLUSTER}-agent-p1"));
     let mut agent = AgentProc::start(&dir, spec);
     let leader = leads(&etcd, "n1");
     let logs = |agent: &AgentProc| {
@@ -194,7 +152,7 @@ fn managers_an_agent_and_harpctl_work_over_tls_each_as_its_own_user() {
         &d.etcd,
         &d.dir,
         "admin",
-        &dcs_yaml(&d.etcd, &d.passwords, &admin),
+        &d.etcd.dcs_yaml(&d.passwords, &admin),
     );
     let cfg = cfg.display().to_string();
     let (code, out, err) = harpctl_raw(&["-f", &cfg, "get", "nodes"]);
@@ -268,10 +226,10 @@ struct Case {
 fn every_wrong_credential_is_refused_at_once_with_its_cause_and_exit_status_2() {
     let dir = WorkDir::new();
     let etcd = EtcdCluster::start_secure(1, &dir, None);
-    let passwords = make_users(&etcd, &dir, &["--admin"]);
+    let passwords = etcd.make_users(CLUSTER, &dir, &["--admin"]);
     let pki = &etcd.secure().expect("secure").pki;
     let admin = format!("harp-{CLUSTER}-admin");
-    let good = dcs_yaml(&etcd, &passwords, &admin);
+    let good = etcd.dcs_yaml(&passwords, &admin);
     let certs = |c: &CertFiles| {
         format!(
             "ssl_cert_file: {}\nssl_key_file: {}\n",

@@ -12,7 +12,7 @@ const SETUP_HINT: &str = "run ./scripts/setup-ebpf (installs the pinned nightly 
 
 /// Variables cargo and rustup set for this (stable) xtask process; passed on, they would make
 /// the nested build use this toolchain or these flags instead of harp-ebpf's own.
-const TOOLCHAIN_ENV: &[&str] = &[
+pub const TOOLCHAIN_ENV: &[&str] = &[
     "RUSTUP_TOOLCHAIN",
     "CARGO",
     "RUSTC",
@@ -78,7 +78,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// The `channel` of `harp-ebpf/rust-toolchain.toml`.
-fn pinned_nightly(crate_dir: &Path) -> anyhow::Result<String> {
+pub fn pinned_nightly(crate_dir: &Path) -> anyhow::Result<String> {
     let file = crate_dir.join("rust-toolchain.toml");
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;

@@ -30,13 +30,15 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     let kernel = nix::unistd::geteuid().is_root() && crate::build_ebpf::run().is_ok();
     crate::test::cargo(&["build", "--workspace", "--bins"])?;
     println!(
-        "== starting etcd x3; PostgreSQL 15: node1 primary, node2 and node3 standbys made with \
-         pg_basebackup -R; harp-manager x3 (cluster.replication: streaming, synchronous_mode: \
-         on)"
+        "== starting etcd x3 (TLS only, client certificates and users required); PostgreSQL 15: \
+         node1 primary, node2 and node3 standbys made with pg_basebackup -R; harp-manager x3 \
+         (cluster.replication: streaming, synchronous_mode: on), each connecting to etcd as its \
+         own least-privilege user (scripts/etcd-harp-roles)"
     );
     let t = Instant::now();
     let mut b = TestCluster::builder(CLUSTER)
         .streaming("on")
+        .secure_etcd()
         .wait_managers(Some(WAIT));
     for (n, loc, prio) in NODES {
         b = b.node(n, loc, prio);

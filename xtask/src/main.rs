@@ -6,6 +6,7 @@ mod demo;
 mod demo_authority;
 mod demo_pool;
 mod demo_streaming;
+mod fuzz;
 mod lab;
 mod test;
 mod writer;
@@ -32,6 +33,15 @@ enum Task {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// The fuzz targets (cargo-fuzz, pinned nightly), each for a bounded time from its seeds;
+    /// a crash is kept under fuzz/regressions/ and fails the run.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Only these targets (wire, config, records); all by default.
+        targets: Vec<String>,
     },
     /// A local cluster and its failover and switchover: by default a streaming cluster (3
     /// etcd, a primary and 2 standbys, 3 managers); `--replication multi_writer` for 3
@@ -64,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::BuildEbpf => build_ebpf::run(),
         Task::Test { no_lint, args } => test::run(no_lint, &args),
+        Task::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
         Task::Demo { keep, replication } => demo::run(keep, replication),
         Task::DemoWriter { dsn } => {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -39,5 +39,10 @@ pub fn run(no_lint: bool, extra: &[String]) -> anyhow::Result<()> {
         args.push("--");
     }
     args.push("--test-threads=1");
-    cargo(&args)
+    cargo(&args)?;
+    // Last: a short bounded run of every fuzz target (the corpus itself ran above, in harp-core).
+    crate::fuzz::run(FUZZ_SECONDS, &[])
 }
+
+/// Per fuzz target, in the test command (a longer run: `cargo xtask fuzz --seconds N`).
+const FUZZ_SECONDS: u64 = 20;

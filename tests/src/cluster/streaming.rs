@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{Node, TestCluster, TestClusterBuilder, wait_http};
-use crate::etcd::EtcdCluster;
 use crate::manager::{ManagerProc, ManagerSpec};
 use crate::postgres::{PgInstance, pg_bin_dir};
 use crate::rt::block_on;
@@ -42,7 +41,7 @@ pub(super) fn start(b: TestClusterBuilder) -> TestCluster {
         "a streaming cluster needs at least one node"
     );
     let dir = WorkDir::new();
-    let etcd = EtcdCluster::start(b.etcd_members, &dir);
+    let etcd = b.start_etcd(&dir);
     let mut pgs = Vec::new();
     for (i, (name, _, _)) in b.nodes.iter().enumerate() {
         // `cluster_name` names the node in `pg_stat_replication` (a standby's walreceiver
@@ -78,6 +77,9 @@ pub(super) fn start(b: TestClusterBuilder) -> TestCluster {
         spec.cluster_yaml = cluster.cluster_yaml.clone();
         spec.extra_yaml = b.extra_yaml.clone();
         spec.db_data_dir = Some(pg.data_dir().to_path_buf());
+        spec.dcs_yaml = cluster
+            .etcd
+            .unit_dcs_yaml(&b.name, &cluster.dir, "manager", name);
         spec.db_bin_dir = Some(pg_bin_dir());
         let first = cluster.nodes.is_empty();
         let mgr = ManagerProc::start(&cluster.dir, spec);

@@ -1,5 +1,8 @@
 //! `cargo xtask bench failover`: how long from a fault on the leader to a new leader key in
-//! etcd, seen by a watch (what every agent sees). Three faults, `runs` each.
+//! etcd, seen by a watch (what every agent sees). Three faults, `runs` each, on two clusters
+//! alike but for their etcd link — plaintext, and TLS with client certificates and a
+//! least-privilege user per manager — run by run in turn, so that the cost of security is a
+//! ratio measured in one run.
 
 use std::time::{Duration, Instant};
 
@@ -40,9 +43,21 @@ impl Fault {
     }
 }
 
+/// TLS + users may cost the postmaster_kill p50 at most this factor of plaintext's.
+const TLS_P50_RATIO_TARGET: f64 = 1.2;
+
 #[derive(Serialize, Deserialize)]
 struct Case {
     name: String,
+    /// The managers' etcd link: TLS with client certificates and etcd users (`true`), or
+    /// plaintext. Results from before this field were plaintext.
+    #[serde(default)]
+    etcd_tls: bool,
+    /// For a TLS case: its p50 ÷ the plaintext p50 of the same fault in the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p50_vs_plaintext: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_p50_vs_plaintext: Option<f64>,
     n: usize,
     p50_ms: f64,
     p95_ms: f64,
@@ -67,37 +82,68 @@ struct Report {
     command: String,
 }
 
+fn cluster(name: &str, secure: bool) -> TestCluster {
+    let mut b = TestCluster::builder(name)
+        .lease_secs(LEASE_SECS)
+        .refresh_ms(2000);
+    for n in ["n1", "n2", "n3"] {
+        b = b.node(n, "dca", 100);
+    }
+    if secure {
+        b = b.secure_etcd();
+    }
+    b.start()
+}
+
 pub fn run(runs: usize, only: Option<&str>) -> anyhow::Result<()> {
-    let mut c = TestCluster::start_with(
-        "bench",
-        &[("n1", "dca", 100), ("n2", "dca", 100), ("n3", "dca", 100)],
-        LEASE_SECS,
-        2000,
-    );
-    // The watch runs in the background on a runtime that lives as long as the bench.
+    let mut c = cluster("bench", false);
+    let mut secure = cluster("benchtls", true);
+    // The watches run in the background on a runtime that lives as long as the bench.
     let rt = tokio::runtime::Runtime::new()?;
     let mut watch = rt.block_on(async { LeaderWatch::start(&c.client().await, "bench").await });
+    let mut secure_watch =
+        rt.block_on(async { LeaderWatch::start(&secure.client().await, "benchtls").await });
     let mut cases = Vec::new();
     let faults: Vec<Fault> = [Fault::PostmasterKill, Fault::NodeKill, Fault::CleanStop]
         .into_iter()
         .filter(|f| only.is_none_or(|o| o == f.name()))
         .collect();
     for fault in faults {
-        let mut samples = Vec::new();
+        let (mut plain, mut tls) = (Vec::new(), Vec::new());
         for i in 0..runs {
-            let took = one(&rt, &mut c, &mut watch, fault)?;
-            println!(
-                "{} run {}/{}: {:.1} ms",
-                fault.name(),
-                i + 1,
-                runs,
-                took.as_secs_f64() * 1e3
-            );
-            samples.push(took);
+            // In turn, each first every other run: the machine's drift falls on both.
+            for tls_now in [i % 2 == 1, i % 2 == 0] {
+                let (cl, w, samples) = match tls_now {
+                    true => (&mut secure, &mut secure_watch, &mut tls),
+                    false => (&mut c, &mut watch, &mut plain),
+                };
+                let took = one(&rt, cl, w, fault)?;
+                println!(
+                    "{} ({}) run {}/{}: {:.1} ms",
+                    fault.name(),
+                    if tls_now { "etcd TLS" } else { "plaintext" },
+                    i + 1,
+                    runs,
+                    took.as_secs_f64() * 1e3
+                );
+                samples.push(took);
+            }
         }
         let (t50, t95) = fault.targets();
-        cases.push(case(fault.name(), &samples, t50, t95));
+        let plain = case(fault.name(), &plain, t50, t95);
+        let mut tls = case(fault.name(), &tls, t50, t95);
+        tls.etcd_tls = true;
+        let ratio = tls.p50_ms / plain.p50_ms.max(f64::MIN_POSITIVE);
+        tls.p50_vs_plaintext = Some((ratio * 1000.0).round() / 1000.0);
+        if fault == Fault::PostmasterKill {
+            tls.target_p50_vs_plaintext = Some(TLS_P50_RATIO_TARGET);
+            tls.met &= ratio <= TLS_P50_RATIO_TARGET;
+        }
+        cases.push(plain);
+        cases.push(tls);
     }
+    drop(secure_watch);
+    drop(secure);
     if only.is_none_or(|o| o == "switchover") {
         let samples = super::switchover::measure(&mut c, runs)?;
         cases.push(case("switchover", &samples, None, 500.0));
@@ -149,7 +195,7 @@ fn with_earlier_cases(new: Vec<Case>) -> anyhow::Result<(Vec<Case>, Option<Strin
         .filter(|e| !new.iter().any(|n| n.name == e.name))
         .collect();
     all.extend(new);
-    all.sort_by_key(|c| order.iter().position(|o| *o == c.name));
+    all.sort_by_key(|c| (order.iter().position(|o| *o == c.name), c.etcd_tls));
     Ok((all, command))
 }
 
@@ -162,6 +208,9 @@ fn case(name: &str, samples: &[Duration], t50: Option<f64>, t95: f64) -> Case {
     } = summarize(samples);
     Case {
         name: name.to_owned(),
+        etcd_tls: false,
+        p50_vs_plaintext: None,
+        target_p50_vs_plaintext: None,
         n,
         p50_ms,
         p95_ms,
@@ -248,26 +297,38 @@ fn write(report: &Report) -> anyhow::Result<()> {
         serde_json::to_string_pretty(report)? + "\n",
     )?;
     let mut md = String::from(
-        "| case | n | p50 ms | p95 ms | max ms | target | met |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        "| case | etcd link | n | p50 ms | p95 ms | max ms | p50 ÷ plaintext | target | met |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for c in &report.cases {
-        let target = match c.target_p50_ms {
+        let mut target = match c.target_p50_ms {
             Some(t50) => format!("p50 ≤ {t50}, p95 ≤ {}", c.target_p95_ms),
             None => format!("p95 ≤ {}", c.target_p95_ms),
         };
+        if let Some(r) = c.target_p50_vs_plaintext {
+            target += &format!(", p50 ≤ {r} × plaintext");
+        }
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.name,
+            if c.etcd_tls {
+                "TLS + users"
+            } else {
+                "plaintext"
+            },
             c.n,
             c.p50_ms,
             c.p95_ms,
             c.max_ms,
+            c.p50_vs_plaintext.map_or("—".to_owned(), |r| r.to_string()),
             target,
             if c.met { "yes" } else { "**no**" }
         );
     }
     md += &format!(
-        "\nMachine: {}. Lease {} ms, refresh {} ms, 3 nodes, 3 etcd members.\n",
+        "\nMachine: {}. Lease {} ms, refresh {} ms, 3 nodes, 3 etcd members; multi-writer \
+         clusters (independent nodes). Plaintext and TLS clusters measured run by run in turn; \
+         TLS: etcd with `--client-cert-auth` and authentication, each manager its own user.\n",
         report.machine, report.lease_duration_ms, report.lease_refresh_interval_ms
     );
     std::fs::write(dir.join("failover.md"), &md)?;

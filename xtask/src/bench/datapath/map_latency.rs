@@ -37,6 +37,8 @@ const POLL: Duration = Duration::from_micros(20);
 
 #[derive(Serialize)]
 pub struct MapLatency {
+    /// Whether the agent's etcd link was TLS with a client certificate and an etcd user.
+    pub etcd_tls: bool,
     n: usize,
     p50: f64,
     p99: f64,
@@ -52,9 +54,13 @@ impl MapLatency {
     /// The markdown's line.
     pub fn line(&self) -> String {
         format!(
-            "Map update latency (etcd put → `HARP_LEADERS` entry with the new token, {} \
+            "Map update latency{} (etcd put → `HARP_LEADERS` entry with the new token, {} \
              updates): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (target p99 ≤ {} ms: {}); \
              the put's own response took p50 {:.3} ms, p99 {:.3} ms.\n",
+            match self.etcd_tls {
+                true => ", etcd over TLS with a client certificate and a user",
+                false => ", plaintext etcd",
+            },
             self.n,
             self.p50,
             self.p99,
@@ -65,6 +71,19 @@ impl MapLatency {
             self.put_p99,
         )
     }
+}
+
+/// The map update latency on `cluster` (plaintext etcd), then on a one-node cluster whose etcd
+/// serves TLS with client certificates and users, the agent connecting as its own user.
+pub fn run_plain_and_tls(cluster: &TestCluster) -> anyhow::Result<(MapLatency, MapLatency)> {
+    let plain = run(cluster)?;
+    println!("starting a cluster with etcd over TLS and users for the map update latency");
+    let secure = TestCluster::builder("benchtls")
+        .secure_etcd()
+        .node("t1", "dca", 100)
+        .start();
+    let tls = run(&secure)?;
+    Ok((plain, tls))
 }
 
 /// Starts the `lat1` agent, makes [`UPDATES`] leader changes and summarizes their latency.
@@ -80,6 +99,7 @@ pub fn run(cluster: &TestCluster) -> anyhow::Result<MapLatency> {
     put.sort_by(f64::total_cmp);
     let at = |v: &[f64], p: f64| round_to(nearest_rank(v, p), 3);
     let lat = MapLatency {
+        etcd_tls: cluster.etcd.secure().is_some(),
         n: map.len(),
         p50: at(&map, 0.5),
         p99: at(&map, 0.99),

@@ -255,7 +255,7 @@ pub fn run(
     let kernel_ran = kernel.is_some();
     drop(kernel);
     let map_update = match kernel_ran {
-        true => Some(map_latency::run(&cluster)?),
+        true => Some(map_latency::run_plain_and_tls(&cluster)?),
         false => None,
     };
 

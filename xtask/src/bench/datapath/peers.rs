@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use harp_tests::cgroup::ChildCgroup;
 use harp_tests::postgres::postgres_user;
 use harp_tests::process::children_of;
-use harp_tests::{AgentProc, AgentSpec, ChildGuard, TestCluster, WorkDir, free_port};
+use harp_tests::{AgentProc, ChildGuard, TestCluster, WorkDir, free_port};
 
 use super::client::psql;
 use super::kernel::{Counters, KernelAgent};
@@ -190,12 +190,8 @@ impl<'a> AgentStart<'a> {
 /// Starts harp-agent and waits until it is up (see [`AgentStart::routing`]); `Err` (with its
 /// log) if it is not: a broken agent fails the bench rather than being skipped.
 pub fn start_agent(cluster: &TestCluster, how: &AgentStart) -> anyhow::Result<AgentProc> {
-    let mut spec = AgentSpec::new(
-        how.name,
-        how.location,
-        cluster.name(),
-        cluster.etcd.endpoints(),
-    );
+    // The cluster's own agent spec: with a secure etcd, the agent's user and certificate.
+    let mut spec = cluster.agent_spec(how.name, how.location);
     if let Some(cg) = how.ebpf {
         // Splicing too: the agent-sockmap path measures it (it is off by default).
         spec = spec.ebpf(cg.path());

@@ -181,6 +181,8 @@ pub struct Report {
     agent_rss: Option<AgentRss>,
     /// etcd leader change → BPF map updated, in ms; `null` without the kernel paths.
     map_update_ms: Option<MapLatency>,
+    /// The same with etcd over TLS, client certificates and users, in the same run.
+    map_update_tls_ms: Option<MapLatency>,
     /// agent-kernel and direct run at the same instant, per pgbench workload.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     same_instant: Vec<PairCase>,
@@ -219,9 +221,13 @@ pub fn build(
     setup: &Setup,
     measured: Measured,
     rss: Option<AgentRss>,
-    map_update_ms: Option<MapLatency>,
+    map_update: Option<(MapLatency, MapLatency)>,
     skipped: Vec<Skipped>,
 ) -> Report {
+    let (map_update_ms, map_update_tls_ms) = match map_update {
+        Some((plain, tls)) => (Some(plain), Some(tls)),
+        None => (None, None),
+    };
     let rss_mb = rss.as_ref().map(|r| r.rss_mb_after);
     let kb_per_conn = rss.as_ref().map(|r| {
         round_to(
@@ -256,6 +262,7 @@ pub fn build(
         agent_rss_met: rss_mb.map(|mb| mb <= RSS_TARGET_MB),
         agent_rss: rss,
         map_update_ms,
+        map_update_tls_ms,
         skipped,
         secs: setup.secs,
         rounds: setup.rounds,

@@ -57,7 +57,10 @@ pub(super) fn render(report: &Report) -> String {
         }
         _ => md += "harp-agent RSS: not measured (agent-userspace not run).\n",
     }
-    if let Some(m) = &report.map_update_ms {
+    for m in [&report.map_update_ms, &report.map_update_tls_ms]
+        .into_iter()
+        .flatten()
+    {
         md += &format!("\n{}", m.line());
     }
     for s in &report.skipped {

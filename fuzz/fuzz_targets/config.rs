@@ -1,0 +1,3 @@
+#![no_main]
+//! See `harp_core::fuzzing::config`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harp_core::fuzzing::config(data));
