@@ -118,11 +118,29 @@ mod tests {
         std::fs::write(dir.join("postmaster.pid"), "4194305\n/d\n").unwrap();
         assert!(!ctl.is_running().await.unwrap(), "a stale pid file");
         ctl.stop_within(Duration::from_secs(5)).await.unwrap();
-        // A stand-in postmaster of the directory's owner, reaped as soon as it exits.
-        let mut child = std::process::Command::new("sleep")
-            .arg("60")
+        // A stand-in postmaster of the directory's owner, reaped as soon as it exits. It sets
+        // SIGINT and SIGQUIT back to their default, as Postgres sets its own handlers: a
+        // test run in the background inherits them ignored.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import signal, time\n\
+                 signal.signal(signal.SIGINT, signal.SIG_DFL)\n\
+                 signal.signal(signal.SIGQUIT, signal.SIG_DFL)\n\
+                 print('ready', flush=True)\n\
+                 time.sleep(60)",
+            ])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // Signalled only once its handlers are set.
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready");
         let pid = child.id();
         let reaper = std::thread::spawn(move || child.wait().unwrap());
         std::fs::write(dir.join("postmaster.pid"), format!("{pid}\n/d\n")).unwrap();
