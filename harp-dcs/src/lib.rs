@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 pub use mirror::{KeyChange, MirrorEvent};
 pub use session::{SessionEvent, SessionParams};
-pub use start::connect_at_start;
+pub use start::{connect_at_start, probe_each};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {

@@ -55,28 +55,14 @@ async fn bounded<T>(cfg: &DcsConfig, fut: impl Future<Output = Result<T>>) -> Re
 }
 
 async fn first_contact(cfg: &DcsConfig, keys: &Keys) -> Contact {
-    let mut probes = JoinSet::new();
-    for ep in &cfg.endpoints {
-        let one = DcsConfig {
-            endpoints: vec![ep.clone()],
-            ..cfg.clone()
-        };
-        let (ep, keys) = (ep.clone(), keys.clone());
-        probes.spawn(async move {
-            let res = match probe(&one, keys).await {
-                Ok(()) => Ok(()),
-                Err(e) => Err(e.explain(&ep, &one).await),
-            };
-            (ep, res)
-        });
-    }
+    let mut probes = probe_each(cfg, keys);
     let (mut refused, mut unreachable) = (Vec::new(), Vec::new());
     while let Some(joined) = probes.join_next().await {
         let Ok((endpoint, res)) = joined else {
             continue;
         };
         match res {
-            Ok(()) => return Contact::Answered,
+            Ok(_) => return Contact::Answered,
             Err(DcsError::Refused { cause, .. }) => refused.push((endpoint, cause)),
             Err(e @ DcsError::Setup(_)) => return Contact::Refused(e),
             Err(e) => unreachable.push(format!("{endpoint}: {e}")),
@@ -97,10 +83,32 @@ async fn first_contact(cfg: &DcsConfig, keys: &Keys) -> Contact {
 }
 
 /// Connects to one endpoint and counts the cluster's keys.
-async fn probe(cfg: &DcsConfig, keys: Keys) -> Result<()> {
+/// One probe per endpoint, all at once: each connects to that endpoint alone and reads the
+/// cluster's key count (so a refused user or certificate shows); a failure comes explained
+/// ([`DcsError::explain`]). Joined as they end, each with its endpoint.
+pub fn probe_each(cfg: &DcsConfig, keys: &Keys) -> JoinSet<(String, Result<Dcs>)> {
+    let mut probes = JoinSet::new();
+    for ep in &cfg.endpoints {
+        let one = DcsConfig {
+            endpoints: vec![ep.clone()],
+            ..cfg.clone()
+        };
+        let (ep, keys) = (ep.clone(), keys.clone());
+        probes.spawn(async move {
+            let res = match probe(&one, keys).await {
+                Ok(dcs) => Ok(dcs),
+                Err(e) => Err(e.explain(&ep, &one).await),
+            };
+            (ep, res)
+        });
+    }
+    probes
+}
+
+async fn probe(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
     let dcs = bounded(cfg, connect(cfg, keys)).await?;
     let mut c = dcs.client.clone();
     let count = GetOptions::new().with_prefix().with_count_only();
     dcs.bounded(c.get(dcs.keys.prefix(), Some(count))).await?;
-    Ok(())
+    Ok(dcs)
 }

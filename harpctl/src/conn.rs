@@ -9,7 +9,6 @@ use harp_core::config::DcsConfig;
 use harp_core::keys::Keys;
 use harp_core::lease::KeyLease;
 use harp_dcs::{Dcs, DcsError};
-use tokio::task::JoinSet;
 
 use crate::error::{CtlError, etcd_message, no_answer};
 use crate::snapshot::Snapshot;
@@ -24,21 +23,7 @@ impl Conn {
     /// Probes every endpoint (a count-only get of the cluster's prefix, bounded by the
     /// request timeout) and keeps the first that answers.
     pub async fn open(cfg: &DcsConfig, keys: &Keys) -> Result<Conn, CtlError> {
-        let mut probes = JoinSet::new();
-        for ep in &cfg.endpoints {
-            let one = DcsConfig {
-                endpoints: vec![ep.clone()],
-                ..cfg.clone()
-            };
-            let (ep, keys) = (ep.clone(), keys.clone());
-            probes.spawn(async move {
-                let res = match probe(&one, keys).await {
-                    Ok(dcs) => Ok(dcs),
-                    Err(e) => Err(e.explain(&ep, &one).await),
-                };
-                (ep, res)
-            });
-        }
+        let mut probes = harp_dcs::probe_each(cfg, keys);
         let (mut failures, mut refusals) = (Vec::new(), Vec::new());
         while let Some(joined) = probes.join_next().await {
             let Ok((endpoint, res)) = joined else {
@@ -152,17 +137,6 @@ impl Conn {
     pub async fn revoke(&self, lease: i64) -> Result<(), CtlError> {
         self.dcs.revoke(lease).await.map_err(|e| self.fail(e))
     }
-}
-
-async fn probe(cfg: &DcsConfig, keys: Keys) -> Result<Dcs, DcsError> {
-    let dcs = match tokio::time::timeout(cfg.request_timeout, harp_dcs::connect(cfg, keys)).await {
-        Ok(r) => r?,
-        Err(_) => return Err(DcsError::Timeout(cfg.request_timeout)),
-    };
-    let mut c = dcs.client.clone();
-    let count = GetOptions::new().with_prefix().with_count_only();
-    dcs.bounded(c.get(dcs.keys.prefix(), Some(count))).await?;
-    Ok(dcs)
 }
 
 fn describe(e: &DcsError) -> String {
