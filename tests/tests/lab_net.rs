@@ -6,12 +6,16 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use harp_core::keys::Keys;
+use harp_tests::etcd::etcd_connect_options;
 use harp_tests::lab::hosts::{
-    AGENT_HTTP_PORT, Kind, Lab, LabSpec, MANAGER_HTTP_PORT, PG_NODES, PG_PORT, http_get, tcp_open,
+    AGENT_HTTP_PORT, Kind, Lab, LabSpec, MANAGER_HTTP_PORT, PG_NODES, PG_PORT, etcd_answers,
+    etcd_user, http_get, tcp_open,
 };
 use harp_tests::lab::net::{LabError, Net, lab_namespaces};
 use harp_tests::postgres::pg_bin_dir;
 use harp_tests::require_root;
+use harp_tests::rt::block_on;
 
 const PROBE: Duration = Duration::from_millis(700);
 
@@ -180,6 +184,27 @@ fn lab_routes_each_location_to_its_leader() {
             .collect();
         assert_eq!(leaders.len(), 1, "leaders of {loc}: {leaders:?}");
     }
+
+    // etcd speaks TLS only, and each unit is its own least-privilege user.
+    let eps = lab.etcd_endpoints();
+    let plain = lab
+        .on_ctl(|| block_on(|| etcd_answers(&eps, etcd_connect_options())))
+        .unwrap();
+    assert!(plain.is_err(), "a plaintext client reached etcd");
+    let agent = lab.etcd_options_as(&etcd_user(&lab.cluster(), "agent", "a2"));
+    let key = Keys::new(&lab.cluster()).leader("dca");
+    let put = lab
+        .on_ctl(|| {
+            block_on(|| async {
+                let mut c = etcd_client::Client::connect(&eps, Some(agent)).await?;
+                c.put(key, "n3", None).await
+            })
+        })
+        .unwrap();
+    let err = put
+        .expect_err("an agent's etcd user wrote a leader key")
+        .to_string();
+    assert!(err.contains("permission denied"), "{err}");
 
     // a1 steers in the kernel: the client goes straight to n1; a2 proxies to n1.
     assert_eq!(routed_to(&lab, "a1"), "n1");

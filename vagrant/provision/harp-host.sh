@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up ONE host of a HARP deployment.
 #
-#   harp-host.sh <role> <phase>...      role: etcd | postgres | app
-#                                       phase: configure | install | start
+#   harp-host.sh <role> <phase>...      role: etcd | postgres | app | ctl
+#                                       phase: configure | install | start | users
 #
 # configure  renders the host's config files into $HARP_CONF_DIR from the environment below.
 #            Pure bash, no root, no packages: the network-namespace lab (tests/src/lab/hosts)
@@ -10,6 +10,11 @@
 #            run is what the lab tests.
 # install    (VMs) Debian packages, HARP binaries, systemd units.
 # start      (VMs) installs the rendered configs where the services read them and starts them.
+# users      (etcd role, once, on one member once a quorum runs; needs HARP_PKI_DIR) etcd's
+#            root user (it logs in by its client certificate only), HARP's least-privilege users
+#            (scripts/etcd-harp-roles; passwords in $HARP_PKI_DIR/passwords), then etcd's auth.
+#            The lab runs this phase too.
+# Role ctl is an operator's console: harpctl.yml as the cluster's etcd admin user.
 #
 # Environment (defaults in brackets):
 #   HARP_NAME            etcd member / node / proxy name (required)
@@ -36,6 +41,14 @@
 #   HARP_PROXY_MODE      [auto]                app role: auto | ebpf | userspace
 #   HARP_CGROUP_PATH     []                    app role: cgroup steered in the kernel
 #   HARP_PAUSE_TIMEOUT_MS [10000]              app role
+#   HARP_PKI_DIR         []                    set: etcd over TLS only (client and peer links),
+#                        client certificates required, etcd users on. The directory
+#                        scripts/harp-pki makes: ca.pem, server.pem/.key (etcd members),
+#                        <user>.pem/.key per etcd user (root, harp-<cluster>-manager-<node>,
+#                        harp-<cluster>-agent-<proxy>, harp-<cluster>-admin), passwords/<user>.
+#                        Empty: plaintext etcd with no users (not for production)
+#   HARP_PKI_SRC         [/tmp/harp-pki]       start (VMs): where the host's files were uploaded
+#   HARP_MANAGERS, HARP_AGENTS []              users phase: node and proxy names, space-separated
 #   HARP_SRC             [/harp]               install: the repository (Vagrant synced folder)
 set -euo pipefail
 
@@ -44,7 +57,7 @@ usage() { sed -n '2,4p' "$0" >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 role=$1; shift
-case $role in etcd|postgres|app) ;; *) usage ;; esac
+case $role in etcd|postgres|app|ctl) ;; *) usage ;; esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -68,6 +81,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 : "${HARP_CGROUP_PATH:=}"
 : "${HARP_PAUSE_TIMEOUT_MS:=10000}"
 : "${HARP_SRC:=/harp}"
+: "${HARP_PKI_DIR:=}"
+: "${HARP_PKI_SRC:=/tmp/harp-pki}"
+: "${HARP_MANAGERS:=}"
+: "${HARP_AGENTS:=}"
 if [ -z "${HARP_HTTP_PORT:-}" ]; then
   if [ "$role" = app ]; then HARP_HTTP_PORT=8081; else HARP_HTTP_PORT=8080; fi
 fi
@@ -76,12 +93,15 @@ fi
 . "$here/render.sh"
 # shellcheck source=system.sh
 . "$here/system.sh"
+# shellcheck source=users.sh
+. "$here/users.sh"
 
 for phase in "$@"; do
   case $phase in
     configure) configure "$role" ;;
     install) install "$role" ;;
     start) start "$role" ;;
+    users) users "$role" ;;
     *) usage ;;
   esac
 done

@@ -6,12 +6,24 @@ require() {
   for v in "$@"; do [ -n "${!v:-}" ] || die "$v is required"; done
 }
 
-# "e1=198.18.0.10,e2=..." -> "e1=http://198.18.0.10:2380,..."
+# https when HARP_PKI_DIR is set (etcd's client and peer links alike), else http.
+etcd_scheme() { if [ -n "$HARP_PKI_DIR" ]; then echo https; else echo http; fi; }
+
+# "e1=198.18.0.10,e2=..." -> "e1=https://198.18.0.10:2380,..."
 etcd_initial_cluster() {
-  local out="" m
+  local out="" m s
+  s=$(etcd_scheme)
   IFS=, read -ra members <<<"$HARP_ETCD_MEMBERS"
-  for m in "${members[@]}"; do out+="${out:+,}${m%%=*}=http://${m#*=}:2380"; done
+  for m in "${members[@]}"; do out+="${out:+,}${m%%=*}=$s://${m#*=}:2380"; done
   echo "$out"
+}
+
+# The etcd user of a unit, as scripts/etcd-harp-roles names it: $1 manager | agent | admin.
+etcd_user() {
+  case $1 in
+    admin) echo "harp-$HARP_CLUSTER-admin" ;;
+    *) echo "harp-$HARP_CLUSTER-$1-$HARP_NAME" ;;
+  esac
 }
 
 # "e1=198.18.0.10,e2=..." -> "\"198.18.0.10:2379\", ..."
@@ -23,19 +35,34 @@ etcd_endpoints_yaml() {
 }
 
 # etcd reads ETCD_* variables (the Debian unit from /etc/default/etcd).
+# With HARP_PKI_DIR: TLS only, a client certificate required on client and peer links.
 render_etcd() {
+  local s
+  s=$(etcd_scheme)
   cat >"$HARP_CONF_DIR/etcd.env" <<CONF
 ETCD_NAME=$HARP_NAME
 ETCD_DATA_DIR=$HARP_DATA_DIR/etcd
-ETCD_LISTEN_CLIENT_URLS=http://$HARP_IP:2379,http://127.0.0.1:2379
-ETCD_ADVERTISE_CLIENT_URLS=http://$HARP_IP:2379
-ETCD_LISTEN_PEER_URLS=http://$HARP_IP:2380
-ETCD_INITIAL_ADVERTISE_PEER_URLS=http://$HARP_IP:2380
+ETCD_LISTEN_CLIENT_URLS=$s://$HARP_IP:2379,$s://127.0.0.1:2379
+ETCD_ADVERTISE_CLIENT_URLS=$s://$HARP_IP:2379
+ETCD_LISTEN_PEER_URLS=$s://$HARP_IP:2380
+ETCD_INITIAL_ADVERTISE_PEER_URLS=$s://$HARP_IP:2380
 ETCD_INITIAL_CLUSTER=$(etcd_initial_cluster)
 ETCD_INITIAL_CLUSTER_STATE=new
 ETCD_INITIAL_CLUSTER_TOKEN=$HARP_ETCD_TOKEN
 ETCD_HEARTBEAT_INTERVAL=$HARP_ETCD_HEARTBEAT_MS
 ETCD_ELECTION_TIMEOUT=$HARP_ETCD_ELECTION_MS
+CONF
+  [ -n "$HARP_PKI_DIR" ] || return 0
+  local p=$HARP_PKI_DIR
+  cat >>"$HARP_CONF_DIR/etcd.env" <<CONF
+ETCD_CERT_FILE=$p/server.pem
+ETCD_KEY_FILE=$p/server.key
+ETCD_TRUSTED_CA_FILE=$p/ca.pem
+ETCD_CLIENT_CERT_AUTH=true
+ETCD_PEER_CERT_FILE=$p/server.pem
+ETCD_PEER_KEY_FILE=$p/server.key
+ETCD_PEER_TRUSTED_CA_FILE=$p/ca.pem
+ETCD_PEER_CLIENT_CERT_AUTH=true
 CONF
 }
 
@@ -82,14 +109,28 @@ cluster_yaml() {
   echo "  synchronous_mode: $HARP_SYNCHRONOUS_MODE"
 }
 
-# A HARP unit's config.yml: the cluster and etcd it belongs to, its own section ($1), its HTTP API.
+# The dcs section; with HARP_PKI_DIR, TLS as etcd user $1 (its certificate and password file).
+dcs_yaml() {
+  echo "dcs:"
+  echo "  driver: etcd"
+  echo "  endpoints: [$(etcd_endpoints_yaml)]"
+  echo "  request_timeout: 1000ms"
+  [ -n "$HARP_PKI_DIR" ] || return 0
+  local p=$HARP_PKI_DIR
+  echo "  ssl: on"
+  echo "  ssl_ca_file: $p/ca.pem"
+  echo "  ssl_cert_file: $p/$1.pem"
+  echo "  ssl_key_file: $p/$1.key"
+  echo "  user: $1"
+  echo "  password_file: $p/passwords/$1"
+}
+
+# A HARP unit's config.yml: the cluster and etcd it belongs to (as etcd user $2), its own
+# section ($1), its HTTP API.
 render_unit() {
   cat >"$HARP_CONF_DIR/config.yml" <<CONF
 $(cluster_yaml)
-dcs:
-  driver: etcd
-  endpoints: [$(etcd_endpoints_yaml)]
-  request_timeout: 1000ms
+$(dcs_yaml "$2")
 location: $HARP_LOCATION
 $1
 http:
@@ -107,7 +148,7 @@ render_manager() {
   leader_lease_duration: $HARP_LEASE_SECS
   lease_refresh_interval: $HARP_REFRESH_MS
   db_data_dir: $HARP_PG_DATA
-  db_bin_dir: $HARP_PG_BIN"
+  db_bin_dir: $HARP_PG_BIN" "$(etcd_user manager)"
 }
 
 render_agent() {
@@ -122,7 +163,16 @@ render_agent() {
   leader_lease_duration: $HARP_LEASE_SECS
   lease_refresh_interval: $HARP_REFRESH_MS
   mode: $HARP_PROXY_MODE
-$cgroup"
+$cgroup" "$(etcd_user agent)"
+}
+
+# harpctl's config for an operator's console: the cluster's admin user.
+render_harpctl() {
+  cat >"$HARP_CONF_DIR/harpctl.yml" <<CONF
+$(cluster_yaml)
+$(dcs_yaml "$(etcd_user admin)")
+location: $HARP_LOCATION
+CONF
 }
 
 configure() {
@@ -140,6 +190,7 @@ configure() {
     etcd) render_etcd ;;
     postgres) render_postgres; render_manager ;;
     app) render_agent ;;
+    ctl) render_harpctl ;;
   esac
   echo "harp-host: $1 $HARP_NAME configured in $HARP_CONF_DIR"
 }

@@ -57,6 +57,10 @@ install() {
       unit harp-manager "HARP manager (leader lease beside Postgres)" \
         "/usr/local/bin/harp-manager -f $HARP_CONF_DIR/config.yml" postgresql.service
       ;;
+    ctl)
+      apt_install postgresql-client-15 etcd-client
+      install_harp_binaries
+      ;;
     app)
       apt_install postgresql-client-15 etcd-client nftables curl
       install_harp_binaries
@@ -67,8 +71,30 @@ install() {
   systemctl daemon-reload
 }
 
+# The files uploaded to $HARP_PKI_SRC (only this host's: the CA, its certificate, its password)
+# into $HARP_PKI_DIR, keys readable by the service's user ($1) alone.
+install_pki() {
+  [ -n "$HARP_PKI_DIR" ] || return 0
+  # A second role on the same VM: its files came with the first.
+  [ -d "$HARP_PKI_SRC" ] || [ ! -s "$HARP_PKI_DIR/ca.pem" ] || return 0
+  [ -d "$HARP_PKI_SRC" ] || die "HARP_PKI_DIR is set but $HARP_PKI_SRC (the uploaded PKI) is missing"
+  install -d -m 0755 "$HARP_PKI_DIR"
+  install -d -m 0700 -o "$1" "$HARP_PKI_DIR/passwords"
+  local f
+  for f in "$HARP_PKI_SRC"/*.pem; do install -m 0644 "$f" "$HARP_PKI_DIR/"; done
+  for f in "$HARP_PKI_SRC"/*.key; do install -m 0600 -o "$1" "$f" "$HARP_PKI_DIR/"; done
+  for f in "$HARP_PKI_SRC"/passwords/*; do
+    [ -f "$f" ] && install -m 0600 -o "$1" "$f" "$HARP_PKI_DIR/passwords/"
+  done
+  rm -rf "$HARP_PKI_SRC"
+}
+
 start() {
   [ "$(id -u)" -eq 0 ] || die "start needs root"
+  case $1 in
+    etcd) install_pki etcd ;;
+    *) install_pki root ;;
+  esac
   case $1 in
     etcd)
       mkdir -p "$HARP_DATA_DIR/etcd"
@@ -90,5 +116,6 @@ start() {
       mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
       systemctl enable --now harp-agent
       ;;
+    ctl) ;;
   esac
 }

@@ -27,35 +27,40 @@ pub enum LabCmd {
         name: String,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Leader lease (seconds) of the lab's managers.
-        #[arg(long, default_value_t = 6)]
-        lease: u64,
-        /// `cluster.replication` of the lab's nodes: multi_writer or streaming.
-        #[arg(long, value_parser = parse_replication, default_value = "multi_writer")]
-        replication: Replication,
-        /// `cluster.synchronous_mode` of a streaming lab: off, on or strict.
-        #[arg(long, value_parser = parse_synchronous, default_value = "on")]
-        synchronous: SynchronousMode,
+        #[command(flatten)]
+        opts: LabOpts,
     },
     /// Every scenario for seeds 1..=SEEDS; writes bench/results/lab.json (streaming:
     /// lab-streaming.json).
     All {
         #[arg(long, default_value_t = 5)]
         seeds: u64,
-        #[arg(long, default_value_t = 6)]
-        lease: u64,
         /// Only these scenarios, comma-separated.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
-        /// `cluster.replication` of the lab's nodes: multi_writer or streaming.
-        #[arg(long, value_parser = parse_replication, default_value = "multi_writer")]
-        replication: Replication,
-        /// `cluster.synchronous_mode` of a streaming lab: off, on or strict.
-        #[arg(long, value_parser = parse_synchronous, default_value = "on")]
-        synchronous: SynchronousMode,
+        #[command(flatten)]
+        opts: LabOpts,
     },
     /// Removes what a crashed lab run left behind (namespaces).
     Clean,
+}
+
+/// How the lab's cluster runs.
+#[derive(clap::Args, Clone, Copy)]
+pub struct LabOpts {
+    /// Leader lease (seconds) of the lab's managers.
+    #[arg(long, default_value_t = 6)]
+    lease: u64,
+    /// `cluster.replication` of the lab's nodes: multi_writer or streaming.
+    #[arg(long, value_parser = parse_replication, default_value = "multi_writer")]
+    replication: Replication,
+    /// `cluster.synchronous_mode` of a streaming lab: off, on or strict.
+    #[arg(long, value_parser = parse_synchronous, default_value = "on")]
+    synchronous: SynchronousMode,
+    /// Plaintext etcd with no users (the default is TLS with client certificates and etcd
+    /// users, as harp-host.sh renders with HARP_PKI_DIR).
+    #[arg(long)]
+    etcd_plaintext: bool,
 }
 
 fn parse_synchronous(s: &str) -> Result<SynchronousMode, String> {
@@ -102,6 +107,8 @@ struct LabReport {
     target_converge_ms: f64,
     met: bool,
     lease_ms: u64,
+    /// etcd over TLS with client certificates and a least-privilege user per unit.
+    etcd_tls: bool,
     /// `multi_writer` or `streaming`.
     replication: &'static str,
     /// `cluster.synchronous_mode` of the nodes: `off`, `on` or `strict` (`off` when
@@ -128,15 +135,10 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             println!("lab {LAB}: nothing left behind");
             Ok(())
         }
-        LabCmd::Run {
-            name,
-            seed,
-            lease,
-            replication,
-            synchronous,
-        } => {
+        LabCmd::Run { name, seed, opts } => {
+            let replication = opts.replication;
             let sc = scenario::find(&name)?;
-            let (mut lab, out) = start(lease, replication, synchronous)?;
+            let (mut lab, out) = start(opts)?;
             let r = scenario::run::run(&mut lab, sc, seed, &out)
                 .with_context(|| format!("scenario {name} seed {seed}"))?;
             let row = summarize(&r, None, replication);
@@ -148,13 +150,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        LabCmd::All {
-            seeds,
-            lease,
-            only,
-            replication,
-            synchronous,
-        } => all(seeds, lease, &only, replication, synchronous),
+        LabCmd::All { seeds, only, opts } => all(seeds, &only, opts),
     }
 }
 
@@ -190,11 +186,13 @@ fn clean_kernel_leftovers() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start(
-    lease: u64,
-    replication: Replication,
-    synchronous: SynchronousMode,
-) -> anyhow::Result<(Lab, PathBuf)> {
+fn start(opts: LabOpts) -> anyhow::Result<(Lab, PathBuf)> {
+    let LabOpts {
+        lease,
+        replication,
+        synchronous,
+        etcd_plaintext,
+    } = opts;
     // A release build, what users run (as the benchmarks measure).
     crate::test::cargo(&["build", "--release", "--workspace", "--bins"])?;
     harp_tests::bins::set_bin_dir(workspace_root().join("target/release"));
@@ -203,12 +201,18 @@ fn start(
     spec.refresh_ms = (lease * 1000 / 3).max(500);
     spec.replication = replication;
     spec.synchronous_mode = synchronous;
+    spec.etcd_tls = !etcd_plaintext;
     let sync = match replication {
         Replication::Streaming => format!(", synchronous_mode {}", synchronous.as_str()),
         Replication::MultiWriter => String::new(),
     };
+    let etcd = if etcd_plaintext {
+        "plaintext"
+    } else {
+        "TLS + users"
+    };
     println!(
-        "lab: starting 3 etcd, 3 Postgres + managers ({}{sync}), 2 agents in network \
+        "lab: starting 3 etcd ({etcd}), 3 Postgres + managers ({}{sync}), 2 agents in network \
          namespaces…",
         replication.as_str()
     );
@@ -217,13 +221,8 @@ fn start(
     Ok((lab, out))
 }
 
-fn all(
-    seeds: u64,
-    lease: u64,
-    only: &[String],
-    replication: Replication,
-    synchronous: SynchronousMode,
-) -> anyhow::Result<()> {
+fn all(seeds: u64, only: &[String], opts: LabOpts) -> anyhow::Result<()> {
+    let (lease, replication) = (opts.lease, opts.replication);
     let chosen: Vec<_> = ALL
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
@@ -232,7 +231,7 @@ fn all(
         bail!("--only matches no scenario; see `cargo xtask lab list`");
     }
     let began = std::time::Instant::now();
-    let (mut lab, out) = start(lease, replication, synchronous)?;
+    let (mut lab, out) = start(opts)?;
     let sync_mode = lab.spec().effective_synchronous_mode().as_str();
     let mut rows = Vec::new();
     for seed in 1..=seeds {
@@ -247,7 +246,7 @@ fn all(
                     // A lab that could not be restored is rebuilt for the next run.
                     let err = format!("{e}");
                     drop(lab);
-                    lab = start(lease, replication, synchronous)?.0;
+                    lab = start(opts)?.0;
                     failed_row(sc.name, seed, err)
                 }
             };
@@ -270,6 +269,7 @@ fn all(
         met: rows.iter().all(|r| r.ok && r.error.is_none())
             && max_converge_ms.is_some_and(|m| m <= target),
         lease_ms: lease * 1000,
+        etcd_tls: !opts.etcd_plaintext,
         replication: replication.as_str(),
         synchronous_mode: sync_mode,
         scenarios: rows,

@@ -27,6 +27,7 @@ use std::time::Duration;
 pub use probe::{etcd_answers, http_get, pg_query_one, tcp_open, wait_until};
 pub use proc::{HostProc, Kind, Recipe};
 pub use provision::{configure, read_env_file, script_path};
+pub use roles::etcd_user;
 
 use harp_core::config::{Replication, SynchronousMode};
 
@@ -80,6 +81,10 @@ pub struct LabSpec {
     /// `cluster.synchronous_mode` of a streaming lab (ignored, and reported `off`, in a
     /// multi-writer one).
     pub synchronous_mode: SynchronousMode,
+    /// etcd over TLS only (client and peer links), client certificates required, and etcd
+    /// users on: each manager and agent its own least-privilege user, harpctl the admin, the
+    /// lab's own observers root by certificate. Off: plaintext etcd with no users.
+    pub etcd_tls: bool,
 }
 
 impl LabSpec {
@@ -94,6 +99,7 @@ impl LabSpec {
             ready_timeout: Duration::from_secs(30),
             replication: Replication::MultiWriter,
             synchronous_mode: SynchronousMode::On,
+            etcd_tls: true,
         }
     }
 
@@ -140,6 +146,8 @@ pub struct Lab {
     cgroup: ChildCgroup,
     net: Net,
     spec: LabSpec,
+    /// harpctl's config on the `ctl` host (`harp-host.sh ctl configure`).
+    harpctl_config: std::path::PathBuf,
     dir: WorkDir,
 }
 
@@ -165,14 +173,22 @@ impl Lab {
             cgroup,
             net,
             spec,
+            harpctl_config: Default::default(),
             dir,
         };
+        if lab.spec.etcd_tls {
+            roles::make_lab_pki(&lab.net, &lab.spec, lab.dir.path())?;
+        }
+        lab.harpctl_config = roles::configure_ctl(&lab.net, &lab.spec, lab.dir.path(), CTL)?;
         for h in ETCD_HOSTS {
             let p = roles::start_etcd(&lab.net, &lab.spec, lab.dir.path(), h)?;
             lab.etcd.push(p);
         }
         for h in ETCD_HOSTS {
             lab.wait_ready(Kind::Etcd, h)?;
+        }
+        if lab.spec.etcd_tls {
+            roles::make_etcd_users(&lab.net, &lab.spec, lab.dir.path())?;
         }
         let mut manager_recipes = Vec::new();
         for node in PG_NODES {
@@ -281,6 +297,44 @@ impl Lab {
             .filter_map(|h| self.net.host(h).ok())
             .map(|h| format!("{}:{ETCD_PORT}", h.ip))
             .collect()
+    }
+
+    /// The lab's own etcd client options (observers, probes): short timeouts, and with
+    /// [`LabSpec::etcd_tls`] the lab's CA and root's client certificate (etcd takes its common
+    /// name as the user).
+    pub fn etcd_options(&self) -> etcd_client::ConnectOptions {
+        self.etcd_options_as("root")
+    }
+
+    /// [`Lab::etcd_options`] as etcd user `user` (see [`etcd_user`]): its client certificate,
+    /// and for any user but root its password.
+    pub fn etcd_options_as(&self, user: &str) -> etcd_client::ConnectOptions {
+        let opts = crate::etcd::etcd_connect_options();
+        if !self.spec.etcd_tls {
+            return opts;
+        }
+        let pki = roles::pki_dir(self.dir.path());
+        let read = |f: &str| std::fs::read(pki.join(f)).unwrap_or_default();
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem")))
+            .identity(etcd_client::Identity::from_pem(
+                read(&format!("{user}.pem")),
+                read(&format!("{user}.key")),
+            ));
+        let opts = opts.with_tls(tls);
+        match user {
+            "root" => opts,
+            _ => {
+                let password =
+                    String::from_utf8(read(&format!("passwords/{user}"))).unwrap_or_default();
+                opts.with_user(user, password.trim())
+            }
+        }
+    }
+
+    /// `harpctl.yml` of the `ctl` host: the cluster, etcd and (with TLS) the admin user.
+    pub fn harpctl_config(&self) -> &Path {
+        &self.harpctl_config
     }
 
     /// libpq DSN of the agent on app host `app` (what clients use).

@@ -17,9 +17,9 @@ impl Lab {
     pub fn leader(&self, location: &str) -> Result<Option<(LeaderRecord, i64)>, LabError> {
         let eps = self.etcd_endpoints();
         let cluster = self.cluster();
+        let opts = self.etcd_options();
         self.on_ctl(|| {
             block_on(|| async move {
-                let opts = crate::etcd::etcd_connect_options();
                 let client = etcd_client::Client::connect(&eps, Some(opts))
                     .await
                     .map_err(|e| e.to_string())?;
@@ -67,12 +67,13 @@ impl Lab {
     pub fn wait_ready(&mut self, kind: Kind, host: &str) -> Result<(), LabError> {
         let addr = SocketAddr::from((self.net.host(host)?.ip, roles::service_port(kind)));
         let dsn = self.node_dsn(host)?;
+        let opts = self.etcd_options();
         let what = format!("{kind} on {host} answering at {addr}");
         let result = wait_until(&what, self.spec.ready_timeout, || {
             let probe = || match kind {
                 Kind::Etcd => {
                     let ep = [addr.to_string()];
-                    block_on(|| etcd_answers(&ep))
+                    block_on(|| etcd_answers(&ep, opts.clone()))
                 }
                 Kind::Postgres => block_on(|| pg_query_one(&dsn, "SELECT 1")).map(drop),
                 Kind::Manager => tcp_open(addr, Duration::from_secs(1))

@@ -3,10 +3,8 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use etcd_client::Client;
-
-use crate::etcd::etcd_connect_options;
 use crate::lab::net::LabError;
+use etcd_client::{Client, ConnectOptions};
 
 /// Whether `addr` accepts a TCP connection within `timeout`.
 pub fn tcp_open(addr: SocketAddr, timeout: Duration) -> bool {
@@ -34,9 +32,9 @@ pub async fn pg_query_one(dsn: &str, sql: &str) -> Result<String, String> {
 }
 
 /// A put and a linearizable get through `endpoints`, bounded by 2 s.
-pub async fn etcd_answers(endpoints: &[String]) -> Result<(), String> {
+pub async fn etcd_answers(endpoints: &[String], opts: ConnectOptions) -> Result<(), String> {
     let fut = async {
-        let mut c = Client::connect(endpoints, Some(etcd_connect_options()))
+        let mut c = Client::connect(endpoints, Some(opts))
             .await
             .map_err(|e| e.to_string())?;
         c.put("/harp-lab/health", "ok", None)

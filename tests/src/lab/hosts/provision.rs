@@ -13,9 +13,19 @@ pub fn script_path() -> PathBuf {
 
 /// `harp-host.sh <role> configure` with `vars` (`HARP_*`) as its only `HARP_*` environment.
 pub fn configure(role: &str, vars: &[(&str, String)]) -> Result<(), LabError> {
+    phase(Command::new("bash"), role, "configure", vars)
+}
+
+/// `harp-host.sh <role> <phase>` run by `bash` (`cmd`, e.g. inside a host's namespace) with
+/// `vars` as its only `HARP_*` environment.
+pub(super) fn phase(
+    mut cmd: Command,
+    role: &str,
+    phase: &str,
+    vars: &[(&str, String)],
+) -> Result<(), LabError> {
     let script = script_path();
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script).args([role, "configure"]);
+    cmd.arg(&script).args([role, phase]);
     // Inherited HARP_* variables (e.g. the harness's HARP_PG_BIN) must not leak into configs.
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("HARP_") {
@@ -23,6 +33,24 @@ pub fn configure(role: &str, vars: &[(&str, String)]) -> Result<(), LabError> {
         }
     }
     cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+    run(cmd, None).map(drop).map_err(|e| LabError::Provision {
+        script,
+        detail: e.to_string(),
+    })
+}
+
+/// `scripts/harp-pki <dir> --server-ip <ip>... --client <user>...`: the PKI an operator makes
+/// for `HARP_PKI_DIR` (openssl).
+pub fn make_pki(dir: &Path, server_ips: &[String], users: &[String]) -> Result<(), LabError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/harp-pki");
+    let mut cmd = Command::new(&script);
+    cmd.arg(dir);
+    for ip in server_ips {
+        cmd.args(["--server-ip", ip]);
+    }
+    for u in users {
+        cmd.args(["--client", u]);
+    }
     run(cmd, None).map(drop).map_err(|e| LabError::Provision {
         script,
         detail: e.to_string(),
@@ -154,6 +182,73 @@ mod tests {
             hba.contains("host replication all 198.18.0.0/24 trust\n"),
             "{hba}"
         );
+    }
+
+    #[test]
+    fn with_a_pki_etcd_and_every_unit_speak_tls_as_their_own_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let users = [
+            "harp-prod-manager-n1",
+            "harp-prod-agent-a1",
+            "harp-prod-admin",
+        ];
+        let owned: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        make_pki(&pki, &["198.18.0.10".into()], &owned).unwrap();
+        std::fs::create_dir_all(pki.join("passwords")).unwrap();
+        for u in users {
+            std::fs::write(pki.join("passwords").join(u), "secret\n").unwrap();
+        }
+        let conf = |d: &str| dir.path().join(d).to_string_lossy().into_owned();
+        let vars = |name: &str, ip: &str, d: &str| {
+            vec![
+                ("HARP_NAME", name.to_string()),
+                ("HARP_IP", ip.into()),
+                ("HARP_ETCD_MEMBERS", "e1=198.18.0.10,e2=198.18.0.11".into()),
+                ("HARP_CONF_DIR", conf(d)),
+                ("HARP_CLUSTER", "prod".into()),
+                ("HARP_PKI_DIR", pki.to_string_lossy().into_owned()),
+            ]
+        };
+        configure("etcd", &vars("e2", "198.18.0.11", "e")).unwrap();
+        let env: std::collections::HashMap<_, _> = read_env_file(&dir.path().join("e/etcd.env"))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("");
+        assert_eq!(
+            get("ETCD_ADVERTISE_CLIENT_URLS"),
+            "https://198.18.0.11:2379"
+        );
+        assert_eq!(
+            get("ETCD_INITIAL_CLUSTER"),
+            "e1=https://198.18.0.10:2380,e2=https://198.18.0.11:2380"
+        );
+        assert_eq!(get("ETCD_CLIENT_CERT_AUTH"), "true");
+        assert_eq!(get("ETCD_PEER_CLIENT_CERT_AUTH"), "true");
+        let in_pki = |f: &str| pki.join(f).to_string_lossy().into_owned();
+        assert_eq!(get("ETCD_CERT_FILE"), in_pki("server.pem"));
+        assert_eq!(get("ETCD_PEER_TRUSTED_CA_FILE"), in_pki("ca.pem"));
+
+        let units = [
+            ("postgres", "n1", "config.yml", users[0]),
+            ("app", "a1", "config.yml", users[1]),
+            ("ctl", "a1", "harpctl.yml", users[2]),
+        ];
+        for (role, name, file, user) in units {
+            let d = format!("{role}-{name}");
+            configure(role, &vars(name, "198.18.0.13", &d)).unwrap();
+            let yaml = std::fs::read_to_string(dir.path().join(&d).join(file)).unwrap();
+            let cfg = harp_core::config::parse_str(&yaml, file).unwrap();
+            let tls = cfg.dcs.tls.as_ref().expect("dcs.ssl");
+            assert_eq!(tls.ca_file, Some(pki.join("ca.pem")), "{role}: {yaml}");
+            let client = tls.client.as_ref().expect("a client certificate");
+            assert_eq!(client.cert_file, pki.join(format!("{user}.pem")), "{yaml}");
+            assert_eq!(client.key_file, pki.join(format!("{user}.key")), "{yaml}");
+            let auth = cfg.dcs.auth.as_ref().expect("dcs.user");
+            assert_eq!(auth.user, user, "{role}: {yaml}");
+            assert_eq!(auth.password.expose(), "secret", "{role}: {yaml}");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::proc::{HostProc, Kind, Recipe};
-use super::provision::{configure, read_env_file};
-use super::{AgentMode, ETCD_HOSTS, LabSpec};
+use super::provision::{configure, make_pki, phase, read_env_file};
+use super::{APP_HOSTS, AgentMode, ETCD_HOSTS, LabSpec, PG_NODES};
 use harp_core::config::Replication;
 
 use crate::bins::workspace_bin;
@@ -20,6 +20,7 @@ use crate::postgres::{pg_bin_dir, postgres_user, template_data_dir};
 pub(super) struct HostDir {
     pub root: PathBuf,
     pub conf: PathBuf,
+    workdir: PathBuf,
 }
 
 impl HostDir {
@@ -28,7 +29,11 @@ impl HostDir {
         let conf = root.join("conf");
         std::fs::create_dir_all(&conf)
             .map_err(|e| LabError::io(format!("create {}", conf.display()), e))?;
-        Ok(HostDir { root, conf })
+        Ok(HostDir {
+            root,
+            conf,
+            workdir: workdir.to_path_buf(),
+        })
     }
 
     fn log(&self, kind: Kind) -> PathBuf {
@@ -45,6 +50,59 @@ pub(super) fn etcd_members(net: &Net) -> Result<String, LabError> {
     Ok(members.join(","))
 }
 
+/// `<workdir>/pki`: the lab's `HARP_PKI_DIR` (shared by every host, as one file system).
+pub(super) fn pki_dir(workdir: &Path) -> PathBuf {
+    workdir.join("pki")
+}
+
+/// The etcd user of a unit, as `scripts/etcd-harp-roles` names it (`kind`: manager, agent,
+/// admin).
+pub fn etcd_user(cluster: &str, kind: &str, name: &str) -> String {
+    match kind {
+        "admin" => format!("harp-{cluster}-admin"),
+        _ => format!("harp-{cluster}-{kind}-{name}"),
+    }
+}
+
+/// `scripts/harp-pki` into [`pki_dir`]: etcd's certificate for the members' addresses, and a
+/// client certificate for root and for every unit's etcd user.
+pub(super) fn make_lab_pki(net: &Net, spec: &LabSpec, workdir: &Path) -> Result<(), LabError> {
+    let ips = ETCD_HOSTS
+        .iter()
+        .map(|h| net.host(h).map(|h| h.ip.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cluster = spec.cluster();
+    let mut users = vec!["root".to_string(), etcd_user(&cluster, "admin", "")];
+    users.extend(PG_NODES.iter().map(|n| etcd_user(&cluster, "manager", n.0)));
+    users.extend(APP_HOSTS.iter().map(|a| etcd_user(&cluster, "agent", a.0)));
+    make_pki(&pki_dir(workdir), &ips, &users)
+}
+
+/// `harp-host.sh etcd users` on the first member's host: root, HARP's users and roles, auth on.
+pub(super) fn make_etcd_users(net: &Net, spec: &LabSpec, workdir: &Path) -> Result<(), LabError> {
+    let host = ETCD_HOSTS[0];
+    let d = HostDir::new(workdir, host)?;
+    let mut vars = common_vars(net, spec, net.host(host)?, &d)?;
+    let names = |it: &mut dyn Iterator<Item = &str>| it.collect::<Vec<_>>().join(" ");
+    vars.push(("HARP_MANAGERS", names(&mut PG_NODES.iter().map(|n| n.0))));
+    vars.push(("HARP_AGENTS", names(&mut APP_HOSTS.iter().map(|a| a.0))));
+    phase(net.command(host, "bash")?, "etcd", "users", &vars)
+}
+
+/// `harp-host.sh ctl configure` for `host`: `<workdir>/<host>/conf/harpctl.yml`, as the
+/// cluster's etcd admin.
+pub(super) fn configure_ctl(
+    net: &Net,
+    spec: &LabSpec,
+    workdir: &Path,
+    host: &str,
+) -> Result<PathBuf, LabError> {
+    let d = HostDir::new(workdir, host)?;
+    let vars = common_vars(net, spec, net.host(host)?, &d)?;
+    configure("ctl", &vars)?;
+    Ok(d.conf.join("harpctl.yml"))
+}
+
 /// The variables every role gets.
 fn common_vars(net: &Net, spec: &LabSpec, host: &Host, d: &HostDir) -> Result<Vars, LabError> {
     let mut vars = vec![
@@ -57,6 +115,9 @@ fn common_vars(net: &Net, spec: &LabSpec, host: &Host, d: &HostDir) -> Result<Va
         ("HARP_LEASE_SECS", spec.lease_secs.to_string()),
         ("HARP_REFRESH_MS", spec.refresh_ms.to_string()),
     ];
+    if spec.etcd_tls {
+        vars.push(("HARP_PKI_DIR", pki_dir(&d.workdir).display().to_string()));
+    }
     if spec.replication == Replication::Streaming {
         vars.push(("HARP_REPLICATION", spec.replication.as_str().into()));
         vars.push((

@@ -268,10 +268,11 @@ fn agent_restart(c: &mut Ctx) -> Result<(), LabError> {
 /// The etcd member that is raft leader now, asked from the ctl host.
 fn etcd_leader(c: &Ctx) -> Result<&'static str, LabError> {
     let endpoints = c.lab.etcd_endpoints();
+    let opts = c.lab.etcd_options();
     let found = c.lab.on_ctl(|| {
         block_on(|| async {
             for (i, ep) in endpoints.iter().enumerate() {
-                let opts = crate::etcd::etcd_connect_options();
+                let opts = opts.clone();
                 let Ok(mut client) = etcd_client::Client::connect([ep], Some(opts)).await else {
                     continue;
                 };

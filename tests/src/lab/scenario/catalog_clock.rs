@@ -185,12 +185,13 @@ fn preloaded(pid: u32) -> bool {
 fn stepped_status(c: &Ctx, node: &str, hours: i32) -> Result<bool, LabError> {
     let key = harp_core::keys::Keys::new(&c.lab.cluster()).node_status(node);
     let eps = c.lab.etcd_endpoints();
+    let opts = c.lab.etcd_options();
     let want = f64::from(hours * HOUR) * 1000.0;
     let end = Instant::now() + c.lease();
     while Instant::now() < end {
         let updated = c.lab.on_ctl(|| {
             block_on(|| async {
-                let opts = crate::etcd::etcd_connect_options();
+                let opts = opts.clone();
                 let mut client = etcd_client::Client::connect(&eps, Some(opts)).await.ok()?;
                 let r = client.get(key.as_str(), None).await.ok()?;
                 let v: serde_json::Value = serde_json::from_slice(r.kvs().first()?.value()).ok()?;

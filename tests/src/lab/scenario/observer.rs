@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, WatchOptions};
+use etcd_client::{ConnectOptions, EventType, GetOptions, WatchOptions};
 use harp_core::keys::{KeyKind, Keys};
 use harp_core::records::LeaderRecord;
 use nix::sched::{CloneFlags, setns};
@@ -24,7 +24,12 @@ pub struct Observer {
 
 impl Observer {
     /// Starts watching from inside the namespace at `ns_path`.
-    pub fn start(ns_path: PathBuf, endpoints: Vec<String>, cluster: String) -> Observer {
+    pub fn start(
+        ns_path: PathBuf,
+        endpoints: Vec<String>,
+        opts: ConnectOptions,
+        cluster: String,
+    ) -> Observer {
         let (tx, rx) = oneshot::channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let out = seen.clone();
@@ -39,7 +44,7 @@ impl Observer {
             rt.block_on(async move {
                 tokio::select! {
                     _ = rx => {}
-                    _ = observe(&endpoints, &keys, &out) => {}
+                    _ = observe(&endpoints, opts, &keys, &out) => {}
                 }
             });
         });
@@ -72,7 +77,12 @@ impl Drop for Observer {
     }
 }
 
-async fn observe(endpoints: &[String], keys: &Keys, out: &Mutex<Vec<LeaderChange>>) {
+async fn observe(
+    endpoints: &[String],
+    opts: ConnectOptions,
+    keys: &Keys,
+    out: &Mutex<Vec<LeaderChange>>,
+) {
     let record = |location: &str, node: Option<String>, token: Option<i64>| {
         let mut v = out.lock().expect("observer lock");
         let last = v.iter().rev().find(|c| c.location == location);
@@ -87,8 +97,8 @@ async fn observe(endpoints: &[String], keys: &Keys, out: &Mutex<Vec<LeaderChange
         });
     };
     loop {
-        let opts = crate::etcd::etcd_connect_options();
-        let Ok(mut client) = etcd_client::Client::connect(endpoints, Some(opts)).await else {
+        let Ok(mut client) = etcd_client::Client::connect(endpoints, Some(opts.clone())).await
+        else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };

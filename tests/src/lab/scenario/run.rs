@@ -45,7 +45,7 @@ pub fn run(lab: &mut Lab, sc: &Scenario, seed: u64, out: &Path) -> Result<RunRes
     restore(lab)?;
     reset_register(lab)?;
     let ctl = lab.net().host(CTL)?.ns_path();
-    let observer = Observer::start(ctl, lab.etcd_endpoints(), lab.cluster());
+    let observer = Observer::start(ctl, lab.etcd_endpoints(), lab.etcd_options(), lab.cluster());
     let started_ms = unix_ms();
     let mut writers = start_writers(lab, &dir)?;
     std::thread::sleep(WARMUP);
@@ -162,11 +162,12 @@ fn wait_sessions(lab: &Lab, timeout: Duration) -> Result<(), LabError> {
     let mut want: Vec<String> = PG_NODES.iter().map(|n| keys.node_status(n.0)).collect();
     want.extend(APP_HOSTS.iter().map(|a| keys.proxy_status(a.0)));
     let eps = lab.etcd_endpoints();
+    let opts = lab.etcd_options();
     let end = Instant::now() + timeout;
     loop {
         let missing: Vec<String> = lab.on_ctl(|| {
             block_on(|| async {
-                let opts = crate::etcd::etcd_connect_options();
+                let opts = opts.clone();
                 let Ok(mut c) = etcd_client::Client::connect(&eps, Some(opts)).await else {
                     return want.clone();
                 };
@@ -344,9 +345,7 @@ impl Ctx<'_> {
     /// Runs `harpctl <args>` from the ctl host against the lab's etcd.
     pub fn harpctl(&self, args: &[&str]) -> Result<(bool, String), LabError> {
         let mut cmd = self.lab.net().command(CTL, workspace_bin("harpctl"))?;
-        cmd.args(["-c", &self.lab.cluster(), "--dcs"])
-            .arg(self.lab.etcd_endpoints().join(","))
-            .args(args);
+        cmd.arg("-f").arg(self.lab.harpctl_config()).args(args);
         let out = cmd
             .output()
             .map_err(|e| LabError::io(format!("harpctl {args:?}"), e))?;
