@@ -23,6 +23,9 @@ enum Contact {
 /// request retries on its own; with one, HARP must authenticate before any request, so this
 /// waits (a warning per attempt) until an endpoint answers or refuses.
 pub async fn connect_at_start(cfg: &DcsConfig, keys: Keys) -> Result<Dcs> {
+    if let Some(why) = cfg.exposure() {
+        tracing::warn!("{why}");
+    }
     let mut backoff = Backoff::default();
     loop {
         match first_contact(cfg, &keys).await {

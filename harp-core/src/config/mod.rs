@@ -2,6 +2,7 @@
 //! errors that name the file, line and key).
 
 mod convert;
+mod exposure;
 mod load;
 mod raw;
 mod reader;

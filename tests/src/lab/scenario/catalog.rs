@@ -131,8 +131,9 @@ fn pg_crash(c: &mut Ctx) -> Result<(), LabError> {
 fn leader_cut_off(c: &mut Ctx) -> Result<(), LabError> {
     let leader = c.leader_of(LOC)?;
     let f = c.mark(format!("cut off {leader}"));
-    c.converge_from_now("leader host cut off");
     c.lab.net().cut_off(&leader)?;
+    // From the cut in place: a write slipping through before it would hide the lease's wait.
+    c.converge_from_now("leader host cut off");
     c.pause(c.lease() * 2, 2000);
     c.lab.net().heal()?;
     c.end(f);

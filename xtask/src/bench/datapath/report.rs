@@ -1,5 +1,6 @@
 //! The report: per-run records, the per-case medians, and bench/results/datapath.{json,md}.
 
+mod cases;
 mod head_to_head;
 mod markdown;
 
@@ -19,65 +20,12 @@ use super::map_latency::MapLatency;
 use super::same_instant::{self, PairCase, PairRun};
 use super::workload::{Outcome, Workload};
 use super::{MAX_CONNECTIONS, Measured, PathKind, SCALE, Setup, round_to};
+use cases::{Case, cases};
+pub(super) use cases::median;
 use head_to_head::HeadToHead;
 
 const RSS_TARGET_MB: f64 = 30.0;
 
-#[derive(Serialize)]
-struct Case {
-    path: &'static str,
-    workload: &'static str,
-    /// Median over rounds of transactions per second (bulk: transfers per second).
-    tps: f64,
-    /// Bulk: median over rounds of the MB (10⁶ bytes) per second the client received.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mb_per_s: Option<f64>,
-    /// Median over rounds of this path's run ÷ direct's run of the same round (tps; bulk: MB/s);
-    /// `null` if direct was not measured.
-    ratio_to_direct: Option<f64>,
-    /// The median run ÷ direct's median run (what `ratio_to_direct` was before it paired rounds).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ratio_of_medians: Option<f64>,
-    /// agent-kernel: the median ratio of the same-instant pairs (`same_instant`), on which its
-    /// target is judged.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    same_instant_ratio: Option<f64>,
-    /// Median of pgbench's "latency average" (bulk: wall time per transfer).
-    latency_ms_avg: Option<f64>,
-    /// Median of pgbench's "average connection time" (printed for `-C`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    connection_ms_avg: Option<f64>,
-    /// Median over rounds of the CPU seconds the path's process (harp-agent, haproxy, pgbouncer,
-    /// socat) used during a run; absent for `direct`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proxy_cpu_s: Option<f64>,
-    /// Median over rounds of `proxy_cpu_s` per transaction (bulk: per transfer), in µs; absent
-    /// for `direct`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proxy_cpu_us_per_tx: Option<f64>,
-    /// Bulk: median over rounds of `proxy_cpu_s` per GB (10⁹ bytes) moved; absent for `direct`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    proxy_cpu_s_per_gb: Option<f64>,
-    runs: usize,
-    tps_runs: Vec<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    mb_per_s_runs: Vec<f64>,
-    latency_ms_runs: Vec<f64>,
-    /// Spread over rounds of what `ratio_to_direct` compares (tps; bulk: MB/s): (max − min) /
-    /// median, in %.
-    spread_pct: Option<f64>,
-    /// Per round, the ratio to direct's run of the same round (the rounds interleave paths).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    ratio_runs: Vec<f64>,
-    /// Minimum ratio to direct (agent rows with a target only): of `same_instant_ratio` where
-    /// measured, else of `ratio_to_direct`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    met: Option<bool>,
-}
-
-/// One run of a workload through a path, in the order they ran.
 #[derive(Serialize)]
 pub struct Run {
     round: usize,
@@ -286,111 +234,6 @@ pub fn build(
     }
 }
 
-pub(super) fn median(v: &[f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let m = s.len() / 2;
-    Some(if s.len() % 2 == 1 {
-        s[m]
-    } else {
-        (s[m - 1] + s[m]) / 2.0
-    })
-}
-
-/// (max − min) / median of `v`, in %; `None` if empty or the median is 0.
-fn spread_pct(v: &[f64]) -> Option<f64> {
-    let m = median(v).filter(|m| *m > 0.0)?;
-    let (lo, hi) = v
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    Some(round_to((hi - lo) / m * 100.0, 1))
-}
-
-fn cases(paths: &[PathKind], workloads: &[Workload], runs: &[Run]) -> Vec<Case> {
-    let mut cases = Vec::new();
-    for &w in workloads {
-        let of = |p: PathKind| -> Vec<&Run> {
-            runs.iter()
-                .filter(|r| r.workload == w.name() && r.path == p.name())
-                .collect()
-        };
-        // What `ratio_to_direct` compares: tps, or MB/s for bulk.
-        let compared = |rs: &[&Run]| -> Option<f64> {
-            let v: Vec<f64> = if w.is_pgbench() {
-                rs.iter().map(|r| r.tps).collect()
-            } else {
-                rs.iter().filter_map(|r| r.mb_per_s).collect()
-            };
-            median(&v)
-        };
-        let direct_runs = of(PathKind::Direct);
-        let direct = compared(&direct_runs);
-        for &p in paths {
-            let rs = of(p);
-            if rs.is_empty() {
-                continue;
-            }
-            let median_of = |f: fn(&Run) -> Option<f64>| {
-                median(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
-            };
-            let tps_runs: Vec<f64> = rs.iter().map(|r| r.tps).collect();
-            let mb_per_s_runs: Vec<f64> = rs.iter().filter_map(|r| r.mb_per_s).collect();
-            let latency_ms_runs: Vec<f64> = rs.iter().filter_map(|r| r.latency_ms_avg).collect();
-            let ratio_of_medians = direct
-                .zip(compared(&rs))
-                .filter(|(d, _)| *d > 0.0)
-                .map(|(d, v)| round_to(v / d, 3));
-            let target = p.target(w);
-            let value = |r: &Run| {
-                if w.is_pgbench() {
-                    Some(r.tps)
-                } else {
-                    r.mb_per_s
-                }
-            };
-            let values: Vec<f64> = rs.iter().filter_map(|r| value(r)).collect();
-            let ratio_runs: Vec<f64> = rs
-                .iter()
-                .filter_map(|r| {
-                    let d = direct_runs.iter().find(|d| d.round == r.round)?;
-                    let (v, d) = (value(r)?, value(d)?);
-                    (d > 0.0).then(|| round_to(v / d, 3))
-                })
-                .collect();
-            // Paired by round: a round's drift hits both runs of the ratio.
-            let ratio = median(&ratio_runs)
-                .map(|r| round_to(r, 3))
-                .or(ratio_of_medians);
-            cases.push(Case {
-                path: p.name(),
-                workload: w.name(),
-                tps: round_to(median(&tps_runs).unwrap_or(0.0), w.tps_digits()),
-                mb_per_s: median(&mb_per_s_runs).map(|m| round_to(m, 1)),
-                ratio_to_direct: ratio,
-                ratio_of_medians,
-                same_instant_ratio: None,
-                latency_ms_avg: median(&latency_ms_runs).map(|l| round_to(l, 3)),
-                connection_ms_avg: median_of(|r| r.connection_ms_avg).map(|l| round_to(l, 3)),
-                proxy_cpu_s: median_of(|r| r.proxy_cpu_s).map(|s| round_to(s, 2)),
-                proxy_cpu_us_per_tx: median_of(|r| r.proxy_cpu_us_per_tx).map(|u| round_to(u, 1)),
-                proxy_cpu_s_per_gb: median_of(|r| r.proxy_cpu_s_per_gb).map(|s| round_to(s, 3)),
-                runs: rs.len(),
-                tps_runs,
-                mb_per_s_runs,
-                latency_ms_runs,
-                spread_pct: spread_pct(&values),
-                ratio_runs,
-                target,
-                met: target.and_then(|t| ratio.map(|r| r >= t)),
-            });
-        }
-    }
-    cases
-}
-
 /// The version line of Postgres and of each path's program, for the report.
 fn versions(paths: &[PathKind]) -> BTreeMap<&'static str, String> {
     let first_line = |prog: &Path, arg: &str, pick: &str| -> String {
@@ -438,23 +281,4 @@ pub fn write(report: &Report) -> anyhow::Result<()> {
     std::fs::write(dir.join("datapath.md"), &md)?;
     print!("\n{md}");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-    }
-
-    #[test]
-    fn spread_is_range_over_median() {
-        assert_eq!(spread_pct(&[90.0, 100.0, 110.0]), Some(20.0));
-        assert_eq!(spread_pct(&[5.0]), Some(0.0));
-        assert_eq!(spread_pct(&[]), None);
-    }
 }
