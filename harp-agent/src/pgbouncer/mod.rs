@@ -26,7 +26,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::proxy::Shared;
-use admin::{Admin, quote};
+use admin::Admin;
 use ini::{Paths, Settings};
 use plan::{Plan, Step};
 pub use process::binary;

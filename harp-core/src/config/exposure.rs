@@ -18,17 +18,22 @@ impl DcsConfig {
             return None;
         }
         let eps = remote.join(", ");
-        let proven = self.auth.is_some()
-            || self.tls.as_ref().is_some_and(|t| t.client.is_some());
+        let proven = self.auth.is_some() || self.tls.as_ref().is_some_and(|t| t.client.is_some());
         let why = match (&self.tls, proven) {
             (Some(_), true) => return None,
-            (None, true) => "is plaintext: the etcd password and every leader record cross \
-                             the network readable and changeable",
-            (None, false) => "is plaintext with no etcd user: anyone who reaches etcd can \
+            (None, true) => {
+                "is plaintext: the etcd password and every leader record cross \
+                             the network readable and changeable"
+            }
+            (None, false) => {
+                "is plaintext with no etcd user: anyone who reaches etcd can \
                               write a leader key and send every client to a server of their \
-                              choosing",
-            (Some(_), false) => "proves nothing about HARP to etcd (no client certificate, no \
-                                 user): anyone who reaches etcd can write a leader key",
+                              choosing"
+            }
+            (Some(_), false) => {
+                "proves nothing about HARP to etcd (no client certificate, no \
+                                 user): anyone who reaches etcd can write a leader key"
+            }
         };
         Some(format!(
             "the etcd link to {eps} {why}; set dcs.ssl: on with ssl_ca_file, ssl_cert_file, \
@@ -59,15 +64,21 @@ mod tests {
     use crate::config::{ClientCert, DcsAuth, DcsTls, Password, parse_str};
 
     fn dcs(endpoints: &str) -> DcsConfig {
+        let quoted: Vec<String> = endpoints.split(", ").map(|e| format!("{e:?}")).collect();
         let yaml = format!(
-            "cluster:\n  name: c1\ndcs:\n  driver: etcd\n  endpoints: [{endpoints}]\nlocation: dca\n"
+            "cluster:\n  name: c1\ndcs:\n  driver: etcd\n  endpoints: [{}]\nlocation: dca\n",
+            quoted.join(", ")
         );
         parse_str(&yaml, "config.yml").unwrap().dcs
     }
 
     #[test]
     fn a_link_on_this_host_is_not_exposed() {
-        for eps in ["127.0.0.1:2379", "localhost:2379, http://127.0.0.2:2379", "[::1]:2379"] {
+        for eps in [
+            "127.0.0.1:2379",
+            "localhost:2379, http://127.0.0.2:2379",
+            "[::1]:2379",
+        ] {
             assert_eq!(dcs(eps).exposure(), None, "{eps}");
         }
     }
@@ -77,7 +88,9 @@ mod tests {
         let d = dcs("127.0.0.1:2379, 10.0.0.2:2379, http://etcd3:2379");
         let why = d.exposure().expect("exposed");
         assert!(
-            why.starts_with("the etcd link to 10.0.0.2:2379, http://etcd3:2379 is plaintext with no etcd user"),
+            why.starts_with(
+                "the etcd link to 10.0.0.2:2379, http://etcd3:2379 is plaintext with no etcd user"
+            ),
             "{why}"
         );
         assert!(why.contains("set dcs.ssl: on"), "{why}");

@@ -13,9 +13,10 @@ use super::raw;
 use super::reader::{Reader, Section};
 use super::types::*;
 use dcs::{REFUSED_KEYS, read_dcs};
+#[cfg(test)]
+use http::DEFAULT_HTTP_ENABLE;
 use http::read_http;
 use proxy::read_proxy;
-
 
 const ROOT_KEYS: &[&str] = &["cluster", "dcs", "location", "manager", "proxy", "http"];
 const CLUSTER_KEYS: &[&str] = &["name", "replication", "synchronous_mode"];

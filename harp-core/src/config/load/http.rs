@@ -3,7 +3,7 @@
 use super::*;
 
 /// HARP serves its health endpoint unless told otherwise.
-const DEFAULT_HTTP_ENABLE: bool = true;
+pub(super) const DEFAULT_HTTP_ENABLE: bool = true;
 
 const HTTP_KEYS: &[&str] = &[
     "enable",

@@ -20,8 +20,8 @@ use super::map_latency::MapLatency;
 use super::same_instant::{self, PairCase, PairRun};
 use super::workload::{Outcome, Workload};
 use super::{MAX_CONNECTIONS, Measured, PathKind, SCALE, Setup, round_to};
-use cases::{Case, cases};
 pub(super) use cases::median;
+use cases::{Case, cases};
 use head_to_head::HeadToHead;
 
 const RSS_TARGET_MB: f64 = 30.0;
