@@ -168,15 +168,22 @@ pub fn datapath(d: &Value) -> String {
             fmt(num(d, "agent_rss_target_mb"), 0),
         );
     }
-    let m = &d["map_update_ms"];
-    if m.is_object() {
-        md += &format!(
-            "\netcd leader change → BPF map entry: p50 {} ms, p99 {} ms (target p99 ≤ {} ms: {}).\n",
-            fmt(num(m, "p50"), 3),
-            fmt(num(m, "p99"), 3),
-            fmt(num(m, "target_p99"), 0),
-            met(m)
-        );
+    for (key, link) in [
+        ("map_update_ms", "plaintext etcd"),
+        ("map_update_tls_ms", "etcd over TLS + users"),
+    ] {
+        let m = &d[key];
+        if m.is_object() {
+            md += &format!(
+                "\netcd leader change → BPF map entry, {link}: p50 {} ms, p99 {} ms (target p99 ≤ \
+                 {} ms: {}); etcd's own put p99 {} ms.\n",
+                fmt(num(m, "p50"), 3),
+                fmt(num(m, "p99"), 3),
+                fmt(num(m, "target_p99"), 0),
+                met(m),
+                fmt(num(m, "put_p99"), 3),
+            );
+        }
     }
     md
 }
@@ -242,7 +249,7 @@ fn head_to_head(d: &Value) -> String {
 
 pub fn failover(f: &Value) -> String {
     let mut md = String::from(
-        "| case | n | p50 ms | p95 ms | max ms | target | met |\n| --- | ---: | ---: | ---: | ---: | --- | --- |\n",
+        "| case | etcd link | n | p50 ms | p95 ms | max ms | target | met |\n| --- | --- | ---: | ---: | ---: | ---: | --- | --- |\n",
     );
     for c in list(f, "cases") {
         let target = match (num(c, "target_p50_ms"), num(c, "target_p95_ms")) {
@@ -250,8 +257,12 @@ pub fn failover(f: &Value) -> String {
             (None, Some(b)) => format!("p95 ≤ {b}"),
             _ => String::new(),
         };
+        let link = match c["etcd_tls"].as_bool() {
+            Some(true) => "TLS + users",
+            _ => "plaintext",
+        };
         md += &format!(
-            "| {} | {} | {} | {} | {} | {target} | {} |\n",
+            "| {} | {link} | {} | {} | {} | {} | {target} | {} |\n",
             text(c, "name"),
             c["n"],
             fmt(num(c, "p50_ms"), 1),
