@@ -15,6 +15,8 @@ use crate::workdir::WorkDir;
 
 mod users;
 
+pub use users::etcd_user;
+
 /// How long a cluster (or a restarted member) may take to answer.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -7,6 +7,15 @@ use std::process::{Command, Stdio};
 use super::EtcdCluster;
 use crate::workdir::WorkDir;
 
+/// The etcd user of a unit, as `scripts/etcd-harp-roles` names it (`kind`: manager, agent,
+/// admin; `name` the node or proxy, unused for admin).
+pub fn etcd_user(cluster: &str, kind: &str, name: &str) -> String {
+    match kind {
+        "admin" => format!("harp-{cluster}-admin"),
+        _ => format!("harp-{cluster}-{kind}-{name}"),
+    }
+}
+
 impl EtcdCluster {
     /// Runs `scripts/etcd-harp-roles <cluster> <dir>/passwords <args>` as root (e.g.
     /// `--manager n1 --agent p1 --admin`); returns the password directory.
@@ -58,20 +67,13 @@ impl EtcdCluster {
         if self.secure().is_none() {
             return String::new();
         }
-        let (flag, user) = match kind {
-            "admin" => (vec!["--admin"], format!("harp-{cluster}-admin")),
-            _ => (
-                vec![
-                    match kind {
-                        "manager" => "--manager",
-                        "agent" => "--agent",
-                        other => panic!("no etcd user kind {other}"),
-                    },
-                    name,
-                ],
-                format!("harp-{cluster}-{kind}-{name}"),
-            ),
+        let flag = match kind {
+            "admin" => vec!["--admin"],
+            "manager" => vec!["--manager", name],
+            "agent" => vec!["--agent", name],
+            other => panic!("no etcd user kind {other}"),
         };
+        let user = etcd_user(cluster, kind, name);
         let passwords = self.make_users(cluster, dir, &flag);
         self.dcs_yaml(&passwords, &user)
     }

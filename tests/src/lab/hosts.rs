@@ -24,10 +24,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+pub use crate::etcd::etcd_user;
 pub use probe::{etcd_answers, http_get, pg_query_one, tcp_open, wait_until};
 pub use proc::{HostProc, Kind, Recipe};
 pub use provision::{configure, read_env_file, script_path};
-pub use roles::etcd_user;
 
 use harp_core::config::{Replication, SynchronousMode};
 
@@ -148,6 +148,8 @@ pub struct Lab {
     spec: LabSpec,
     /// harpctl's config on the `ctl` host (`harp-host.sh ctl configure`).
     harpctl_config: std::path::PathBuf,
+    /// [`Lab::etcd_options`], read once: probes ask for them every 100 ms.
+    etcd_root: etcd_client::ConnectOptions,
     dir: WorkDir,
 }
 
@@ -174,10 +176,12 @@ impl Lab {
             net,
             spec,
             harpctl_config: Default::default(),
+            etcd_root: crate::etcd::etcd_connect_options(),
             dir,
         };
         if lab.spec.etcd_tls {
             roles::make_lab_pki(&lab.net, &lab.spec, lab.dir.path())?;
+            lab.etcd_root = lab.etcd_options_as("root");
         }
         lab.harpctl_config = roles::configure_ctl(&lab.net, &lab.spec, lab.dir.path(), CTL)?;
         for h in ETCD_HOSTS {
@@ -303,7 +307,7 @@ impl Lab {
     /// [`LabSpec::etcd_tls`] the lab's CA and root's client certificate (etcd takes its common
     /// name as the user).
     pub fn etcd_options(&self) -> etcd_client::ConnectOptions {
-        self.etcd_options_as("root")
+        self.etcd_root.clone()
     }
 
     /// [`Lab::etcd_options`] as etcd user `user` (see [`etcd_user`]): its client certificate,

@@ -33,6 +33,11 @@ pub(super) fn phase(
         }
     }
     cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+    run_script(cmd, script)
+}
+
+/// Runs `cmd` (which runs `script`); a failure names the script.
+fn run_script(cmd: Command, script: PathBuf) -> Result<(), LabError> {
     run(cmd, None).map(drop).map_err(|e| LabError::Provision {
         script,
         detail: e.to_string(),
@@ -51,10 +56,7 @@ pub fn make_pki(dir: &Path, server_ips: &[String], users: &[String]) -> Result<(
     for u in users {
         cmd.args(["--client", u]);
     }
-    run(cmd, None).map(drop).map_err(|e| LabError::Provision {
-        script,
-        detail: e.to_string(),
-    })
+    run_script(cmd, script)
 }
 
 /// `KEY=VALUE` lines (the etcd env file); blank lines and `#` comments skipped.

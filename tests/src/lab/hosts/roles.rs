@@ -12,6 +12,7 @@ use super::{APP_HOSTS, AgentMode, ETCD_HOSTS, LabSpec, PG_NODES};
 use harp_core::config::Replication;
 
 use crate::bins::workspace_bin;
+use crate::etcd::etcd_user;
 use crate::lab::net::{Enter, Host, LabError, Net, run};
 use crate::pg_template::chown_postgres;
 use crate::postgres::{pg_bin_dir, postgres_user, template_data_dir};
@@ -55,15 +56,6 @@ pub(super) fn pki_dir(workdir: &Path) -> PathBuf {
     workdir.join("pki")
 }
 
-/// The etcd user of a unit, as `scripts/etcd-harp-roles` names it (`kind`: manager, agent,
-/// admin).
-pub fn etcd_user(cluster: &str, kind: &str, name: &str) -> String {
-    match kind {
-        "admin" => format!("harp-{cluster}-admin"),
-        _ => format!("harp-{cluster}-{kind}-{name}"),
-    }
-}
-
 /// `scripts/harp-pki` into [`pki_dir`]: etcd's certificate for the members' addresses, and a
 /// client certificate for root and for every unit's etcd user.
 pub(super) fn make_lab_pki(net: &Net, spec: &LabSpec, workdir: &Path) -> Result<(), LabError> {
@@ -83,9 +75,10 @@ pub(super) fn make_etcd_users(net: &Net, spec: &LabSpec, workdir: &Path) -> Resu
     let host = ETCD_HOSTS[0];
     let d = HostDir::new(workdir, host)?;
     let mut vars = common_vars(net, spec, net.host(host)?, &d)?;
-    let names = |it: &mut dyn Iterator<Item = &str>| it.collect::<Vec<_>>().join(" ");
-    vars.push(("HARP_MANAGERS", names(&mut PG_NODES.iter().map(|n| n.0))));
-    vars.push(("HARP_AGENTS", names(&mut APP_HOSTS.iter().map(|a| a.0))));
+    let managers: Vec<&str> = PG_NODES.iter().map(|n| n.0).collect();
+    let agents: Vec<&str> = APP_HOSTS.iter().map(|a| a.0).collect();
+    vars.push(("HARP_MANAGERS", managers.join(" ")));
+    vars.push(("HARP_AGENTS", agents.join(" ")));
     phase(net.command(host, "bash")?, "etcd", "users", &vars)
 }
 
